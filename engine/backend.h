@@ -1,0 +1,85 @@
+// The Backend interface: one call runs one forward pass over a batch of many
+// sessions. Continuous batching is then a scheduling question, not a rewrite.
+//
+// The batch is plain data, in the style of nano-vllm: a flat array of new
+// token ids plus one entry per sequence saying which cache it uses, how many
+// tokens that sequence had consumed before this step, and how many of the flat
+// tokens are its own. Prefill chunks and decode tokens are just token counts.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/cache_geometry.h"
+#include "engine/model.h"
+
+namespace sinkserve {
+
+using CacheId = int32_t;
+
+struct SeqEntry {
+  CacheId cache = -1;
+  int64_t n_past = 0;       // tokens this sequence consumed before this step
+  int32_t token_begin = 0;  // its first token in Batch::tokens
+  int32_t n_tokens = 0;     // its new tokens this step (1 for decode)
+  bool all_logits = false;  // a logits row per token, else only for the last
+};
+
+struct Batch {
+  std::vector<int32_t> tokens;  // (total new tokens) grouped by sequence
+  std::vector<SeqEntry> seqs;
+
+  void Add(CacheId cache, int64_t n_past, absl::Span<const int32_t> new_tokens,
+           bool all_logits = false) {
+    seqs.push_back({cache, n_past, static_cast<int32_t>(tokens.size()),
+                    static_cast<int32_t>(new_tokens.size()), all_logits});
+    tokens.insert(tokens.end(), new_tokens.begin(), new_tokens.end());
+  }
+  void Clear() {
+    tokens.clear();
+    seqs.clear();
+  }
+  // Rows of logits Forward returns: n_tokens for all_logits entries, else 1.
+  int32_t LogitRows() const {
+    int32_t rows = 0;
+    for (const SeqEntry& s : seqs) rows += s.all_logits ? s.n_tokens : 1;
+    return rows;
+  }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string_view name() const = 0;
+  virtual const ModelConfig& config() const = 0;
+
+  // Reserves a KV cache with this geometry (its memory is fixed for life).
+  // RESOURCE_EXHAUSTED when the backend's memory budget is spent.
+  virtual absl::StatusOr<CacheId> CreateCache(const CacheGeometry& geometry) = 0;
+  // Returns the cache's memory. Unknown ids are ignored.
+  virtual void DestroyCache(CacheId id) = 0;
+  // Empties a cache so its next token is token 0 again (same geometry).
+  virtual absl::Status ResetCache(CacheId id) = 0;
+
+  // Runs every sequence's new tokens through the model: appends their K/V at
+  // their slots and attends per the cache geometry. Each entry's n_past must
+  // equal the tokens its cache has consumed, and n_tokens must not exceed
+  // ring - window + 1 (a chunk larger than that would evict keys the chunk
+  // still needs). On success `logits` holds (batch.LogitRows(), vocab_size)
+  // floats, rows in entry order. INVALID_ARGUMENT on a malformed batch (bad
+  // token id, unknown cache, wrong n_past), with nothing appended.
+  virtual absl::Status Forward(const Batch& batch, std::vector<float>* logits) = 0;
+};
+
+// Geometry for a policy: the sinks/window/ring a session's cache needs.
+// `max_chunk` is the most new tokens one step may bring (prefill chunk size);
+// `context` is the model's trained context (the dense capacity).
+absl::StatusOr<CacheGeometry> GeometryFor(const CacheConfig& config, int32_t max_chunk,
+                                          int32_t context);
+
+}  // namespace sinkserve

@@ -1,0 +1,36 @@
+// Locates ../shared test data. Tests that need a file call RequireShared(),
+// which skips the test with a message naming the missing path.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace sinkserve::testing {
+
+// $SINKSERVE_SHARED_DIR, else ../shared beside the source tree.
+inline std::filesystem::path SharedDir() {
+  if (const char* env = std::getenv("SINKSERVE_SHARED_DIR"); env && *env) return env;
+  return std::filesystem::path(SINKSERVE_SOURCE_DIR) / ".." / "shared";
+}
+
+inline std::string SharedPath(const std::string& relative) {
+  return (SharedDir() / relative).lexically_normal().string();
+}
+
+// Where the project's binaries are built (for tests that run the CLI tools).
+inline std::string BinaryPath(const std::string& name) {
+  return (std::filesystem::path(SINKSERVE_BINARY_DIR) / name).string();
+}
+
+}  // namespace sinkserve::testing
+
+// Skips the current test when `relative` (under the shared dir) is missing.
+#define REQUIRE_SHARED(relative)                                                   \
+  do {                                                                             \
+    if (!std::filesystem::exists(::sinkserve::testing::SharedPath(relative)))      \
+      GTEST_SKIP() << "shared test data missing: " << ::sinkserve::testing::SharedPath(relative) \
+                   << " (set SINKSERVE_SHARED_DIR or place ../shared beside the repo)"; \
+  } while (0)
