@@ -1,0 +1,336 @@
+#include "engine/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/model_loader.h"
+#include "engine/unicode.h"
+#include "tests/test_data.h"
+
+namespace sinkserve {
+namespace {
+
+using ::sinkserve::testing::SharedPath;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct TestCase {
+  std::string text;
+  std::vector<int32_t> ids;
+};
+
+// llama.cpp's vocab test vectors: `.inp` holds texts each followed by
+// "\n__ggml_vocab_test__\n"; `.out` one line of space-separated ids per text.
+std::vector<TestCase> LoadVectors(const std::string& base) {
+  const std::string inp = ReadAll(base + ".inp");
+  const std::string out = ReadAll(base + ".out");
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  std::vector<TestCase> cases;
+  for (size_t pos = 0; pos < inp.size();) {
+    size_t end = inp.find(sep, pos);
+    if (end == std::string::npos) end = inp.size();
+    cases.push_back({inp.substr(pos, end - pos), {}});
+    pos = end + sep.size();
+  }
+  std::istringstream lines(out);
+  std::string line;
+  for (size_t i = 0; std::getline(lines, line); ++i) {
+    if (i >= cases.size()) {
+      ADD_FAILURE() << "more .out lines than .inp texts in " << base;
+      break;
+    }
+    std::istringstream ids(line);
+    for (int32_t id; ids >> id;) cases[i].ids.push_back(id);
+  }
+  return cases;
+}
+
+std::unique_ptr<Tokenizer> MakeTokenizer(absl::StatusOr<Vocab> vocab) {
+  EXPECT_TRUE(vocab.ok()) << vocab.status();
+  if (!vocab.ok()) return nullptr;
+  auto tokenizer = Tokenizer::Create(*std::move(vocab));
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  return tokenizer.ok() ? *std::move(tokenizer) : nullptr;
+}
+
+std::unique_ptr<Tokenizer> LoadSpmModel(const std::string& relative) {
+  return MakeTokenizer(ParseSentencePieceModel(ReadAll(SharedPath(relative))));
+}
+
+std::unique_ptr<Tokenizer> LoadLlama2cBin(const std::string& relative) {
+  return MakeTokenizer(ParseLlama2cTokenizer(ReadAll(SharedPath(relative))));
+}
+
+std::string Decode(const Tokenizer& tok, const std::vector<int32_t>& ids) {
+  std::string text;
+  int32_t prev = -1;
+  for (int32_t id : ids) {
+    text += tok.DecodeToken(prev, id);
+    prev = id;
+  }
+  return text;
+}
+
+std::string Join(const std::vector<int32_t>& ids) {
+  std::string s;
+  for (int32_t id : ids) s += (s.empty() ? "" : " ") + std::to_string(id);
+  return s;
+}
+
+// Runs every vector; returns how many passed and reports each failure.
+int RunVectors(const Tokenizer& tok, const std::vector<TestCase>& cases) {
+  int passed = 0;
+  for (const TestCase& c : cases) {
+    const std::vector<int32_t> got = tok.Encode(c.text, /*add_bos=*/false);
+    if (got == c.ids) {
+      ++passed;
+    } else {
+      ADD_FAILURE() << "text \"" << c.text << "\"\n  want: " << Join(c.ids) << "\n  got:  " << Join(got);
+    }
+  }
+  return passed;
+}
+
+TEST(TokenizerSpm, Llama2cPromptOnceUponATime) {
+  REQUIRE_SHARED("models/stories260K/tok512.bin");
+  std::vector<std::unique_ptr<Tokenizer>> toks;
+  toks.push_back(LoadLlama2cBin("models/stories260K/tok512.bin"));
+  toks.push_back(LoadSpmModel("models/stories260K/tok512.model"));
+  for (const auto& tok : toks) {
+    ASSERT_NE(tok, nullptr);
+    EXPECT_EQ(tok->Encode("Once upon a time", /*add_bos=*/true),
+              (std::vector<int32_t>{1, 403, 407, 261, 378}));
+    EXPECT_EQ(Decode(*tok, {1, 403, 407, 261, 378}), "Once upon a time");
+  }
+}
+
+TEST(TokenizerSpm, GoldenPromptTokensFromRunC) {
+  REQUIRE_SHARED("models/golden/stories260K_once_n64.ids");
+  auto tok = LoadLlama2cBin("models/stories260K/tok512.bin");
+  ASSERT_NE(tok, nullptr);
+  std::ifstream in(SharedPath("models/golden/stories260K_once_n64.ids"));
+  std::string word;
+  in >> word;
+  ASSERT_EQ(word, "PROMPT_TOKENS");
+  std::string line;
+  std::getline(in, line);
+  std::istringstream ids(line);
+  std::vector<int32_t> want;
+  for (int32_t id; ids >> id;) want.push_back(id);
+  EXPECT_EQ(tok->Encode("Once upon a time", true), want);
+}
+
+// The llama-spm vectors were made with the Llama tokenizer; the official
+// tokenizer.model and the llama2.c export must reproduce them too.
+TEST(TokenizerSpm, Llama2TokenizerFilesPassLlamaSpmVectors) {
+  REQUIRE_SHARED("models/llama2-tokenizer/tokenizer.model");
+  REQUIRE_SHARED("models/vocab-tests/ggml-vocab-llama-spm.gguf.inp");
+  const auto cases = LoadVectors(SharedPath("models/vocab-tests/ggml-vocab-llama-spm.gguf"));
+  ASSERT_GT(cases.size(), 40u);
+  for (const char* file : {"models/llama2-tokenizer/tokenizer.model", "models/llama2-tokenizer/tokenizer.bin"}) {
+    auto tok = std::string(file).ends_with(".bin") ? LoadLlama2cBin(file) : LoadSpmModel(file);
+    ASSERT_NE(tok, nullptr);
+    const int passed = RunVectors(*tok, cases);
+    EXPECT_EQ(passed, static_cast<int>(cases.size()));
+    std::printf("[ vectors  ] %s: %d/%zu llama-spm vectors\n", file, passed, cases.size());
+  }
+}
+
+TEST(TokenizerSpm, EmptyTextAndBos) {
+  REQUIRE_SHARED("models/llama2-tokenizer/tokenizer.model");
+  auto tok = LoadSpmModel("models/llama2-tokenizer/tokenizer.model");
+  ASSERT_NE(tok, nullptr);
+  EXPECT_TRUE(tok->Encode("", false).empty());
+  EXPECT_EQ(tok->Encode("", true), std::vector<int32_t>{1});
+  EXPECT_EQ(tok->Encode("Hello", true).front(), 1);
+}
+
+TEST(TokenizerSpm, DecodeRoundTrips) {
+  REQUIRE_SHARED("models/llama2-tokenizer/tokenizer.model");
+  auto tok = LoadSpmModel("models/llama2-tokenizer/tokenizer.model");
+  ASSERT_NE(tok, nullptr);
+  for (std::string text : {"Hello world", "  leading spaces", "tabs\tand\nnewlines\n\n",
+                           "emoji \xF0\x9F\xA6\x99 and CJK \xE6\x88\x91\xE6\x83\xB3", "<s> is plain text",
+                           "invalid \xFF\xC3 bytes"}) {
+    const std::vector<int32_t> ids = tok->Encode(text, /*add_bos=*/true);
+    EXPECT_EQ(Decode(*tok, ids), text) << Join(ids);
+  }
+  // "<s>" in the text must not become the BOS token.
+  const std::vector<int32_t> ids = tok->Encode("<s>", false);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 1), 0) << Join(ids);
+}
+
+TEST(TokenizerSpm, DecodeTokenRules) {
+  REQUIRE_SHARED("models/llama2-tokenizer/tokenizer.model");
+  auto tok = LoadSpmModel("models/llama2-tokenizer/tokenizer.model");
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->DecodeToken(-1, 1), "");        // BOS
+  EXPECT_EQ(tok->DecodeToken(-1, 2), "");        // EOS
+  EXPECT_EQ(tok->DecodeToken(-1, 3 + 0x0A), "\n");  // <0x0A>
+  EXPECT_EQ(tok->DecodeToken(-1, 3 + 0xE2), "\xE2");
+  EXPECT_EQ(tok->DecodeToken(-1, -5), "");
+  EXPECT_EQ(tok->DecodeToken(-1, 32000), "");
+  const int32_t hello = tok->Encode("Hello", false).at(0);  // "▁Hello"
+  EXPECT_EQ(tok->DecodeToken(-1, hello), " Hello");
+  EXPECT_EQ(tok->DecodeToken(1, hello), "Hello");  // dummy prefix dropped after BOS
+  EXPECT_EQ(tok->DecodeToken(2, hello), " Hello");
+}
+
+TEST(TokenizerSpm, ByteFallbackForUnknownCharacters) {
+  REQUIRE_SHARED("models/stories260K/tok512.model");
+  auto tok = LoadSpmModel("models/stories260K/tok512.model");
+  ASSERT_NE(tok, nullptr);
+  // U+1F999 is not among 512 pieces: its four bytes become <0xF0><0x9F><0xA6><0x99>.
+  const std::vector<int32_t> ids = tok->Encode("\xF0\x9F\xA6\x99", false);
+  ASSERT_GE(ids.size(), 4u);
+  EXPECT_EQ(std::vector<int32_t>(ids.end() - 4, ids.end()),
+            (std::vector<int32_t>{3 + 0xF0, 3 + 0x9F, 3 + 0xA6, 3 + 0x99}));
+}
+
+TEST(TokenizerSpm, LongInputIsFast) {
+  REQUIRE_SHARED("models/llama2-tokenizer/tokenizer.model");
+  auto tok = LoadSpmModel("models/llama2-tokenizer/tokenizer.model");
+  ASSERT_NE(tok, nullptr);
+  std::string text;
+  const std::string para = "Once upon a time, there was a little girl named Lily. \xE6\x88\x91\xE6\x83\xB3 \n";
+  while (text.size() < (2u << 20)) text += para;
+  std::string no_spaces(1u << 20, 'a');  // one 1 MB "word": merges must not go quadratic
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = tok->Encode(text, true);
+  const std::vector<int32_t> ids2 = tok->Encode(no_spaces, false);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 3.0);
+  EXPECT_EQ(Decode(*tok, ids), text);
+  EXPECT_EQ(Decode(*tok, ids2), " " + no_spaces);
+}
+
+TEST(TokenizerCreate, RejectsInconsistentVocabularies) {
+  Vocab empty;
+  EXPECT_FALSE(Tokenizer::Create(empty).ok());
+
+  Vocab v;
+  v.tokens = {"<unk>", "<s>", "</s>", "a"};
+  v.bos_id = 1;
+  v.eos_id = 2;
+  v.unk_id = 0;
+  EXPECT_TRUE(Tokenizer::Create(v).ok());
+
+  Vocab bad_scores = v;
+  bad_scores.scores = {0.0f, 1.0f};
+  EXPECT_EQ(Tokenizer::Create(bad_scores).status().code(), absl::StatusCode::kInvalidArgument);
+
+  Vocab bad_bos = v;
+  bad_bos.bos_id = 4;
+  auto s = Tokenizer::Create(bad_bos);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("bos"), std::string::npos) << s.status();
+
+  Vocab bad_eos = v;
+  bad_eos.eos_id = -2;
+  EXPECT_FALSE(Tokenizer::Create(bad_eos).ok());
+
+  Vocab bad_types = v;
+  bad_types.token_types = {TokenType::kNormal};
+  EXPECT_FALSE(Tokenizer::Create(bad_types).ok());
+
+  Vocab gpt2 = v;
+  gpt2.type = VocabType::kGpt2;
+  EXPECT_FALSE(Tokenizer::Create(gpt2).ok());  // no merges
+  gpt2.merges = {"a a"};
+  EXPECT_TRUE(Tokenizer::Create(gpt2).ok());
+  for (std::string merge : {"aa", " a", "a ", "a b c", ""}) {
+    gpt2.merges = {merge};
+    EXPECT_FALSE(Tokenizer::Create(gpt2).ok()) << "merge \"" << merge << "\"";
+  }
+}
+
+// The llama.cpp vocab-test GGUFs, loaded through LoadVocab: every vector
+// must match (the count is printed for the record).
+TEST(TokenizerVectors, LlamaSpmGguf) {
+  REQUIRE_SHARED("models/vocab-tests/ggml-vocab-llama-spm.gguf");
+  auto tok = MakeTokenizer(LoadVocab(SharedPath("models/vocab-tests/ggml-vocab-llama-spm.gguf")));
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->vocab().type, VocabType::kSentencePiece);
+  const auto cases = LoadVectors(SharedPath("models/vocab-tests/ggml-vocab-llama-spm.gguf"));
+  ASSERT_GT(cases.size(), 40u);
+  const int passed = RunVectors(*tok, cases);
+  EXPECT_EQ(passed, static_cast<int>(cases.size()));
+  std::printf("[ vectors  ] ggml-vocab-llama-spm.gguf: %d/%zu\n", passed, cases.size());
+}
+
+TEST(TokenizerVectors, Gpt2Gguf) {
+  REQUIRE_SHARED("models/vocab-tests/ggml-vocab-gpt-2.gguf");
+  auto tok = MakeTokenizer(LoadVocab(SharedPath("models/vocab-tests/ggml-vocab-gpt-2.gguf")));
+  ASSERT_NE(tok, nullptr);
+  EXPECT_EQ(tok->vocab().type, VocabType::kGpt2);
+  const auto cases = LoadVectors(SharedPath("models/vocab-tests/ggml-vocab-gpt-2.gguf"));
+  ASSERT_GT(cases.size(), 40u);
+  const int passed = RunVectors(*tok, cases);
+  EXPECT_EQ(passed, static_cast<int>(cases.size()));
+  std::printf("[ vectors  ] ggml-vocab-gpt-2.gguf: %d/%zu\n", passed, cases.size());
+  // Byte-level BPE is lossless: decoding gives back every input exactly.
+  for (const TestCase& c : cases) EXPECT_EQ(Decode(*tok, c.ids), c.text);
+}
+
+TEST(TokenizerGpt2, SpecialTokensArePlainTextAndDecodeEmpty) {
+  REQUIRE_SHARED("models/vocab-tests/ggml-vocab-gpt-2.gguf");
+  auto tok = MakeTokenizer(LoadVocab(SharedPath("models/vocab-tests/ggml-vocab-gpt-2.gguf")));
+  ASSERT_NE(tok, nullptr);
+  const int32_t eot = tok->eos_id();
+  ASSERT_GE(eot, 0);
+  const std::vector<int32_t> ids = tok->Encode("<|endoftext|>", false);
+  EXPECT_GT(ids.size(), 1u);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), eot), 0) << Join(ids);
+  EXPECT_EQ(Decode(*tok, ids), "<|endoftext|>");
+  EXPECT_EQ(tok->DecodeToken(-1, eot), "");
+  EXPECT_EQ(tok->DecodeToken(-1, tok->size()), "");
+  EXPECT_EQ(tok->DecodeToken(-1, 220), " ");   // "Ġ"
+  EXPECT_EQ(tok->DecodeToken(-1, 198), "\n");  // "Ċ"
+  // Invalid UTF-8 and a long input survive a round trip.
+  const std::string bad = "abc \xFF\xFE x\xC3";
+  EXPECT_EQ(Decode(*tok, tok->Encode(bad, false)), bad);
+  std::string text;
+  while (text.size() < (2u << 20)) text += "Hello, y'all! How are you \xF0\x9F\x98\x81 ?\xE6\x88\x91\xE6\x83\xB3 1314151\n";
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> long_ids = tok->Encode(text, false);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 3.0);
+  EXPECT_EQ(Decode(*tok, long_ids), text);
+}
+
+// A tiny synthetic GPT-2 vocabulary exercises the merge order exactly.
+TEST(TokenizerGpt2, MergesByRankOnSyntheticVocab) {
+  Vocab v;
+  v.type = VocabType::kGpt2;
+  ByteUnicodeMap map;
+  for (int b = 0; b < 256; ++b) v.tokens.push_back(map.Encode(static_cast<uint8_t>(b)));
+  const std::string sp = map.Encode(' ');  // "Ġ"
+  v.tokens.push_back("ab");       // 256
+  v.tokens.push_back("bc");       // 257
+  v.tokens.push_back("abc");      // 258
+  v.tokens.push_back(sp + "a");   // 259
+  v.merges = {"b c", "a b", "a bc", sp + " a"};
+  auto tok = MakeTokenizer(v);
+  ASSERT_NE(tok, nullptr);
+  // "b c" outranks "a b": abc -> a|bc -> abc.
+  EXPECT_EQ(tok->Encode("abc", false), (std::vector<int32_t>{258}));
+  EXPECT_EQ(tok->Encode("ab", false), (std::vector<int32_t>{256}));
+  EXPECT_EQ(tok->Encode("x abc", false), (std::vector<int32_t>{'x', ' ', 258}));  // "b c", then "a bc"; "Ġ a" too late
+  EXPECT_EQ(tok->Encode(" a", false), (std::vector<int32_t>{259}));
+  EXPECT_EQ(Decode(*tok, tok->Encode("x abc \xFF", false)), "x abc \xFF");
+}
+
+}  // namespace
+}  // namespace sinkserve
