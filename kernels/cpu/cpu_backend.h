@@ -1,0 +1,63 @@
+// The CPU reference backend: fp32 everywhere, the readable oracle that the
+// CUDA backend is tested against. It runs a whole Batch per Forward call and
+// spreads matmuls and attention heads over a small thread pool.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace sinkserve {
+
+class CpuBackend final : public Backend {
+ public:
+  // threads = 0 uses every core.
+  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(Model model, int32_t threads);
+
+  std::string_view name() const override { return "cpu"; }
+  const ModelConfig& config() const override { return model_.config; }
+  absl::StatusOr<CacheId> CreateCache(const CacheGeometry& geometry) override;
+  void DestroyCache(CacheId id) override;
+  absl::Status ResetCache(CacheId id) override;
+  absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
+
+  // Bytes a cache with this geometry holds (K and V, every layer).
+  int64_t CacheBytes(const CacheGeometry& geometry) const;
+
+ private:
+  struct Cache {
+    CacheGeometry geometry;
+    int64_t consumed = 0;   // tokens appended so far (absolute index of the next)
+    std::vector<float> k;   // (n_layers, slots, n_kv_heads, head_dim), un-rotated
+    std::vector<float> v;   // (n_layers, slots, n_kv_heads, head_dim)
+  };
+
+  CpuBackend(Model model, int32_t threads);
+  absl::Status ValidateBatch(const Batch& batch) const;
+  void EnsureScratch(int32_t tokens, int32_t logit_rows);
+  void RunLayer(const Batch& batch, int32_t layer);
+  void MatMul(float* out, const float* in, const std::vector<float>& w, int32_t tokens,
+              int32_t n, int32_t k);
+
+  Model model_;
+  ThreadPool pool_;
+  cpu::RopeTable rope_;
+  std::vector<std::unique_ptr<Cache>> caches_;  // indexed by CacheId; null when free
+
+  // Scratch, grown to the largest batch seen. T = tokens in the batch.
+  std::vector<float> x_;       // (T, dim) residual stream
+  std::vector<float> xb_;      // (T, dim) normed input
+  std::vector<float> q_;       // (T, n_heads * head_dim)
+  std::vector<float> k_;       // (T, kv_dim)
+  std::vector<float> v_;       // (T, kv_dim)
+  std::vector<float> att_;     // (T, n_heads * head_dim)
+  std::vector<float> hb_;      // (T, hidden_dim) gate, then SwiGLU output
+  std::vector<float> hb2_;     // (T, hidden_dim) up
+  std::vector<float> attn_scratch_;  // (threads, per-query scratch)
+  std::vector<int32_t> token_seq_;   // (T) which batch entry each token belongs to
+};
+
+}  // namespace sinkserve

@@ -1,0 +1,66 @@
+// fp32 reference ops for the Llama forward pass. The CPU backend is built
+// from these, and the CUDA kernel tests use them as their oracle, so each op
+// is written to be read: plain loops, shapes in comments.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/cache_geometry.h"
+
+namespace sinkserve::cpu {
+
+// out[i] = x[i] / rms(x) * weight[i]. x, out: (n); weight: (n).
+void RmsNorm(float* out, const float* x, const float* weight, int32_t n, float eps);
+
+// Dot product of two length-n vectors, 16 lanes of fp32 accumulators.
+float Dot(const float* a, const float* b, int32_t n);
+
+// out (rows_out, n) = in (rows_out, k) . w^T, w: (n, k) row-major.
+// Computes rows [n_begin, n_end) of every token; the caller splits n.
+void MatMulRows(float* out, const float* in, const float* w, int32_t tokens, int32_t n,
+                int32_t k, int32_t n_begin, int32_t n_end);
+
+// x[i] = silu(gate[i]) * up[i], in place on gate. (n)
+void SwiGlu(float* gate, const float* up, int64_t n);
+
+// cos/sin of RoPE angles for positions [0, positions): pos * theta^(-2i/head_dim),
+// computed in double from the integer position, so every angle is exact to
+// fp32 rounding whatever the session's age.
+struct RopeTable {
+  int32_t head_dim = 0;
+  int32_t positions = 0;
+  std::vector<float> cos;  // (positions, head_dim / 2)
+  std::vector<float> sin;  // (positions, head_dim / 2)
+
+  void Build(int32_t head_dim, int32_t positions, float theta);
+};
+
+// Rotates one head vector in place by position `pos` (interleaved pairs 2i, 2i+1).
+void Rope(float* x, int32_t head_dim, int32_t pos, const RopeTable& table);
+
+// Attention for one query token over a sink+window cache.
+struct AttentionArgs {
+  const CacheGeometry* geometry;
+  int64_t t;                // absolute index of the query token
+  const float* q;           // (n_heads, head_dim) un-rotated query
+  const float* k_cache;     // (slots, n_kv_heads, head_dim) un-rotated keys
+  const float* v_cache;     // (slots, n_kv_heads, head_dim)
+  float* out;               // (n_heads, head_dim)
+  int32_t n_heads;
+  int32_t n_kv_heads;
+  int32_t head_dim;
+  const RopeTable* rope;
+  // Scratch of at least KeyCount(t) * (head_dim + 2) + head_dim floats.
+  float* scratch;
+};
+// Query t sees the sinks and the window (cache_geometry.h); q is rotated by
+// QueryPosition(t) and each key by its KeyPosition(j, t).
+void Attention(const AttentionArgs& args, int32_t head_begin, int32_t head_end);
+
+// Floats of scratch Attention needs for one query.
+inline int64_t AttentionScratch(const CacheGeometry& g, int32_t head_dim) {
+  return static_cast<int64_t>(g.sinks + g.window) * (head_dim + 1) + 2 * head_dim;
+}
+
+}  // namespace sinkserve::cpu

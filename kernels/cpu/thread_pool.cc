@@ -1,0 +1,72 @@
+#include "kernels/cpu/thread_pool.h"
+
+#include <algorithm>
+
+namespace sinkserve {
+namespace {
+// Below this many multiply-adds a job runs on the caller alone.
+constexpr int64_t kMinParallelWork = 1 << 15;
+// Spin iterations before a worker sleeps on the condition variable.
+constexpr int kSpinIterations = 20000;
+}  // namespace
+
+ThreadPool::ThreadPool(int32_t threads) {
+  if (threads <= 0) threads = static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int32_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_.store(true);
+    generation_.fetch_add(1);
+  }
+  wake_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void ThreadPool::RunShare(int32_t index) {
+  if (index >= job_parts_) return;
+  const int64_t begin = job_n_ * index / job_parts_;
+  const int64_t end = job_n_ * (index + 1) / job_parts_;
+  if (begin < end) (*job_)(begin, end, index);
+}
+
+void ThreadPool::ParallelFor(int64_t n, int64_t work,
+                             const std::function<void(int64_t, int64_t, int32_t)>& fn) {
+  if (n <= 0) return;
+  if (workers_.empty() || n == 1 || work < kMinParallelWork) {
+    fn(0, n, 0);
+    return;
+  }
+  job_ = &fn;
+  job_n_ = n;
+  job_parts_ = static_cast<int32_t>(std::min<int64_t>(n, size()));
+  pending_.store(static_cast<int32_t>(workers_.size()), std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_release);
+  }
+  wake_.notify_all();
+  RunShare(0);
+  while (pending_.load(std::memory_order_acquire) != 0) {
+  }
+}
+
+void ThreadPool::WorkerLoop(int32_t index) {
+  uint64_t seen = 0;
+  for (;;) {
+    int spins = 0;
+    while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) ++spins;
+    if (generation_.load(std::memory_order_acquire) == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] { return generation_.load() != seen; });
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load()) return;
+    RunShare(index);
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+}
+
+}  // namespace sinkserve

@@ -1,0 +1,200 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "engine/model_loader.h"
+#include "engine/sampler.h"
+#include "engine/sequence.h"
+#include "tests/golden.h"
+#include "tests/random_model.h"
+
+namespace sinkserve {
+namespace {
+
+using testing::GoldenRun;
+using testing::RandomModel;
+using testing::RandomTokens;
+using testing::TinyConfig;
+
+std::unique_ptr<CpuBackend> MakeBackend(Model model, int32_t threads = 2) {
+  auto backend = CpuBackend::Create(std::move(model), threads);
+  EXPECT_TRUE(backend.ok()) << backend.status();
+  return backend.ok() ? std::move(*backend) : nullptr;
+}
+
+// Replays a golden run one token per Forward, as run.c does, and checks every
+// logits row and every greedy choice.
+void ExpectGoldenParity(const std::string& model_path, const GoldenRun& golden, std::vector<float>* all_rows) {
+  auto model = LoadModel(model_path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const int32_t vocab = model->config.vocab_size;
+  auto backend = MakeBackend(std::move(*model));
+  CacheConfig dense{CachePolicy::kDense, 0, 0};
+  auto seq = Sequence::Create(backend.get(), dense, 1);
+  ASSERT_TRUE(seq.ok()) << seq.status();
+  const int32_t rows = golden.rows(vocab);
+  double worst = 0.0;
+  for (int32_t p = 0; p < rows; ++p) {
+    ASSERT_TRUE((*seq)->Feed({golden.tokens[p]}).ok());
+    absl::Span<const float> got = (*seq)->last_logits();
+    all_rows->insert(all_rows->end(), got.begin(), got.end());
+    for (int32_t v = 0; v < vocab; ++v) {
+      worst = std::max(worst, double{std::abs(got[v] - golden.logits[size_t(p) * vocab + v])});
+    }
+    if (p + 1 >= static_cast<int32_t>(golden.prompt.size()) && p + 1 < static_cast<int32_t>(golden.tokens.size())) {
+      ASSERT_EQ(Argmax(got), golden.tokens[p + 1]) << "greedy choice differs at position " << p + 1;
+    }
+  }
+  EXPECT_LE(worst, 1e-3) << "max |logit - golden| over " << rows << " rows";
+}
+
+class GoldenTest : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(GoldenTest, BinAndGgufMatchLlama2cReference) {
+  REQUIRE_SHARED("models/stories260K/stories260K.bin");
+  REQUIRE_SHARED("models/stories260K/stories260K.gguf");
+  REQUIRE_SHARED(std::string("models/golden/") + GetParam() + ".ids");
+  GoldenRun golden;
+  ASSERT_TRUE(testing::LoadGolden(GetParam(), &golden));
+  std::vector<float> from_bin, from_gguf;
+  ExpectGoldenParity(testing::SharedPath("models/stories260K/stories260K.bin"), golden, &from_bin);
+  ExpectGoldenParity(testing::SharedPath("models/stories260K/stories260K.gguf"), golden, &from_gguf);
+  EXPECT_EQ(from_bin, from_gguf) << "the .bin and .gguf must give the same logits";
+}
+
+INSTANTIATE_TEST_SUITE_P(Stories260K, GoldenTest, ::testing::ValuesIn(testing::kGoldenCases));
+
+TEST(CpuBackendTest, ChunkedPrefillEqualsTokenByToken) {
+  const Model model = RandomModel(TinyConfig(), 1);
+  auto backend = MakeBackend(model);
+  const std::vector<int32_t> ids = RandomTokens(40, model.config.vocab_size, 2);
+  CacheConfig config{CachePolicy::kSinkWindow, 2, 16};
+  auto one = Sequence::Create(backend.get(), config, 1);
+  auto chunked = Sequence::Create(backend.get(), config, 8);
+  ASSERT_TRUE(one.ok() && chunked.ok());
+  std::vector<float> rows_one, rows_chunked;
+  for (int32_t id : ids) {
+    ASSERT_TRUE((*one)->Feed({id}).ok());
+    rows_one.insert(rows_one.end(), (*one)->last_logits().begin(), (*one)->last_logits().end());
+  }
+  ASSERT_TRUE((*chunked)->Feed(ids, &rows_chunked).ok());
+  ASSERT_EQ(rows_one.size(), rows_chunked.size());
+  for (size_t i = 0; i < rows_one.size(); ++i) ASSERT_NEAR(rows_one[i], rows_chunked[i], 1e-5) << i;
+}
+
+TEST(CpuBackendTest, SinkWindowEqualsDenseWhileEverythingFits) {
+  const Model model = RandomModel(TinyConfig(), 3);
+  auto backend = MakeBackend(model);
+  const std::vector<int32_t> ids = RandomTokens(60, model.config.vocab_size, 4);
+  std::vector<float> dense_rows, sink_rows, window_rows;
+  auto run = [&](CacheConfig config, std::vector<float>* rows) {
+    auto seq = Sequence::Create(backend.get(), config, 16);
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    ASSERT_TRUE((*seq)->Feed(ids, rows).ok());
+  };
+  run({CachePolicy::kDense, 0, 0}, &dense_rows);
+  run({CachePolicy::kSinkWindow, 4, 56}, &sink_rows);  // S + W = 60 covers every token
+  run({CachePolicy::kWindow, 0, 60}, &window_rows);
+  EXPECT_EQ(sink_rows, dense_rows);
+  EXPECT_EQ(window_rows, dense_rows);
+}
+
+TEST(CpuBackendTest, ThreadCountDoesNotChangeResults) {
+  const Model model = RandomModel(TinyConfig(64, 8, 2, 2, 100, 160), 5);
+  const std::vector<int32_t> ids = RandomTokens(50, model.config.vocab_size, 6);
+  std::vector<float> rows[2];
+  for (int threads : {1, 2}) {
+    auto backend = MakeBackend(model, threads);
+    auto seq = Sequence::Create(backend.get(), {CachePolicy::kSinkWindow, 4, 20}, 16);
+    ASSERT_TRUE(seq.ok());
+    ASSERT_TRUE((*seq)->Feed(ids, &rows[threads - 1]).ok());
+  }
+  EXPECT_EQ(rows[0], rows[1]);
+}
+
+TEST(CpuBackendTest, BatchOfSequencesEqualsEachAlone) {
+  const Model model = RandomModel(TinyConfig(), 8);
+  auto backend = MakeBackend(model);
+  CacheGeometry g{2, 8, 8 + 4 - 1};
+  std::vector<CacheId> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(*backend->CreateCache(g));
+  const std::vector<int32_t> a = RandomTokens(4, 64, 9), b = {5}, c = RandomTokens(3, 64, 10);
+  Batch batch;
+  batch.Add(ids[0], 0, a, true);
+  batch.Add(ids[1], 0, b);
+  batch.Add(ids[2], 0, c);
+  std::vector<float> together;
+  ASSERT_TRUE(backend->Forward(batch, &together).ok());
+  ASSERT_EQ(together.size(), size_t(4 + 1 + 1) * 64);
+
+  std::vector<float> alone, single;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(backend->ResetCache(ids[i]).ok());
+  for (auto [id, toks, all] : {std::tuple{ids[0], a, true}, {ids[1], b, false}, {ids[2], c, false}}) {
+    Batch one;
+    one.Add(id, 0, toks, all);
+    ASSERT_TRUE(backend->Forward(one, &single).ok());
+    alone.insert(alone.end(), single.begin(), single.end());
+  }
+  ASSERT_EQ(alone.size(), together.size());
+  for (size_t i = 0; i < alone.size(); ++i) ASSERT_NEAR(alone[i], together[i], 1e-5) << i;
+}
+
+TEST(CpuBackendTest, RejectsMalformedBatches) {
+  const Model model = RandomModel(TinyConfig(), 11);
+  auto backend = MakeBackend(model);
+  const CacheId cache = *backend->CreateCache({0, 4, 5});  // chunks of at most 2
+  std::vector<float> logits;
+  auto forward = [&](CacheId id, int64_t n_past, std::vector<int32_t> toks) {
+    Batch b;
+    b.Add(id, n_past, toks);
+    return backend->Forward(b, &logits);
+  };
+  EXPECT_EQ(forward(cache, 0, {64}).code(), absl::StatusCode::kInvalidArgument);   // id out of range
+  EXPECT_EQ(forward(cache, 0, {-1}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(forward(cache, 3, {1}).code(), absl::StatusCode::kInvalidArgument);    // wrong n_past
+  EXPECT_EQ(forward(cache, 0, {1, 2, 3}).code(), absl::StatusCode::kInvalidArgument);  // chunk too big
+  EXPECT_EQ(forward(cache + 7, 0, {1}).code(), absl::StatusCode::kInvalidArgument);  // unknown cache
+  Batch twice;
+  twice.Add(cache, 0, std::vector<int32_t>{1});
+  twice.Add(cache, 0, std::vector<int32_t>{2});
+  EXPECT_EQ(backend->Forward(twice, &logits).code(), absl::StatusCode::kInvalidArgument);
+  // Nothing was appended by the failures: a valid step at n_past 0 works.
+  EXPECT_TRUE(forward(cache, 0, {1, 2}).ok());
+  EXPECT_FALSE(backend->CreateCache({0, 0, 0}).ok());
+}
+
+TEST(SequenceTest, DenseFailsClearlyWhenTheContextIsFull) {
+  const Model model = RandomModel(TinyConfig(32, 4, 2, 1, 64, 48, /*context=*/10), 12);
+  auto backend = MakeBackend(model);
+  auto seq = Sequence::Create(backend.get(), {CachePolicy::kDense, 0, 0}, 4);
+  ASSERT_TRUE(seq.ok());
+  ASSERT_TRUE((*seq)->Feed(RandomTokens(8, 64, 1)).ok());
+  absl::Status full = (*seq)->Feed(RandomTokens(3, 64, 2));
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(full.message().find("context of 10"), absl::string_view::npos) << full;
+  EXPECT_EQ((*seq)->consumed(), 8);  // the failed feed ran nothing
+  EXPECT_TRUE((*seq)->Feed(RandomTokens(2, 64, 3)).ok());
+}
+
+TEST(SequenceTest, RecomputeEqualsAFreshDenseRunOverTheWindow) {
+  const Model model = RandomModel(TinyConfig(), 13);
+  auto backend = MakeBackend(model);
+  const std::vector<int32_t> ids = RandomTokens(30, 64, 14);
+  const int32_t W = 8;
+  auto seq = Sequence::Create(backend.get(), {CachePolicy::kRecompute, 0, W}, 4);
+  ASSERT_TRUE(seq.ok());
+  std::vector<float> rows;
+  ASSERT_TRUE((*seq)->Feed(ids, &rows).ok());
+  for (int t : {3, 7, 8, 20, 29}) {
+    // Logits at token t = a fresh dense pass over tokens max(0, t-W+1)..t.
+    const int begin = std::max(0, t - W + 1);
+    auto fresh = Sequence::Create(backend.get(), {CachePolicy::kDense, 0, 0}, 4);
+    ASSERT_TRUE((*fresh)->Feed(absl::MakeConstSpan(ids).subspan(begin, t - begin + 1)).ok());
+    for (int v = 0; v < 64; ++v) ASSERT_NEAR(rows[size_t(t) * 64 + v], (*fresh)->last_logits()[v], 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace sinkserve

@@ -1,0 +1,132 @@
+// sinkserve-generate: streams a continuation of --prompt to stdout as it is
+// made, under a chosen cache policy, like the StreamingLLM demo. With
+// --ignore-eos and the sink_window policy it can run for millions of tokens
+// at a constant cost per token.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "engine/sequence.h"
+#include "engine/status_macros.h"
+#include "engine/stop_matcher.h"
+#include "tools/common/runtime.h"
+
+namespace sinkserve {
+namespace {
+
+constexpr char kTool[] = "sinkserve-generate";
+
+absl::Status Run(int argc, char** argv) {
+  std::vector<std::string> valued = {"prompt", "max-new-tokens", "min-new-tokens", "stop", "report-every"};
+  for (const auto* group : {&kModelFlags, &kCacheFlags, &kSamplingFlags}) valued.insert(valued.end(), group->begin(), group->end());
+  Flags flags(valued, {"ignore-eos", "print-ids", "quiet"});
+  RETURN_IF_ERROR(flags.Parse(argc, argv));
+
+  ASSIGN_OR_RETURN(std::string prompt, flags.Required("prompt"));
+  ASSIGN_OR_RETURN(int64_t max_new, flags.Int("max-new-tokens", 256));
+  ASSIGN_OR_RETURN(int64_t min_new, flags.Int("min-new-tokens", 0));
+  ASSIGN_OR_RETURN(int64_t report_every, flags.Int("report-every", 0));
+  if (max_new < 0) return absl::InvalidArgumentError(absl::StrFormat("--max-new-tokens must be >= 0, got %d", max_new));
+  if (min_new < 0 || min_new > max_new) {
+    return absl::InvalidArgumentError(absl::StrFormat("--min-new-tokens must be in [0, --max-new-tokens], got %d", min_new));
+  }
+  if (report_every < 0) return absl::InvalidArgumentError("--report-every must be >= 0");
+  ASSIGN_OR_RETURN(CacheConfig cache, ParseCacheConfig(flags));
+  ASSIGN_OR_RETURN(int32_t chunk, ParseChunk(flags));
+  ASSIGN_OR_RETURN(SamplingParams sampling, ParseSampling(flags));
+  const bool ignore_eos = flags.Switch("ignore-eos");
+  const bool print_ids = flags.Switch("print-ids");
+  std::vector<std::string> stops;
+  if (flags.Has("stop")) stops.push_back(flags.String("stop"));
+
+  ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(flags));
+  const Tokenizer& tok = *rt.tokenizer;
+  std::vector<int32_t> ids = tok.Encode(prompt, /*add_bos=*/true);
+  if (ids.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens and the model has no BOS");
+  ASSIGN_OR_RETURN(auto seq, Sequence::Create(rt.backend.get(), cache, chunk));
+  RETURN_IF_ERROR(seq->Feed(ids));
+
+  StreamDecoder decoder(tok);
+  StopMatcher stopper(stops);
+  Sampler sampler(sampling, rt.backend->config().vocab_size);
+  if (!print_ids) {
+    // Echo the prompt as the model saw it, then stream the continuation.
+    std::string echoed;
+    for (int32_t id : ids) echoed += decoder.Push(id);
+    std::fputs(echoed.c_str(), stdout);
+    std::fflush(stdout);
+  }
+  std::vector<int32_t> recent(ids);
+  std::vector<float> logits;
+  const auto start = std::chrono::steady_clock::now();
+  auto interval_start = start;
+  int64_t generated = 0;
+  std::string finish = "length";
+  while (generated < max_new) {
+    logits.assign(seq->last_logits().begin(), seq->last_logits().end());
+    for (float l : logits) {
+      if (!std::isfinite(l)) return absl::InternalError(absl::StrFormat("non-finite logit after %d tokens", seq->consumed()));
+    }
+    // End tokens (EOS, and BOS, which a base model emits between documents)
+    // finish the turn, unless --ignore-eos; before --min-new-tokens they are
+    // kept out of reach.
+    const bool may_end = !ignore_eos && generated >= min_new;
+    if (!ignore_eos && generated < min_new) {
+      for (int32_t end : {tok.eos_id(), tok.bos_id()}) {
+        if (end >= 0) logits[end] = -INFINITY;
+      }
+    }
+    const int32_t next = sampler.Sample(absl::MakeSpan(logits), recent);
+    if (may_end && (next == tok.eos_id() || next == tok.bos_id())) {
+      finish = "eos";
+      break;
+    }
+    ++generated;
+    if (recent.size() >= 1024) recent.erase(recent.begin(), recent.begin() + 512);
+    recent.push_back(next);
+    if (print_ids) {
+      std::printf(generated == 1 ? "%d" : " %d", next);
+    } else {
+      bool stopped = false;
+      std::fputs(stopper.Push(decoder.Push(next), &stopped).c_str(), stdout);
+      if (stopped) {
+        finish = "stop";
+        break;
+      }
+    }
+    std::fflush(stdout);
+    if (generated == max_new) break;
+    RETURN_IF_ERROR(seq->Feed({next}));
+    if (report_every > 0 && generated % report_every == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      const double interval_ms = std::chrono::duration<double, std::milli>(now - interval_start).count();
+      const double total_s = std::chrono::duration<double>(now - start).count();
+      std::cerr << absl::StrFormat("report tokens=%d elapsed_s=%.3f ms_per_token=%.5f peak_rss_kib=%d cache_tokens=%d\n",
+                                   generated, total_s, interval_ms / report_every, PeakRssKib(), seq->cache_tokens());
+      interval_start = now;
+    }
+  }
+  if (!print_ids) std::fputs(stopper.Flush().append(decoder.Flush()).c_str(), stdout);
+  std::printf("\n");
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!flags.Switch("quiet")) {
+    std::cerr << absl::StrFormat("%s: %d tokens in %.3f s (%.1f tok/s), finish=%s, backend=%s, policy=%s S=%d W=%d, "
+                                 "cache_tokens=%d evicted=%d peak_rss_kib=%d\n",
+                                 kTool, generated, secs, generated / std::max(secs, 1e-9), finish, rt.backend->name(),
+                                 CachePolicyName(cache.policy), seq->geometry().sinks, seq->geometry().window,
+                                 seq->cache_tokens(), seq->evicted(), PeakRssKib());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace sinkserve
+
+int main(int argc, char** argv) {
+  absl::Status status = sinkserve::Run(argc, argv);
+  if (!status.ok()) return sinkserve::Fail(sinkserve::kTool, status);
+  return 0;
+}
