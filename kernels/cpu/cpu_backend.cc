@@ -34,8 +34,8 @@ absl::StatusOr<CacheId> CpuBackend::CreateCache(const CacheGeometry& geometry) {
   const size_t floats = static_cast<size_t>(CacheBytes(geometry) / 2 / sizeof(float));
   cache->k.assign(floats, 0.0f);
   cache->v.assign(floats, 0.0f);
-  if (geometry.MaxPositions() > rope_.positions) {
-    rope_.Build(model_.config.head_dim, geometry.MaxPositions(), model_.config.rope_theta);
+  if (cpu::RotatedRopePositions(geometry) > rope_.positions) {
+    rope_.Build(model_.config.head_dim, cpu::RotatedRopePositions(geometry), model_.config.rope_theta);
   }
   for (size_t i = 0; i < caches_.size(); ++i) {
     if (!caches_[i]) {
@@ -111,7 +111,7 @@ void CpuBackend::EnsureScratch(int32_t tokens, int32_t logit_rows) {
   grow(hb2_, int64_t{tokens} * c.hidden_dim);
   int64_t per_query = 0;
   for (const auto& cache : caches_) {
-    if (cache) per_query = std::max(per_query, cpu::AttentionScratch(cache->geometry, c.head_dim));
+    if (cache) per_query = std::max(per_query, cpu::RotatedAttentionScratch(cache->geometry, c.head_dim));
   }
   grow(attn_scratch_, per_query * pool_.size());
 }
@@ -136,17 +136,25 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
   MatMul(k_.data(), xb_.data(), w.wk, T, kv_dim, c.dim);
   MatMul(v_.data(), xb_.data(), w.wv, T, kv_dim, c.dim);
 
-  // Append every new token's K/V (un-rotated) at its slot before attending:
-  // the ring holds window + chunk - 1 slots, so nothing a chunk token still
-  // needs is overwritten.
+  // Append every new token's K/V at its slot before attending (the ring
+  // holds window + chunk - 1 slots, so nothing a chunk token still needs is
+  // overwritten). Keys are rotated once here, by their slot index; see
+  // cpu::RotatedAttention for why that is exact.
   for (const SeqEntry& s : batch.seqs) {
     Cache& cache = *caches_[s.cache];
-    const int64_t layer_base = int64_t{layer} * cache.geometry.Slots() * kv_dim;
+    const CacheGeometry& g = cache.geometry;
+    const int64_t slots = g.Slots();
+    float* k_layer = &cache.k[int64_t{layer} * kv_dim * slots];  // (n_kv_heads, head_dim, slots)
+    float* v_layer = &cache.v[int64_t{layer} * kv_dim * slots];
     for (int32_t i = 0; i < s.n_tokens; ++i) {
-      const int64_t slot = cache.geometry.Slot(s.n_past + i);
-      const int64_t src = int64_t{s.token_begin + i} * kv_dim;
-      std::copy_n(&k_[src], kv_dim, &cache.k[layer_base + slot * kv_dim]);
-      std::copy_n(&v_[src], kv_dim, &cache.v[layer_base + slot * kv_dim]);
+      const int32_t slot = g.Slot(s.n_past + i);
+      float* k_new = &k_[int64_t{s.token_begin + i} * kv_dim];  // (n_kv_heads, head_dim)
+      const float* v_new = &v_[int64_t{s.token_begin + i} * kv_dim];
+      for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(k_new + kv * c.head_dim, c.head_dim, slot, rope_);
+      for (int32_t e = 0; e < kv_dim; ++e) {
+        k_layer[e * slots + slot] = k_new[e];
+        v_layer[e * slots + slot] = v_new[e];
+      }
     }
   }
 
@@ -164,8 +172,8 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
       const int32_t kv = static_cast<int32_t>(u % c.n_kv_heads);
       const SeqEntry& s = batch.seqs[token_seq_[t]];
       const Cache& cache = *caches_[s.cache];
-      const int64_t layer_base = int64_t{layer} * cache.geometry.Slots() * kv_dim;
-      cpu::AttentionArgs args{
+      const int64_t layer_base = int64_t{layer} * kv_dim * cache.geometry.Slots();
+      cpu::RotatedAttentionArgs args{
           .geometry = &cache.geometry,
           .t = s.n_past + (t - s.token_begin),
           .q = &q_[int64_t{t} * c.q_dim()],
@@ -178,7 +186,7 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
           .rope = &rope_,
           .scratch = &attn_scratch_[part * per_query],
       };
-      cpu::Attention(args, kv * group, (kv + 1) * group);
+      cpu::RotatedAttention(args, kv * group, (kv + 1) * group);
     }
   });
 

@@ -31,8 +31,9 @@ class CpuBackend final : public Backend {
   struct Cache {
     CacheGeometry geometry;
     int64_t consumed = 0;   // tokens appended so far (absolute index of the next)
-    std::vector<float> k;   // (n_layers, slots, n_kv_heads, head_dim), un-rotated
-    std::vector<float> v;   // (n_layers, slots, n_kv_heads, head_dim)
+    // Slot-minor so attention vectorizes over slots (see cpu::RotatedAttention).
+    std::vector<float> k;   // (n_layers, n_kv_heads, head_dim, slots), keys rotated by their slot index
+    std::vector<float> v;   // (n_layers, n_kv_heads, head_dim, slots)
   };
 
   CpuBackend(Model model, int32_t threads);

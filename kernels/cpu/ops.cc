@@ -13,16 +13,20 @@ void RmsNorm(float* out, const float* x, const float* weight, int32_t n, float e
 }
 
 float Dot(const float* a, const float* b, int32_t n) {
-  // Sixteen independent lanes: the compiler maps them onto two SIMD
-  // registers, and the split breaks the add dependency chain.
+  // Sixteen independent lanes: the compiler maps them onto SIMD registers,
+  // and the split breaks the add dependency chain. An 8-lane step serves
+  // short vectors (head_dim 8) and tails.
   float acc[16] = {};
   int32_t i = 0;
   for (; i + 16 <= n; i += 16) {
     for (int32_t j = 0; j < 16; ++j) acc[j] += a[i + j] * b[i + j];
   }
+  for (; i + 8 <= n; i += 8) {
+    for (int32_t j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  }
   float sum = 0.0f;
   for (; i < n; ++i) sum += a[i] * b[i];
-  for (int32_t j = 0; j < 16; ++j) sum += acc[j];
+  for (int32_t j = 0; j < 8; ++j) sum += acc[j] + acc[j + 8];
   return sum;
 }
 
@@ -124,6 +128,101 @@ void Attention(const AttentionArgs& a, int32_t head_begin, int32_t head_end) {
       const float* v = a.v_cache + static_cast<int64_t>(g.Slot(j)) * kv_stride + kv * hd;
       const float p = scores[i] * inv_sum;
       for (int32_t d = 0; d < hd; ++d) out[d] += p * v[d];
+    }
+  }
+}
+
+namespace {
+
+// A run of cache slots [begin, end) whose keys share one query rotation.
+struct SlotRun {
+  int32_t begin;
+  int32_t end;
+  int32_t position;  // the query's rotation for this run
+  float* q;          // (head_dim) scratch for the rotated query
+};
+
+}  // namespace
+
+void RotatedAttention(const RotatedAttentionArgs& a, int32_t head_begin, int32_t head_end) {
+  const CacheGeometry& g = *a.geometry;
+  const int32_t hd = a.head_dim;
+  const int32_t slots = g.Slots();
+  const int32_t group = a.n_heads / a.n_kv_heads;
+  const int32_t n_sinks = g.SinkCount(a.t);
+  const int64_t lo = g.WindowBegin(a.t);
+  const int32_t n_window = g.WindowCount(a.t);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  // scratch: scores (slots, indexed by slot) | one rotated query per run
+  float* scores = a.scratch;
+
+  // The window lo..t spans at most two laps of the ring. In slot order the
+  // older lap (if any) runs from Slot(lo) to the end of the ring, and t's lap
+  // from the ring's start (or Slot(lo)) to Slot(t). Adjacent runs with the
+  // same rotation merge, so before any eviction there is one run and the
+  // arithmetic is a dense cache's exactly.
+  const int64_t lap_shift = a.t < g.sinks ? 0 : (a.t - g.sinks) / g.ring * g.ring;  // lap * ring
+  SlotRun runs[3];
+  int32_t n_runs = 0;
+  auto add_run = [&](int32_t begin, int32_t end, int64_t position) {
+    if (n_runs > 0 && runs[n_runs - 1].end == begin && runs[n_runs - 1].position == position) {
+      runs[n_runs - 1].end = end;
+      return;
+    }
+    runs[n_runs] = {begin, end, static_cast<int32_t>(position), scores + slots + n_runs * hd};
+    ++n_runs;
+  };
+  if (n_sinks > 0) add_run(0, n_sinks, g.QueryPosition(a.t));
+  if (n_window > 0) {
+    const int32_t first = g.Slot(lo);
+    const int32_t last = g.Slot(a.t);
+    if (lo < g.sinks + lap_shift) {
+      add_run(first, slots, a.t - lap_shift + g.ring);
+      add_run(g.sinks, last + 1, a.t - lap_shift);
+    } else {
+      add_run(first, last + 1, a.t - lap_shift);
+    }
+  }
+
+  for (int32_t h = head_begin; h < head_end; ++h) {
+    const int32_t kv = h / group;
+    for (int32_t r = 0; r < n_runs; ++r) {
+      std::copy_n(a.q + h * hd, hd, runs[r].q);
+      Rope(runs[r].q, hd, runs[r].position, *a.rope);
+    }
+
+    const float* k = a.k_cache + int64_t{kv} * hd * slots;  // (head_dim, slots)
+    const float* v = a.v_cache + int64_t{kv} * hd * slots;  // (head_dim, slots)
+    float max_score = -INFINITY;
+    for (int32_t r = 0; r < n_runs; ++r) {
+      const SlotRun& run = runs[r];
+      float* s = scores + run.begin;
+      const int32_t n = run.end - run.begin;
+      std::fill_n(s, n, 0.0f);
+      for (int32_t d = 0; d < hd; ++d) {
+        const float qd = run.q[d] * scale;
+        const float* kd = k + int64_t{d} * slots + run.begin;
+        for (int32_t i = 0; i < n; ++i) s[i] += qd * kd[i];
+      }
+      for (int32_t i = 0; i < n; ++i) max_score = std::max(max_score, s[i]);
+    }
+    float sum = 0.0f;
+    for (int32_t r = 0; r < n_runs; ++r) {
+      float* s = scores + runs[r].begin;
+      for (int32_t i = 0; i < runs[r].end - runs[r].begin; ++i) {
+        s[i] = std::exp(s[i] - max_score);
+        sum += s[i];
+      }
+    }
+    const float inv_sum = 1.0f / sum;
+    float* out = a.out + h * hd;
+    for (int32_t d = 0; d < hd; ++d) {
+      float acc = 0.0f;
+      for (int32_t r = 0; r < n_runs; ++r) {
+        acc += Dot(scores + runs[r].begin, v + int64_t{d} * slots + runs[r].begin, runs[r].end - runs[r].begin);
+      }
+      out[d] = acc * inv_sum;
     }
   }
 }

@@ -5,7 +5,7 @@
 namespace sinkserve {
 namespace {
 // Below this many multiply-adds a job runs on the caller alone.
-constexpr int64_t kMinParallelWork = 1 << 15;
+constexpr int64_t kMinParallelWork = 1 << 17;
 // Spin iterations before a worker sleeps on the condition variable.
 constexpr int kSpinIterations = 20000;
 }  // namespace

@@ -1,0 +1,188 @@
+// The offline tools end to end: the contract outputs, and bad input ending in
+// one line on stderr and a non-zero exit, never a crash.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "tests/golden.h"
+#include "tests/test_data.h"
+
+namespace sinkserve {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int exit_code = -1;  // -1: killed by a signal
+  std::string out;
+  std::string err;
+};
+
+std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::string ReadAll(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Result RunTool(const std::string& tool, const std::vector<std::string>& args, const std::string& stdin_text = "") {
+  const fs::path dir = fs::temp_directory_path() / ("sinkserve_tools_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "in") << stdin_text;
+  std::string cmd = Quote(testing::BinaryPath(tool));
+  for (const std::string& a : args) cmd += " " + Quote(a);
+  cmd += " <" + Quote((dir / "in").string()) + " >" + Quote((dir / "out").string()) + " 2>" +
+         Quote((dir / "err").string());
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = ReadAll(dir / "out");
+  r.err = ReadAll(dir / "err");
+  return r;
+}
+
+const std::string kModel = "models/stories260K/stories260K.bin";
+const std::string kTok = "models/stories260K/tok512.bin";
+
+std::vector<std::string> ModelArgs() {
+  return {"--model", testing::SharedPath(kModel), "--tokenizer", testing::SharedPath(kTok)};
+}
+
+std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// A failure must be one line on stderr, a non-zero exit status, no signal.
+void ExpectCleanFailure(const Result& r, const std::string& needle) {
+  EXPECT_GT(r.exit_code, 0) << "stderr: " << r.err;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr was: " << r.err;
+}
+
+TEST(ToolsTest, TokenizeMatchesLlama2cReference) {
+  REQUIRE_SHARED(kTok);
+  Result r = RunTool("sinkserve-tokenize", {"--tokenizer", testing::SharedPath(kTok)}, "Once upon a time");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "1 403 407 261 378\n");
+  r = RunTool("sinkserve-tokenize", {"--tokenizer", testing::SharedPath(kTok), "--no-bos"}, "Once upon a time");
+  EXPECT_EQ(r.out, "403 407 261 378\n");
+}
+
+TEST(ToolsTest, GenerateGreedyMatchesGolden) {
+  REQUIRE_SHARED(kModel);
+  testing::GoldenRun golden;
+  ASSERT_TRUE(testing::LoadGolden("stories260K_once_n64", &golden));
+  const std::vector<int32_t> want(golden.tokens.begin() + golden.prompt.size(), golden.tokens.end());
+  for (const char* policy : {"dense", "sink_window"}) {
+    Result r = RunTool("sinkserve-generate",
+                       Concat(ModelArgs(), {"--prompt", "Once upon a time", "--max-new-tokens",
+                                            std::to_string(want.size()), "--temperature", "0", "--print-ids",
+                                            "--policy", policy, "--backend", "cpu"}));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, absl::StrJoin(want, " ") + "\n") << policy;
+  }
+}
+
+TEST(ToolsTest, GenerateStreamsTextWithThePrompt) {
+  REQUIRE_SHARED(kModel);
+  Result r = RunTool("sinkserve-generate", Concat(ModelArgs(), {"--prompt", "Once upon a time", "--max-new-tokens",
+                                                                "20", "--temperature", "0", "--quiet"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily.", 0), 0u) << r.out;
+}
+
+TEST(ToolsTest, PerplexityPrintsTheContractLine) {
+  REQUIRE_SHARED(kModel);
+  const fs::path ids = fs::temp_directory_path() / "sinkserve_ppl_ids.txt";
+  testing::GoldenRun golden;
+  ASSERT_TRUE(testing::LoadGolden("stories260K_once_n64", &golden));
+  std::ofstream(ids) << absl::StrJoin(golden.tokens, " ");
+  Result r = RunTool("sinkserve-perplexity", Concat(ModelArgs(), {"--ids-file", ids.string(), "--policy", "dense"}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back().rfind("ppl=", 0), 0u) << lines.back();
+  EXPECT_NE(lines.back().find(" tokens=" + std::to_string(golden.tokens.size())), std::string::npos);
+  // Greedy text under its own model is very likely: ppl is small but > 1.
+  const double ppl = std::stod(lines.back().substr(4));
+  EXPECT_GT(ppl, 1.0);
+  EXPECT_LT(ppl, 3.0);
+}
+
+TEST(ToolsTest, BadInputFailsWithOneLine) {
+  REQUIRE_SHARED(kModel);
+  const std::vector<std::string> gen = Concat(ModelArgs(), {"--prompt", "Hi", "--max-new-tokens", "4"});
+  ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", "/nonexistent/model.bin", "--prompt", "x"}),
+                     "/nonexistent/model.bin");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--temperature", "-1"})), "--temperature");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--temperature", "nan"})), "--temperature");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--top-p", "-0.5"})), "--top-p");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--top-k", "-3"})), "--top-k");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--min-p", "nan"})), "--min-p");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--repetition-penalty", "-2"})), "--repetition-penalty");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--sinks", "0", "--window", "0"})), "--window");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--policy", "window", "--window", "0"})), "--window");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--policy", "bogus"})), "--policy");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--window", "99999999999"})), "--window");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--max-new-tokens", "-5"})), "--max-new-tokens");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--bogus-flag", "1"})), "--bogus-flag");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--backend", "tpu"})), "tpu");
+  ExpectCleanFailure(RunTool("sinkserve-generate", {"--prompt", "x"}), "--model");
+
+  // Wrong magic and truncated files.
+  const fs::path bad = fs::temp_directory_path() / "sinkserve_bad_model.bin";
+  std::ofstream(bad, std::ios::binary) << "NOTAMODELFILE";
+  ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", bad.string(), "--prompt", "x"}), "");
+  const std::string real = ReadAll(testing::SharedPath(kModel));
+  for (size_t cut : {size_t{3}, size_t{28}, size_t{28 + 512 * 64 * 4 - 1}, real.size() - 1}) {
+    std::ofstream(bad, std::ios::binary | std::ios::trunc) << real.substr(0, cut);
+    ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", bad.string(), "--tokenizer",
+                                                      testing::SharedPath(kTok), "--prompt", "x"}), "");
+  }
+  const fs::path gguf_bad = fs::temp_directory_path() / "sinkserve_bad_model.gguf";
+  const std::string gguf = ReadAll(testing::SharedPath("models/stories260K/stories260K.gguf"));
+  for (size_t cut : {size_t{4}, size_t{20}, size_t{200}, gguf.size() / 2, gguf.size() - 1}) {
+    std::ofstream(gguf_bad, std::ios::binary | std::ios::trunc) << gguf.substr(0, cut);
+    ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", gguf_bad.string(), "--prompt", "x"}), "");
+  }
+  ExpectCleanFailure(RunTool("sinkserve-tokenize", {"--tokenizer", bad.string()}), "");
+}
+
+TEST(ToolsTest, PerplexityRejectsBadIdsAndDenseOverflow) {
+  REQUIRE_SHARED(kModel);
+  const fs::path ids = fs::temp_directory_path() / "sinkserve_bad_ids.txt";
+  std::ofstream(ids) << "1 403 9999 261";
+  ExpectCleanFailure(RunTool("sinkserve-perplexity", Concat(ModelArgs(), {"--ids-file", ids.string()})), "9999");
+  std::ofstream(ids, std::ios::trunc) << "1 403 -4 261";
+  ExpectCleanFailure(RunTool("sinkserve-perplexity", Concat(ModelArgs(), {"--ids-file", ids.string()})), "-4");
+  std::ofstream(ids, std::ios::trunc) << "1 403 abc";
+  ExpectCleanFailure(RunTool("sinkserve-perplexity", Concat(ModelArgs(), {"--ids-file", ids.string()})), "abc");
+  ExpectCleanFailure(RunTool("sinkserve-perplexity", ModelArgs()), "--text");
+
+  // Dense runs past the model's 512-token context: a clear error, not a crash.
+  std::string many;
+  for (int i = 0; i < 600; ++i) many += std::to_string(1 + i % 400) + " ";
+  std::ofstream(ids, std::ios::trunc) << many;
+  Result r = RunTool("sinkserve-perplexity", Concat(ModelArgs(), {"--ids-file", ids.string(), "--policy", "dense"}));
+  ExpectCleanFailure(r, "context of 512");
+}
+
+}  // namespace
+}  // namespace sinkserve

@@ -1,0 +1,98 @@
+// sinkserve-decode-bench: batch-1 against batched greedy decode through one
+// Backend, side by side in one run. Every session gets the same prompt and
+// decodes --tokens tokens; a batch step carries one token per session.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "engine/sampler.h"
+#include "engine/status_macros.h"
+#include "tools/common/runtime.h"
+
+namespace sinkserve {
+namespace {
+
+constexpr char kTool[] = "sinkserve-decode-bench";
+
+// Decodes `tokens` greedy tokens for `sessions` sessions in lockstep; returns
+// aggregate tokens per second.
+absl::StatusOr<double> Measure(Backend& backend, const CacheConfig& cache, const std::vector<int32_t>& prompt,
+                               int32_t sessions, int32_t tokens) {
+  const int32_t vocab = backend.config().vocab_size;
+  ASSIGN_OR_RETURN(CacheGeometry geometry, GeometryFor(cache, static_cast<int32_t>(prompt.size()), backend.config().max_seq_len));
+  std::vector<CacheId> caches;
+  for (int32_t s = 0; s < sessions; ++s) {
+    ASSIGN_OR_RETURN(CacheId id, backend.CreateCache(geometry));
+    caches.push_back(id);
+  }
+  Batch batch;
+  std::vector<float> logits;
+  for (CacheId id : caches) batch.Add(id, 0, prompt);
+  RETURN_IF_ERROR(backend.Forward(batch, &logits));
+  std::vector<int32_t> next(sessions);
+  const int64_t n_past = static_cast<int64_t>(prompt.size());
+  const auto start = std::chrono::steady_clock::now();
+  for (int32_t step = 0; step < tokens; ++step) {
+    for (int32_t s = 0; s < sessions; ++s) {
+      next[s] = Argmax(absl::MakeConstSpan(logits).subspan(int64_t{s} * vocab, vocab));
+    }
+    batch.Clear();
+    for (int32_t s = 0; s < sessions; ++s) batch.Add(caches[s], n_past + step, {next[s]});
+    RETURN_IF_ERROR(backend.Forward(batch, &logits));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (CacheId id : caches) backend.DestroyCache(id);
+  return double{sessions} * tokens / secs;
+}
+
+absl::Status Run(int argc, char** argv) {
+  std::vector<std::string> valued = {"prompt", "tokens", "batches", "repeats"};
+  for (const auto* group : {&kModelFlags, &kCacheFlags}) valued.insert(valued.end(), group->begin(), group->end());
+  Flags flags(valued, {});
+  RETURN_IF_ERROR(flags.Parse(argc, argv));
+  ASSIGN_OR_RETURN(int64_t tokens, flags.Int("tokens", 1000));
+  ASSIGN_OR_RETURN(int64_t repeats, flags.Int("repeats", 3));
+  if (tokens < 1 || repeats < 1) return absl::InvalidArgumentError("--tokens and --repeats must be >= 1");
+  std::vector<int32_t> batches;
+  for (absl::string_view part : absl::StrSplit(flags.String("batches", "1,16"), ',')) {
+    int32_t b;
+    if (!absl::SimpleAtoi(part, &b) || b < 1 || b > 4096) {
+      return absl::InvalidArgumentError(absl::StrFormat("--batches takes sizes in [1, 4096], got '%s'", std::string(part)));
+    }
+    batches.push_back(b);
+  }
+  ASSIGN_OR_RETURN(CacheConfig cache, ParseCacheConfig(flags));
+  ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(flags));
+  const std::vector<int32_t> prompt = rt.tokenizer->Encode(flags.String("prompt", "Once upon a time"), true);
+
+  std::printf("backend=%s policy=%s sinks=%d window=%d tokens_per_session=%d repeats=%d (median)\n",
+              std::string(rt.backend->name()).c_str(), CachePolicyName(cache.policy), cache.sinks, cache.window,
+              static_cast<int>(tokens), static_cast<int>(repeats));
+  double batch1 = 0.0;
+  for (int32_t b : batches) {
+    std::vector<double> runs;
+    for (int64_t r = 0; r < repeats; ++r) {
+      ASSIGN_OR_RETURN(double tps, Measure(*rt.backend, cache, prompt, b, static_cast<int32_t>(tokens)));
+      runs.push_back(tps);
+    }
+    std::sort(runs.begin(), runs.end());
+    const double median = runs[runs.size() / 2];
+    if (b == 1) batch1 = median;
+    std::printf("batch=%d aggregate_tok_s=%.1f per_session_tok_s=%.1f%s\n", b, median, median / b,
+                batch1 > 0 && b != 1 ? absl::StrFormat(" vs_batch1=%.2fx", median / batch1).c_str() : "");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace sinkserve
+
+int main(int argc, char** argv) {
+  absl::Status status = sinkserve::Run(argc, argv);
+  if (!status.ok()) return sinkserve::Fail(sinkserve::kTool, status);
+  return 0;
+}
