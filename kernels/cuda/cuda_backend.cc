@@ -1,0 +1,449 @@
+#include "kernels/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+
+#include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
+#include "kernels/batch_validation.h"
+#include "kernels/cuda/argmax.cuh"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/device_weights.h"
+#include "kernels/cuda/embedding.cuh"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/kv_append.cuh"
+#include "kernels/cuda/kv_pool.h"
+#include "kernels/cuda/rms_norm.cuh"
+#include "kernels/cuda/step_desc.h"
+#include "kernels/cuda/swiglu.cuh"
+
+namespace sinkserve {
+
+using cuda::DevicePtr;
+using cuda::DType;
+using cuda::PinnedPtr;
+
+namespace {
+
+constexpr int64_t kCublasWorkspaceBytes = int64_t{32} << 20;
+constexpr int32_t kMaxStepTokens = 65535;  // attention's grid.z
+
+absl::StatusOr<DType> ParseDType(const std::string& name) {
+  if (name == "fp16") return DType::kF16;
+  if (name == "bf16") return DType::kBF16;
+  return absl::InvalidArgumentError(absl::StrFormat("unknown CUDA dtype '%s' (expected fp16 or bf16)", name));
+}
+
+double GiB(int64_t bytes) { return static_cast<double>(bytes) / double(int64_t{1} << 30); }
+
+}  // namespace
+
+bool CudaDevicePresent() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return count > 0;
+}
+
+// Everything device-side. One stream; a step enqueues all its work and
+// synchronises once, when the logits or ids come back.
+struct CudaBackend::Impl {
+  struct Cache {
+    CacheState state;     // geometry + consumed, as ValidateBatch sees it
+    int64_t pool_offset;  // bytes from the pool base
+  };
+
+  // Step scratch for `tokens` tokens (and as many entries and logit rows).
+  struct Scratch {
+    int32_t tokens = 0;
+    DevicePtr x;        // (tokens, dim) fp32 residual stream
+    DevicePtr xb;       // (tokens, max(dim, q_dim, hidden)) storage dtype: GEMM inputs
+    DevicePtr wide;     // (tokens, max(qkv_dim, 2 * hidden, vocab)) fp32: qkv | gate,up | logits
+    DevicePtr partial;  // attention split-K scratch
+    int64_t partial_floats = 0;
+    DevicePtr meta;     // device copy of `host_meta`
+    PinnedPtr host_meta;  // ids (T) | token_seq (T) | logit rows (T) | SeqDesc (T)
+    PinnedPtr host_out;   // (T, vocab) fp32 logits or (T) ids coming back
+  };
+
+  ModelConfig config;
+  CudaBackendConfig options;
+  DType dtype = DType::kF16;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  DevicePtr cublas_workspace;
+  int32_t num_sms = 1;
+  std::string device_name;
+  cuda::DeviceWeights weights;
+  DevicePtr pool_base;
+  std::optional<cuda::KvPool> pool;
+  std::vector<std::optional<Cache>> caches;  // by CacheId
+  DevicePtr rope_cos, rope_sin;              // (rope_positions, head_dim / 2) fp32
+  int32_t rope_positions = 0;
+  Scratch scratch;
+
+  ~Impl() {
+    if (stream) CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (cublas) cublasDestroy(cublas);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  absl::Status Init(const CudaBackendConfig& cfg) {
+    options = cfg;
+    ASSIGN_OR_RETURN(dtype, ParseDType(cfg.dtype));
+    if (config.head_dim % 2 != 0 || config.head_dim > cuda::kMaxAttentionHeadDim) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "the CUDA backend needs an even head_dim <= %d, got %d", cuda::kMaxAttentionHeadDim, config.head_dim));
+    }
+    if (!CudaDevicePresent()) return absl::FailedPreconditionError("no CUDA device is visible");
+    int device = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    num_sms = prop.multiProcessorCount;
+    device_name = prop.name;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    CUBLAS_CHECK(cublasCreate(&cublas));
+    CUBLAS_CHECK(cublasSetStream(cublas, stream));
+    // A fixed workspace keeps cuBLAS from allocating inside a step (and makes
+    // the step capturable into a CUDA graph).
+    cublas_workspace = cuda::TryDeviceAlloc(kCublasWorkspaceBytes);
+    if (!cublas_workspace) return absl::ResourceExhaustedError("no GPU memory for the cuBLAS workspace");
+    CUBLAS_CHECK(cublasSetWorkspace(cublas, cublas_workspace.get(), kCublasWorkspaceBytes));
+    CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));
+    return absl::OkStatus();
+  }
+
+  // After the weights: reserve step scratch, then the KV pool from what is left.
+  absl::Status Reserve() {
+    RETURN_IF_ERROR(EnsureScratch(std::max(cfg_tokens(), 1)));
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    int64_t budget = options.gpu_memory_gib > 0
+                         ? static_cast<int64_t>(options.gpu_memory_gib * double(int64_t{1} << 30))
+                         : static_cast<int64_t>(options.gpu_memory_fraction * static_cast<double>(free_bytes));
+    if (budget <= 0 || budget > static_cast<int64_t>(free_bytes)) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "KV pool budget of %.2f GiB does not fit the %.2f GiB free after weights (%.2f GiB) and scratch", GiB(budget),
+          GiB(free_bytes), GiB(weights.bytes)));
+    }
+    pool_base = cuda::TryDeviceAlloc(budget);
+    if (!pool_base) return absl::ResourceExhaustedError(absl::StrFormat("cannot allocate a %.2f GiB KV pool", GiB(budget)));
+    pool.emplace(budget);
+    return absl::OkStatus();
+  }
+  int32_t cfg_tokens() const { return std::min(options.max_step_tokens, kMaxStepTokens); }
+
+  int64_t MetaBytes(int32_t t) const {
+    return 3 * int64_t{t} * sizeof(int32_t) + int64_t{t} * static_cast<int64_t>(sizeof(cuda::SeqDesc)) + 64;
+  }
+
+  // Grows the step scratch to `tokens` before anything is launched; a failure
+  // is RESOURCE_EXHAUSTED and leaves the old scratch in place.
+  absl::Status EnsureScratch(int32_t tokens) {
+    if (tokens <= scratch.tokens) return absl::OkStatus();
+    const ModelConfig& c = config;
+    const int64_t T = tokens;
+    const int64_t in_width = std::max({c.dim, c.q_dim(), c.hidden_dim});
+    const int64_t wide_width = std::max<int64_t>({c.q_dim() + 2 * int64_t{c.kv_dim()}, 2 * int64_t{c.hidden_dim},
+                                                  c.vocab_size});
+    // Split-K scratch for steps up to 64 tokens with up to 64 splits; bigger
+    // steps fill the GPU without splitting.
+    const int64_t partial = cuda::AttentionPartialFloats(std::min<int32_t>(tokens, 64), c.n_heads, c.head_dim, 64);
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    Scratch s;
+    s.tokens = tokens;
+    s.x = cuda::TryDeviceAlloc(T * c.dim * sizeof(float));
+    s.xb = cuda::TryDeviceAlloc(T * in_width * cuda::kDTypeBytes);
+    s.wide = cuda::TryDeviceAlloc(T * wide_width * sizeof(float));
+    s.partial = cuda::TryDeviceAlloc(partial * sizeof(float));
+    s.partial_floats = partial;
+    s.meta = cuda::TryDeviceAlloc(MetaBytes(tokens));
+    s.host_meta = cuda::TryPinnedAlloc(MetaBytes(tokens));
+    s.host_out = cuda::TryPinnedAlloc(T * c.vocab_size * sizeof(float));
+    if (!s.x || !s.xb || !s.wide || !s.partial || !s.meta || !s.host_meta || !s.host_out) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("no GPU memory for a step of %d tokens (scratch holds %d)", tokens, scratch.tokens));
+    }
+    scratch = std::move(s);
+    return absl::OkStatus();
+  }
+
+  // The RoPE table covers positions [0, positions); built in double from the
+  // integer position, as cpu::RopeTable::Build does, so both backends use
+  // the same fp32 cos/sin values.
+  absl::Status EnsureRope(int32_t positions) {
+    if (positions <= rope_positions) return absl::OkStatus();
+    const int32_t half = config.head_dim / 2;
+    std::vector<float> cos_host(static_cast<size_t>(positions) * half), sin_host(cos_host.size());
+    for (int32_t p = 0; p < positions; ++p) {
+      for (int32_t i = 0; i < half; ++i) {
+        const double freq = std::pow(static_cast<double>(config.rope_theta), -2.0 * i / config.head_dim);
+        const double angle = static_cast<double>(p) * freq;
+        cos_host[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(angle));
+        sin_host[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+    DevicePtr c = cuda::TryDeviceAlloc(cos_host.size() * sizeof(float));
+    DevicePtr s = cuda::TryDeviceAlloc(sin_host.size() * sizeof(float));
+    if (!c || !s) return absl::ResourceExhaustedError("no GPU memory for the RoPE table");
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    CUDA_CHECK(cudaMemcpy(c.get(), cos_host.data(), cos_host.size() * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(s.get(), sin_host.data(), sin_host.size() * sizeof(float), cudaMemcpyHostToDevice));
+    rope_cos = std::move(c);
+    rope_sin = std::move(s);
+    rope_positions = positions;
+    return absl::OkStatus();
+  }
+
+  int64_t CacheBytes(const CacheGeometry& g) const {
+    return int64_t{config.n_layers} * cuda::LayerElements(g, config.n_kv_heads, config.head_dim) * cuda::kDTypeBytes;
+  }
+
+  const CacheState* Lookup(CacheId id) const {
+    if (id < 0 || static_cast<size_t>(id) >= caches.size() || !caches[id]) return nullptr;
+    return &caches[id]->state;
+  }
+
+  absl::Status Run(const Batch& batch, std::vector<float>* logits, std::vector<int32_t>* ids);
+  void RunLayer(int32_t layer, int32_t tokens, int32_t splits, const int32_t* token_seq, const cuda::SeqDesc* seqs);
+};
+
+void CudaBackend::Impl::RunLayer(int32_t layer, int32_t T, int32_t splits, const int32_t* token_seq,
+                                 const cuda::SeqDesc* seqs) {
+  const ModelConfig& c = config;
+  const cuda::DeviceLayer& w = weights.layers[layer];
+  const int32_t qkv_dim = c.q_dim() + 2 * c.kv_dim();
+  float* x = cuda::As<float>(scratch.x);
+  void* xb = scratch.xb.get();
+  float* wide = cuda::As<float>(scratch.wide);
+
+  cuda::LaunchRmsNorm({.dtype = dtype, .x = x, .weight = cuda::As<float>(w.attn_norm), .rows = nullptr, .out = xb,
+                       .n_rows = T, .dim = c.dim, .eps = c.norm_eps},
+                      stream);
+  // wide = (T, qkv_dim): q | k | v, fp32.
+  cuda::Gemm(cublas, {.dtype = dtype, .w = w.wqkv.get(), .in = xb, .out = wide, .tokens = T, .n = qkv_dim, .k = c.dim});
+  cuda::LaunchKvAppend({.dtype = dtype, .qkv = wide, .qkv_stride = qkv_dim, .k_offset = c.q_dim(),
+                        .pool = pool_base.get(), .seqs = seqs, .token_seq = token_seq, .tokens = T,
+                        .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim, .layer = layer},
+                       stream);
+  // xb = (T, q_dim) attention output in the storage dtype.
+  cuda::LaunchAttention({.dtype = dtype, .qkv = wide, .qkv_stride = qkv_dim, .pool = pool_base.get(), .seqs = seqs,
+                         .token_seq = token_seq, .rope_cos = cuda::As<float>(rope_cos),
+                         .rope_sin = cuda::As<float>(rope_sin), .rope_positions = rope_positions, .out = xb,
+                         .partial = cuda::As<float>(scratch.partial), .partial_floats = scratch.partial_floats,
+                         .tokens = T, .n_heads = c.n_heads, .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim,
+                         .layer = layer, .splits = splits},
+                        stream);
+  // x += wo . att (the residual add rides in the GEMM epilogue).
+  cuda::Gemm(cublas, {.dtype = dtype, .w = w.wo.get(), .in = xb, .out = x, .tokens = T, .n = c.dim, .k = c.q_dim(),
+                      .beta = 1.0f});
+  cuda::LaunchRmsNorm({.dtype = dtype, .x = x, .weight = cuda::As<float>(w.ffn_norm), .rows = nullptr, .out = xb,
+                       .n_rows = T, .dim = c.dim, .eps = c.norm_eps},
+                      stream);
+  // wide = (T, 2 * hidden): gate | up; xb = silu(gate) * up; x += w2 . xb.
+  cuda::Gemm(cublas, {.dtype = dtype, .w = w.w13.get(), .in = xb, .out = wide, .tokens = T, .n = 2 * c.hidden_dim,
+                      .k = c.dim});
+  cuda::LaunchSwiGlu({.dtype = dtype, .gate_up = wide, .out = xb, .tokens = T, .hidden = c.hidden_dim}, stream);
+  cuda::Gemm(cublas, {.dtype = dtype, .w = w.w2.get(), .in = xb, .out = x, .tokens = T, .n = c.dim,
+                      .k = c.hidden_dim, .beta = 1.0f});
+}
+
+absl::Status CudaBackend::Impl::Run(const Batch& batch, std::vector<float>* logits, std::vector<int32_t>* ids) {
+  RETURN_IF_ERROR(ValidateBatch(batch, config.vocab_size, [this](CacheId id) { return Lookup(id); }));
+  const ModelConfig& c = config;
+  const int32_t T = static_cast<int32_t>(batch.tokens.size());
+  const int32_t rows = batch.LogitRows();
+  const int32_t n_seqs = static_cast<int32_t>(batch.seqs.size());
+  if (T == 0) {
+    if (logits) logits->clear();
+    if (ids) ids->clear();
+    return absl::OkStatus();
+  }
+  if (T > kMaxStepTokens) {
+    return absl::ResourceExhaustedError(
+        absl::StrFormat("a CUDA step takes at most %d tokens, got %d", kMaxStepTokens, T));
+  }
+  RETURN_IF_ERROR(EnsureScratch(T));  // n_seqs <= T and rows <= T
+
+  // Step metadata, packed into one pinned buffer and sent in one copy:
+  // ids (T) | token_seq (T) | logit rows (rows) padded to T | SeqDesc (n_seqs).
+  char* host = static_cast<char*>(scratch.host_meta.get());
+  int32_t* h_ids = reinterpret_cast<int32_t*>(host);
+  int32_t* h_token_seq = h_ids + T;
+  int32_t* h_rows = h_token_seq + T;
+  const int64_t desc_offset = (3 * int64_t{T} * sizeof(int32_t) + 15) / 16 * 16;
+  auto* h_seqs = reinterpret_cast<cuda::SeqDesc*>(host + desc_offset);
+  std::memcpy(h_ids, batch.tokens.data(), T * sizeof(int32_t));
+  int32_t max_keys = 1, row = 0;
+  for (int32_t e = 0; e < n_seqs; ++e) {
+    const SeqEntry& s = batch.seqs[e];
+    const Cache& cache = *caches[s.cache];
+    std::fill_n(h_token_seq + s.token_begin, s.n_tokens, e);
+    for (int32_t i = s.all_logits ? 0 : s.n_tokens - 1; i < s.n_tokens; ++i) h_rows[row++] = s.token_begin + i;
+    h_seqs[e] = {.cache_offset = cache.pool_offset / cuda::kDTypeBytes,
+                 .n_past = s.n_past,
+                 .geometry = cache.state.geometry,
+                 .token_begin = s.token_begin,
+                 .n_tokens = s.n_tokens};
+    max_keys = std::max(max_keys, cache.state.geometry.MaxPositions());
+  }
+  char* dev = static_cast<char*>(scratch.meta.get());
+  const auto* d_ids = reinterpret_cast<const int32_t*>(dev);
+  const int32_t* d_token_seq = d_ids + T;
+  const int32_t* d_rows = d_token_seq + T;
+  const auto* d_seqs = reinterpret_cast<const cuda::SeqDesc*>(dev + desc_offset);
+  CUDA_CHECK(cudaMemcpyAsync(dev, host, desc_offset + n_seqs * sizeof(cuda::SeqDesc), cudaMemcpyHostToDevice, stream));
+
+  const int32_t splits =
+      options.attention_splits > 0
+          ? options.attention_splits
+          : cuda::AttentionSplits(T, c.n_heads, c.n_kv_heads, c.head_dim, max_keys, num_sms, scratch.partial_floats);
+  if (cuda::AttentionPartialFloats(T, c.n_heads, c.head_dim, splits) > scratch.partial_floats) {
+    return absl::InvalidArgumentError(absl::StrFormat("attention_splits=%d does not fit the split-K scratch", splits));
+  }
+
+  float* x = cuda::As<float>(scratch.x);
+  cuda::LaunchEmbedding({.dtype = dtype, .table = weights.embedding.get(), .ids = d_ids, .out = x, .tokens = T, .dim = c.dim},
+                        stream);
+  for (int32_t layer = 0; layer < c.n_layers; ++layer) RunLayer(layer, T, splits, d_token_seq, d_seqs);
+
+  // Final norm of the rows that want logits, then the classifier: (rows, vocab) fp32.
+  float* d_logits = cuda::As<float>(scratch.wide);
+  cuda::LaunchRmsNorm({.dtype = dtype, .x = x, .weight = cuda::As<float>(weights.final_norm), .rows = d_rows,
+                       .out = scratch.xb.get(), .n_rows = rows, .dim = c.dim, .eps = c.norm_eps},
+                      stream);
+  cuda::Gemm(cublas, {.dtype = dtype, .w = weights.Classifier(), .in = scratch.xb.get(), .out = d_logits,
+                      .tokens = rows, .n = c.vocab_size, .k = c.dim});
+  if (ids) {
+    // Greedy on the device; the ids reuse the step's (now consumed) ids buffer.
+    int32_t* d_out = reinterpret_cast<int32_t*>(dev);
+    cuda::LaunchArgmax({.logits = d_logits, .ids = d_out, .rows = rows, .vocab = c.vocab_size}, stream);
+    CUDA_CHECK(cudaMemcpyAsync(scratch.host_out.get(), d_out, rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    const auto* out = static_cast<const int32_t*>(scratch.host_out.get());
+    ids->assign(out, out + rows);
+  } else {
+    const int64_t n = int64_t{rows} * c.vocab_size;
+    CUDA_CHECK(cudaMemcpyAsync(scratch.host_out.get(), d_logits, n * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    const auto* out = static_cast<const float*>(scratch.host_out.get());
+    logits->assign(out, out + n);
+  }
+  for (const SeqEntry& s : batch.seqs) caches[s.cache]->state.consumed += s.n_tokens;
+  return absl::OkStatus();
+}
+
+// ---- CudaBackend ----
+
+CudaBackend::CudaBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CudaBackend::~CudaBackend() = default;
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(Model model, const CudaBackendConfig& config) {
+  RETURN_IF_ERROR(model.config.Validate());
+  RETURN_IF_ERROR(model.ValidateWeights());
+  auto impl = std::make_unique<Impl>();
+  impl->config = model.config;
+  RETURN_IF_ERROR(impl->Init(config));
+  ASSIGN_OR_RETURN(impl->weights, cuda::UploadWeights(model, impl->dtype, impl->stream));
+  model.weights = ModelWeights();  // the device copy is the only one now
+  RETURN_IF_ERROR(impl->Reserve());
+  return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::CreateRandom(const ModelConfig& model,
+                                                                       const CudaBackendConfig& config, uint64_t seed,
+                                                                       float scale) {
+  RETURN_IF_ERROR(model.Validate());
+  auto impl = std::make_unique<Impl>();
+  impl->config = model;
+  RETURN_IF_ERROR(impl->Init(config));
+  ASSIGN_OR_RETURN(impl->weights, cuda::RandomWeights(model, impl->dtype, seed, scale, impl->stream));
+  RETURN_IF_ERROR(impl->Reserve());
+  return std::unique_ptr<CudaBackend>(new CudaBackend(std::move(impl)));
+}
+
+const ModelConfig& CudaBackend::config() const { return impl_->config; }
+
+absl::StatusOr<CacheId> CudaBackend::CreateCache(const CacheGeometry& geometry) {
+  if (geometry.sinks < 0 || geometry.window < 1 || geometry.ring < geometry.window) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "invalid cache geometry: sinks=%d window=%d ring=%d", geometry.sinks, geometry.window, geometry.ring));
+  }
+  Impl& m = *impl_;
+  const int64_t bytes = m.CacheBytes(geometry);
+  RETURN_IF_ERROR(m.EnsureRope(geometry.MaxPositions()));
+  std::optional<int64_t> offset = m.pool->Allocate(bytes);
+  if (!offset) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "GPU KV pool is full: a cache of %d slots needs %.1f MiB; %.1f of %.1f MiB in use, largest free range %.1f MiB",
+        geometry.Slots(), bytes / 1048576.0, m.pool->used() / 1048576.0, m.pool->capacity() / 1048576.0,
+        m.pool->LargestFree() / 1048576.0));
+  }
+  Impl::Cache cache{.state = {.geometry = geometry, .consumed = 0}, .pool_offset = *offset};
+  for (size_t i = 0; i < m.caches.size(); ++i) {
+    if (!m.caches[i]) {
+      m.caches[i] = cache;
+      return static_cast<CacheId>(i);
+    }
+  }
+  m.caches.push_back(cache);
+  return static_cast<CacheId>(m.caches.size() - 1);
+}
+
+void CudaBackend::DestroyCache(CacheId id) {
+  Impl& m = *impl_;
+  if (id < 0 || static_cast<size_t>(id) >= m.caches.size() || !m.caches[id]) return;
+  m.pool->Free(m.caches[id]->pool_offset);
+  m.caches[id].reset();
+}
+
+absl::Status CudaBackend::ResetCache(CacheId id) {
+  Impl& m = *impl_;
+  if (id < 0 || static_cast<size_t>(id) >= m.caches.size() || !m.caches[id]) {
+    return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
+  }
+  // Stale keys need no clearing: a query only ever reads keys appended since.
+  m.caches[id]->state.consumed = 0;
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Forward(const Batch& batch, std::vector<float>* logits) {
+  return impl_->Run(batch, logits, nullptr);
+}
+
+absl::Status CudaBackend::ForwardGreedy(const Batch& batch, std::vector<int32_t>* ids) {
+  return impl_->Run(batch, nullptr, ids);
+}
+
+int64_t CudaBackend::CacheBytes(const CacheGeometry& geometry) const { return impl_->CacheBytes(geometry); }
+int64_t CudaBackend::PoolBytes() const { return impl_->pool->capacity(); }
+int64_t CudaBackend::PoolUsedBytes() const { return impl_->pool->used(); }
+int64_t CudaBackend::WeightBytes() const { return impl_->weights.bytes; }
+std::string CudaBackend::DeviceName() const { return impl_->device_name; }
+
+absl::Status CudaBackend::SkipTokensForBenchmark(CacheId id, int64_t n) {
+  Impl& m = *impl_;
+  if (id < 0 || static_cast<size_t>(id) >= m.caches.size() || !m.caches[id] || n < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("cannot skip %d tokens of cache %d", n, id));
+  }
+  m.caches[id]->state.consumed += n;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(Model model, const BackendOptions& options) {
+  CudaBackendConfig config;
+  config.dtype = options.dtype;
+  config.gpu_memory_gib = options.gpu_memory_gib;
+  config.gpu_memory_fraction = options.gpu_memory_fraction;
+  ASSIGN_OR_RETURN(auto backend, CudaBackend::Create(std::move(model), config));
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace sinkserve

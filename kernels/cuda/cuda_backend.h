@@ -1,0 +1,86 @@
+// The CUDA backend: engine/backend.h on one NVIDIA GPU.
+//
+// Weights live on the device in fp16 or bf16 (uploaded once; the host copy is
+// freed). One KV pool is allocated at startup from a memory budget and every
+// cache takes a fixed range of it, so admission fails with RESOURCE_EXHAUSTED
+// and a step never hits a CUDA out-of-memory. A step runs every token of the
+// batch through cuBLAS GEMMs (fp32 accumulate, fp32 residual stream) and the
+// kernels in this folder, on one stream, with one host synchronisation at the
+// end: the logits (Forward) or the greedy ids (ForwardGreedy) coming back.
+//
+// This header carries no CUDA types, so the engine side can include it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "kernels/backend_factory.h"
+
+namespace sinkserve {
+
+// True when the CUDA runtime sees at least one device.
+bool CudaDevicePresent();
+
+// The factory's entry point (kernels/backend_factory.cc).
+absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(Model model, const BackendOptions& options);
+
+struct CudaBackendConfig {
+  std::string dtype = "fp16";         // fp16 | bf16: weights, GEMM inputs, KV cache
+  double gpu_memory_gib = 0;          // KV pool budget; 0 = gpu_memory_fraction
+  double gpu_memory_fraction = 0.9;   // of the memory free after weights and scratch
+  int32_t max_step_tokens = 2048;     // scratch reserved at startup; larger steps grow it first
+  int32_t attention_splits = 0;       // 0 = pick by shape; tests force values
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // Uploads `model`'s weights (validated) and frees the host copy.
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(Model model, const CudaBackendConfig& config);
+  // A model whose weights are random and made on the device, never on the
+  // host: N(0, scale^2)-like uniform noise, norms 1 + noise (benchmarks).
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> CreateRandom(const ModelConfig& model,
+                                                                   const CudaBackendConfig& config, uint64_t seed,
+                                                                   float scale);
+  ~CudaBackend() override;
+
+  std::string_view name() const override { return "cuda"; }
+  const ModelConfig& config() const override;
+  absl::StatusOr<CacheId> CreateCache(const CacheGeometry& geometry) override;
+  void DestroyCache(CacheId id) override;
+  absl::Status ResetCache(CacheId id) override;
+  // Copies (rows, vocab) fp32 logits back; the engine's Sampler then runs any
+  // sampling mode on the host.
+  absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
+
+  // Greedy decoding on the device: argmax per logits row, and only the
+  // (rows) ids come back. Same validation and cache effects as Forward.
+  absl::Status ForwardGreedy(const Batch& batch, std::vector<int32_t>* ids);
+
+  // Bytes one cache of this geometry takes from the pool (K and V, all layers).
+  int64_t CacheBytes(const CacheGeometry& geometry) const;
+  int64_t PoolBytes() const;
+  int64_t PoolUsedBytes() const;
+  int64_t WeightBytes() const;  // device bytes of every weight matrix and norm
+  std::string DeviceName() const;
+
+  // Benchmark only: counts `n` more tokens as consumed by cache `id` without
+  // running them, leaving the cache contents as they are. A step's cost
+  // depends on key counts, not key values, so this reaches deep positions
+  // (a million tokens in) without a million-token prefill.
+  absl::Status SkipTokensForBenchmark(CacheId id, int64_t n);
+
+  struct Impl;
+
+ private:
+  explicit CudaBackend(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sinkserve
