@@ -27,15 +27,17 @@ int64_t Sequence::cache_tokens() const {
   return std::min(consumed_, visible);
 }
 
-absl::Status Sequence::CheckAppend(int64_t n) const {
-  if (config_.policy == CachePolicy::kDense && consumed_ + n > context_) {
+absl::Status CheckCacheCapacity(const CacheConfig& config, int64_t consumed, int64_t n, int32_t context) {
+  if (config.policy == CachePolicy::kDense && consumed + n > context) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "dense cache is full: %d tokens consumed + %d new exceed the model's context of %d tokens "
         "(use the sink_window policy for endless sessions)",
-        consumed_, n, context_));
+        consumed, n, context));
   }
   return absl::OkStatus();
 }
+
+absl::Status Sequence::CheckAppend(int64_t n) const { return CheckCacheCapacity(config_, consumed_, n, context_); }
 
 absl::Status Sequence::Feed(absl::Span<const int32_t> tokens, std::vector<float>* all_logits) {
   if (tokens.empty()) return absl::InvalidArgumentError("nothing to feed");

@@ -17,6 +17,11 @@
 
 namespace sinkserve {
 
+// OK when a cache under `config` that has consumed `consumed` tokens can take
+// `n` more: only a dense cache can be full (RESOURCE_EXHAUSTED past `context`).
+// Shared by Sequence and the server's engine thread.
+absl::Status CheckCacheCapacity(const CacheConfig& config, int64_t consumed, int64_t n, int32_t context);
+
 class Sequence {
  public:
   // Creates the sequence's cache on `backend` (which must outlive it).

@@ -1,0 +1,102 @@
+// Plain data crossing the engine's boundary: what a stream asks of the engine
+// (OpenRequest, TurnRequest) and what the engine answers through a session's
+// Outbox (OpenedEvent, DeltaEvent, DoneEvent, EndEvent). server/ translates
+// these to and from the wire types; the engine never sees protobuf.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "engine/cache_geometry.h"
+
+namespace sinkserve {
+
+struct OpenRequest {
+  std::string session_id;             // empty: create; else resume
+  std::optional<CachePolicy> policy;  // unset: the server default
+  int32_t sinks = 0;                  // 0: the default for the policy
+  int32_t window = 0;                 // 0: the server default
+  std::string system_prompt;
+  std::string chat_template;          // empty: the server default
+};
+
+// Per-turn overrides of the server's default sampling parameters.
+struct SamplingOverrides {
+  std::optional<float> temperature;
+  std::optional<int64_t> top_k;
+  std::optional<float> top_p;
+  std::optional<float> min_p;
+  std::optional<float> repetition_penalty;
+  std::optional<uint64_t> seed;
+};
+
+struct TurnRequest {
+  std::string text;
+  bool raw = false;
+  int64_t max_new_tokens = 0;  // 0: the server default
+  int64_t min_new_tokens = 0;
+  bool ignore_eos = false;
+  std::vector<std::string> stop;
+  SamplingOverrides sampling;
+};
+
+enum class FinishReason { kEos, kLength, kStop, kCancelled, kError };
+const char* FinishReasonName(FinishReason reason);
+
+struct TurnUsage {
+  int64_t prompt_tokens = 0;     // this turn's new prompt tokens only
+  int64_t generated_tokens = 0;
+  int64_t session_tokens = 0;    // all tokens the session consumed, all turns
+  int64_t cache_tokens = 0;      // tokens the latest query could see
+  int64_t evicted_tokens = 0;    // tokens no query can see any more
+  double time_to_first_token_ms = 0;
+  double tokens_per_second = 0;  // decode rate after the first token
+};
+
+struct OpenedEvent {
+  std::string session_id;
+  CacheConfig cache;
+  std::string model;
+  int64_t position = 0;  // tokens consumed so far
+  bool resumed = false;
+};
+
+struct DeltaEvent {
+  std::string text;  // valid UTF-8, possibly empty (held back)
+  std::vector<int32_t> token_ids;
+  uint32_t turn = 0;
+};
+
+struct DoneEvent {
+  FinishReason reason = FinishReason::kLength;
+  TurnUsage usage;
+  uint32_t turn = 0;
+  std::string error;  // set when reason == kError
+};
+
+// Ends the stream with this status (protocol misuse, takeover, shutdown).
+struct EndEvent {
+  absl::Status status;
+};
+
+using ChatEvent = std::variant<OpenedEvent, DeltaEvent, DoneEvent, EndEvent>;
+
+// A snapshot of one session, for GetSession.
+struct SessionSnapshot {
+  std::string session_id;
+  CacheConfig cache;
+  int64_t position = 0;
+  int64_t cache_tokens = 0;
+  int64_t evicted_tokens = 0;
+  int64_t turns = 0;
+  bool attached = false;
+  bool generating = false;
+  double idle_seconds = 0;
+  std::string chat_template;
+};
+
+}  // namespace sinkserve

@@ -1,0 +1,480 @@
+// The engine thread's loop, its commands, and session lifecycle. The step
+// itself (schedule, forward, postprocess) is in engine_step.cc.
+#include "engine/engine.h"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "engine/sequence.h"
+#include "engine/status_macros.h"
+
+namespace sinkserve {
+namespace {
+
+// How often detached sessions are checked against the idle TTL.
+constexpr auto kSweepInterval = std::chrono::milliseconds(100);
+
+absl::Status Unavailable(const char* what) {
+  return absl::UnavailableError(absl::StrFormat(
+      "the server is shutting down and accepts no %s; reconnect (to another replica) and resume by session id", what));
+}
+
+}  // namespace
+
+std::string NewSessionId() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    const ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    // getrandom only fails on kernels older than 3.17 or a bad buffer; an id
+    // that is not random would be a security bug, so stop here.
+    if (n < 0) std::abort();
+    got += static_cast<size_t>(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(32, '0');
+  for (size_t i = 0; i < sizeof(bytes); ++i) {
+    id[2 * i] = kHex[bytes[i] >> 4];
+    id[2 * i + 1] = kHex[bytes[i] & 15];
+  }
+  return id;
+}
+
+absl::Status EngineConfig::Validate() const {
+  if (scheduler.prefill_chunk < 1) return absl::InvalidArgumentError("prefill chunk must be >= 1");
+  if (scheduler.step_token_budget < 1) return absl::InvalidArgumentError("step token budget must be >= 1");
+  if (max_sessions < 1) return absl::InvalidArgumentError("max sessions must be >= 1");
+  if (max_window < 1) return absl::InvalidArgumentError("max window must be >= 1");
+  if (max_prompt_bytes < 1) return absl::InvalidArgumentError("max prompt bytes must be >= 1");
+  if (max_new_tokens < 1) return absl::InvalidArgumentError("max new tokens must be >= 1");
+  if (default_max_new_tokens < 1 || default_max_new_tokens > max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrFormat("default max new tokens must be in [1, %d], got %d",
+                                                      max_new_tokens, default_max_new_tokens));
+  }
+  if (default_cache.policy == CachePolicy::kRecompute) {
+    return absl::InvalidArgumentError("the recompute policy is a benchmark baseline, not served");
+  }
+  if (default_cache.policy != CachePolicy::kDense && default_cache.window > max_window) {
+    return absl::InvalidArgumentError(absl::StrFormat("default window %d exceeds max window %d",
+                                                      default_cache.window, max_window));
+  }
+  if (!(session_ttl_seconds >= 0)) return absl::InvalidArgumentError("session TTL must be >= 0");
+  if (outbox_capacity < 1) return absl::InvalidArgumentError("outbox capacity must be >= 1");
+  return default_sampling.Validate();
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Backend* backend, const Tokenizer* tokenizer,
+                                                       EngineConfig config) {
+  RETURN_IF_ERROR(config.Validate());
+  if (tokenizer->size() > backend->config().vocab_size) {
+    return absl::InvalidArgumentError("the tokenizer has more tokens than the model");
+  }
+  // The default cache must make a valid geometry, or every open would fail.
+  RETURN_IF_ERROR(GeometryFor(config.default_cache, config.scheduler.prefill_chunk,
+                              backend->config().max_seq_len).status());
+  return std::unique_ptr<Engine>(new Engine(backend, tokenizer, std::move(config)));
+}
+
+Engine::Engine(Backend* backend, const Tokenizer* tokenizer, EngineConfig config)
+    : backend_(backend),
+      tokenizer_(tokenizer),
+      config_(std::move(config)),
+      model_name_(!config_.model_name.empty()       ? config_.model_name
+                  : !backend->config().name.empty() ? backend->config().name
+                                                    : "model"),
+      vocab_size_(backend->config().vocab_size),
+      context_(backend->config().max_seq_len),
+      scheduler_(config_.scheduler),
+      last_sweep_(Clock::now()) {
+  for (ChatTemplateKind kind : {ChatTemplateKind::kRaw, ChatTemplateKind::kLlama2, ChatTemplateKind::kChatml,
+                                ChatTemplateKind::kLlama3, ChatTemplateKind::kZephyr}) {
+    templates_.push_back(std::make_unique<ChatTemplate>(kind, *tokenizer_));
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+std::shared_ptr<Outbox> Engine::NewOutbox() {
+  return std::make_shared<Outbox>(config_.outbox_capacity, [this] { Wake(); });
+}
+
+void Engine::Post(std::function<void()> command) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    commands_.push_back(std::move(command));
+  }
+  cv_.notify_one();
+}
+
+void Engine::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Engine::Open(std::shared_ptr<Outbox> outbox, OpenRequest request) {
+  Post([this, outbox = std::move(outbox), request = std::move(request)] { DoOpen(outbox, request); });
+}
+
+void Engine::StartTurn(std::shared_ptr<Outbox> outbox, TurnRequest request) {
+  Post([this, outbox = std::move(outbox), request = std::move(request)] { DoTurn(outbox, request); });
+}
+
+void Engine::Cancel(std::shared_ptr<Outbox> outbox) {
+  Post([this, outbox = std::move(outbox)] {
+    Session* s = Attached(outbox.get());
+    if (s != nullptr && s->phase != Phase::kIdle) EndTurn(*s, FinishReason::kCancelled, "", /*emit=*/true);
+  });
+}
+
+void Engine::Detach(std::shared_ptr<Outbox> outbox) {
+  Post([this, outbox = std::move(outbox)] { DoDetach(outbox.get()); });
+}
+
+void Engine::GetSession(std::string id, std::function<void(absl::StatusOr<SessionSnapshot>)> done) {
+  Post([this, id = std::move(id), done = std::move(done)] {
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) {
+      done(absl::NotFoundError(absl::StrFormat(
+          "no session '%s': it never existed, was deleted, or expired after %g s detached", id,
+          config_.session_ttl_seconds)));
+      return;
+    }
+    const Session& s = *it->second;
+    SessionSnapshot snap;
+    snap.session_id = s.id;
+    snap.cache = s.cache;
+    snap.position = s.position();
+    snap.cache_tokens = s.cache_tokens();
+    snap.evicted_tokens = s.consumed - s.cache_tokens();
+    snap.turns = s.turns;
+    snap.attached = s.outbox != nullptr;
+    snap.generating = s.phase != Phase::kIdle;
+    if (!snap.attached) snap.idle_seconds = std::chrono::duration<double>(Clock::now() - s.detached_at).count();
+    snap.chat_template = ChatTemplateName(s.chat_template->kind());
+    done(std::move(snap));
+  });
+}
+
+void Engine::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
+  Post([this, id = std::move(id), done = std::move(done)] {
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) {
+      done(absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id)));
+      return;
+    }
+    Session& s = *it->second;
+    if (s.outbox != nullptr) {
+      s.outbox->Push(EndEvent{absl::AbortedError(
+          "this session was deleted by a DeleteSession call; open a new session to continue")});
+      DetachSession(s);
+    }
+    DestroySession(id);
+    done(absl::OkStatus());
+  });
+}
+
+void Engine::BeginDrain() {
+  Post([this] { draining_ = true; });
+}
+
+void Engine::EndAllStreams(absl::Status status) {
+  Post([this, status = std::move(status)] { EndAll(status); });
+}
+
+EngineStats Engine::stats() const {
+  return {session_count_.load(), running_turns_.load(), steps_.load()};
+}
+
+void Engine::Loop() {
+  std::deque<std::function<void()>> commands;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      const bool busy = !active_.empty() &&
+                        std::any_of(active_.begin(), active_.end(), [](Session* s) { return Scheduler::Runnable(*s); });
+      auto ready = [&] { return stop_ || wake_ || !commands_.empty(); };
+      if (!busy) {
+        // Sleep until a command or a wake; detached sessions need a timed
+        // wake for their TTL.
+        if (sessions_.size() > attached_.size()) {
+          cv_.wait_for(lock, kSweepInterval, ready);
+        } else {
+          cv_.wait(lock, ready);
+        }
+      }
+      wake_ = false;
+      stopping_ = stop_;
+      commands.swap(commands_);
+      if (stop_ && commands.empty()) break;
+    }
+    for (auto& command : commands) command();
+    commands.clear();
+    const Clock::time_point now = Clock::now();
+    if (now - last_sweep_ >= kSweepInterval) {
+      ExpireIdle(now);
+      last_sweep_ = now;
+    }
+    if (Step()) steps_.fetch_add(1, std::memory_order_relaxed);
+  }
+  EndAll(absl::UnavailableError("the server stopped; reconnect and resume by session id if it comes back"));
+  while (!sessions_.empty()) DestroySession(sessions_.begin()->first);
+}
+
+Session* Engine::Attached(Outbox* outbox) {
+  auto it = attached_.find(outbox);
+  return it == attached_.end() ? nullptr : it->second;
+}
+
+void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& request) {
+  if (draining_ || stopping_) {
+    outbox->Push(EndEvent{Unavailable("new streams")});
+    return;
+  }
+  if (Attached(outbox.get()) != nullptr) {
+    outbox->Push(EndEvent{absl::FailedPreconditionError("this stream already opened a session; send turns")});
+    return;
+  }
+  Session* s = nullptr;
+  bool resumed = false;
+  if (!request.session_id.empty()) {
+    auto it = sessions_.find(request.session_id);
+    if (it == sessions_.end()) {
+      outbox->Push(EndEvent{absl::NotFoundError(absl::StrFormat(
+          "no session '%s': it never existed, was deleted, or expired after %g s detached; "
+          "open with an empty session_id to start a new one",
+          request.session_id, config_.session_ttl_seconds))});
+      return;
+    }
+    s = it->second.get();
+    resumed = true;
+    if (s->outbox != nullptr) {
+      // The newest stream wins (a client reconnecting before the server saw
+      // its old stream die); the old one is told why it ends.
+      s->outbox->Push(EndEvent{absl::AbortedError("this session was resumed on another stream")});
+      DetachSession(*s);
+    }
+  } else {
+    ExpireIdle(Clock::now());
+    if (static_cast<int64_t>(sessions_.size()) >= config_.max_sessions) {
+      outbox->Push(EndEvent{absl::ResourceExhaustedError(absl::StrFormat(
+          "the server holds its limit of %d sessions; delete sessions you no longer need (DeleteSession) "
+          "or retry after idle ones expire (%g s TTL)",
+          config_.max_sessions, config_.session_ttl_seconds))});
+      return;
+    }
+    absl::StatusOr<std::unique_ptr<Session>> created = NewSession(request);
+    if (!created.ok()) {
+      outbox->Push(EndEvent{created.status()});
+      return;
+    }
+    s = created->get();
+    sessions_[s->id] = std::move(*created);
+    session_count_.store(static_cast<int64_t>(sessions_.size()));
+  }
+  s->outbox = outbox;
+  attached_[outbox.get()] = s;
+  outbox->Push(OpenedEvent{s->id, s->cache, model_name_, s->position(), resumed});
+}
+
+absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& request) {
+  auto s = std::make_unique<Session>();
+  CacheConfig& cache = s->cache;
+  cache.policy = request.policy.value_or(config_.default_cache.policy);
+  if (cache.policy == CachePolicy::kRecompute) {
+    return absl::InvalidArgumentError("the recompute policy is not served; use sink_window, window or dense");
+  }
+  const int32_t default_sinks = config_.default_cache.policy == CachePolicy::kSinkWindow ? config_.default_cache.sinks : 4;
+  cache.sinks = cache.policy == CachePolicy::kSinkWindow ? (request.sinks > 0 ? request.sinks : default_sinks) : 0;
+  if (cache.policy != CachePolicy::kSinkWindow && request.sinks > 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sink_tokens=%d only applies to the sink_window policy; leave it 0", request.sinks));
+  }
+  if (cache.policy == CachePolicy::kDense) {
+    if (request.window > 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "window_tokens=%d does not apply to the dense policy (its window is the model's context of %d); leave it 0",
+          request.window, context_));
+    }
+    cache.window = context_;
+  } else {
+    const int32_t default_window = config_.default_cache.policy == CachePolicy::kDense ? 252 : config_.default_cache.window;
+    cache.window = request.window > 0 ? request.window : default_window;
+    if (cache.window > config_.max_window) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "window_tokens=%d exceeds this server's limit of %d; ask for a smaller window", cache.window, config_.max_window));
+    }
+  }
+  if (static_cast<int64_t>(request.system_prompt.size()) > config_.max_prompt_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the system prompt has %d bytes, over this server's limit of %d", request.system_prompt.size(),
+        config_.max_prompt_bytes));
+  }
+  ChatTemplateKind kind = config_.default_template;
+  if (!request.chat_template.empty()) {
+    ASSIGN_OR_RETURN(kind, ParseChatTemplate(request.chat_template));
+  }
+  s->chat_template = templates_[static_cast<size_t>(kind)].get();
+  absl::StatusOr<CacheGeometry> geometry = GeometryFor(cache, config_.scheduler.prefill_chunk, context_);
+  if (!geometry.ok()) return absl::InvalidArgumentError(geometry.status().message());
+  s->geometry = *geometry;
+  absl::StatusOr<CacheId> id = backend_->CreateCache(s->geometry);
+  if (!id.ok()) {
+    if (absl::IsResourceExhausted(id.status())) return id.status();
+    return absl::InternalError(absl::StrFormat("could not create the session's cache: %s", id.status().message()));
+  }
+  s->cache_id = *id;
+  s->id = NewSessionId();
+  s->system_prompt = request.system_prompt;
+  s->preamble = s->chat_template->Preamble(s->system_prompt);
+  return s;
+}
+
+void Engine::DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& request) {
+  Session* s = Attached(outbox.get());
+  if (draining_ || stopping_) {
+    outbox->Push(EndEvent{Unavailable("new turns")});
+    return;
+  }
+  if (s == nullptr) {
+    outbox->Push(EndEvent{absl::FailedPreconditionError(
+        "a turn arrived before the session was opened; send open first")});
+    return;
+  }
+  if (s->phase != Phase::kIdle) {
+    outbox->Push(EndEvent{absl::FailedPreconditionError(absl::StrFormat(
+        "turn %d is still running on this session; wait for its done message or send cancel", s->turns))});
+    return;
+  }
+  ++s->turns;
+  if (absl::Status status = PrepareTurn(*s, request); !status.ok()) {
+    DoneEvent done{FinishReason::kError, Usage(*s), s->turns, std::string(status.message())};
+    outbox->Push(std::move(done));
+    return;
+  }
+  s->phase = Phase::kPrefill;
+  active_.push_back(s);
+  running_turns_.fetch_add(1);
+}
+
+absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
+  if (static_cast<int64_t>(request.text.size()) > config_.max_prompt_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the turn's text has %d bytes, over this server's limit of %d; send it in smaller turns",
+        request.text.size(), config_.max_prompt_bytes));
+  }
+  const int64_t max_new = request.max_new_tokens > 0 ? request.max_new_tokens : config_.default_max_new_tokens;
+  if (max_new > config_.max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_new_tokens=%d exceeds this server's cap of %d", max_new, config_.max_new_tokens));
+  }
+  if (request.min_new_tokens > max_new) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "min_new_tokens=%d exceeds max_new_tokens=%d", request.min_new_tokens, max_new));
+  }
+  SamplingParams params = config_.default_sampling;
+  const SamplingOverrides& o = request.sampling;
+  if (o.temperature) params.temperature = *o.temperature;
+  if (o.top_k) {
+    if (*o.top_k > (int64_t{1} << 30)) return absl::InvalidArgumentError("top_k is too large");
+    params.top_k = static_cast<int32_t>(*o.top_k);
+  }
+  if (o.top_p) params.top_p = *o.top_p;
+  if (o.min_p) params.min_p = *o.min_p;
+  if (o.repetition_penalty) params.repetition_penalty = *o.repetition_penalty;
+  if (o.seed) {
+    params.seed = *o.seed;
+    params.has_seed = true;
+  }
+  RETURN_IF_ERROR(params.Validate());
+
+  const bool first = !s.started;
+  std::vector<int32_t> prompt = first ? s.preamble : std::vector<int32_t>{};
+  const ChatTemplate& tmpl = *s.chat_template;
+  std::vector<int32_t> body = request.raw ? tmpl.RawText(request.text)
+                                          : tmpl.UserTurn(request.text, first, s.system_prompt);
+  prompt.insert(prompt.end(), body.begin(), body.end());
+  if (prompt.empty() && s.carry.empty()) {
+    return absl::InvalidArgumentError("the turn's text encodes to no tokens; send some text");
+  }
+  std::vector<int32_t> feed = s.carry;
+  feed.insert(feed.end(), prompt.begin(), prompt.end());
+  RETURN_IF_ERROR(CheckCacheCapacity(s.cache, s.consumed, static_cast<int64_t>(feed.size()), context_));
+
+  auto turn = std::make_unique<TurnState>(params, vocab_size_, request.stop, *tokenizer_);
+  turn->number = s.turns;
+  turn->feed = std::move(feed);
+  turn->prompt_tokens = static_cast<int64_t>(prompt.size());
+  turn->max_new = max_new;
+  turn->min_new = request.min_new_tokens;
+  turn->ignore_eos = request.ignore_eos;
+  turn->start = Clock::now();
+  for (int32_t id : prompt) PushRecent(s, id);
+  s.turn = std::move(turn);
+  s.carry.clear();
+  s.preamble.clear();
+  s.started = true;
+  return absl::OkStatus();
+}
+
+void Engine::DoDetach(Outbox* outbox) {
+  Session* s = Attached(outbox);
+  if (s != nullptr) DetachSession(*s);
+}
+
+void Engine::DetachSession(Session& s) {
+  if (s.phase != Phase::kIdle) EndTurn(s, FinishReason::kCancelled, "", /*emit=*/false);
+  attached_.erase(s.outbox.get());
+  s.outbox = nullptr;
+  s.detached_at = Clock::now();
+}
+
+void Engine::DestroySession(const std::string& id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  Session& s = *it->second;
+  if (s.outbox != nullptr) DetachSession(s);
+  if (s.phase != Phase::kIdle) EndTurn(s, FinishReason::kCancelled, "", /*emit=*/false);
+  backend_->DestroyCache(s.cache_id);
+  sessions_.erase(it);
+  session_count_.store(static_cast<int64_t>(sessions_.size()));
+}
+
+void Engine::ExpireIdle(Clock::time_point now) {
+  const auto ttl = std::chrono::duration<double>(config_.session_ttl_seconds);
+  std::vector<std::string> expired;
+  for (const auto& [id, s] : sessions_) {
+    if (s->outbox == nullptr && now - s->detached_at >= ttl) expired.push_back(id);
+  }
+  for (const std::string& id : expired) DestroySession(id);
+}
+
+void Engine::EndAll(const absl::Status& status) {
+  std::vector<Session*> attached;
+  for (const auto& [outbox, s] : attached_) attached.push_back(s);
+  for (Session* s : attached) {
+    std::shared_ptr<Outbox> outbox = s->outbox;
+    if (s->phase != Phase::kIdle) {
+      EndTurn(*s, FinishReason::kError, std::string(status.message()), /*emit=*/true);
+    }
+    DetachSession(*s);
+    outbox->Push(EndEvent{status});
+  }
+}
+
+}  // namespace sinkserve

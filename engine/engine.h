@@ -1,0 +1,165 @@
+// The engine: one thread that owns every session and KV cache and runs
+// continuous batching over them. Each step is three verbs:
+//   Schedule()    decode tokens of every generating session + prefill chunks
+//                 under a per-step token budget (engine/scheduler.h),
+//   Forward       one Backend call for the whole batch,
+//   Postprocess() sample, detokenize, check stops, push deltas to outboxes.
+// Sessions with no work cost nothing; with no work at all the thread sleeps.
+//
+// Other threads never touch engine state: every public method posts a command
+// to the engine thread's queue and returns at once. Streams receive answers
+// through their Outbox; unary queries through a callback that runs on the
+// engine thread (it must not block).
+//
+// Per-token eviction is exactly Sequence's: the cache geometry comes from
+// GeometryFor with the prefill chunk, and dense caches are capped by
+// CheckCacheCapacity.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/backend.h"
+#include "engine/chat_template.h"
+#include "engine/chat_types.h"
+#include "engine/outbox.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "engine/session.h"
+#include "engine/tokenizer.h"
+
+namespace sinkserve {
+
+struct EngineConfig {
+  std::string model_name;                  // reported to clients; empty: the model's own name
+  CacheConfig default_cache;               // policy, sinks, window for new sessions
+  int32_t max_window = 65536;              // cap on a session's window tokens
+  SchedulerConfig scheduler;               // prefill chunk and per-step budget
+  int64_t max_sessions = 256;              // attached + detached
+  int64_t max_prompt_bytes = 1 << 20;      // per turn text and system prompt
+  int64_t max_new_tokens = 1000000;        // cap on a turn's max_new_tokens
+  int64_t default_max_new_tokens = 1000000;
+  SamplingParams default_sampling;
+  ChatTemplateKind default_template = ChatTemplateKind::kRaw;
+  double session_ttl_seconds = 600;        // detached sessions live this long
+  size_t outbox_capacity = 64;             // events per stream before it pauses
+
+  absl::Status Validate() const;
+};
+
+struct EngineStats {
+  int64_t sessions = 0;       // live sessions, attached or detached
+  int64_t running_turns = 0;  // sessions with a turn in progress
+  int64_t steps = 0;          // forward passes run
+};
+
+class Engine {
+ public:
+  // Starts the engine thread. `backend` and `tokenizer` must outlive it.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(Backend* backend, const Tokenizer* tokenizer,
+                                                        EngineConfig config);
+  // Ends every attached stream with UNAVAILABLE, frees every cache, joins.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // A fresh outbox for one stream, wired to wake this engine.
+  std::shared_ptr<Outbox> NewOutbox();
+
+  // Stream commands; answers arrive in the outbox.
+  void Open(std::shared_ptr<Outbox> outbox, OpenRequest request);
+  void StartTurn(std::shared_ptr<Outbox> outbox, TurnRequest request);
+  void Cancel(std::shared_ptr<Outbox> outbox);
+  // The stream is gone: stop generating at once and keep the session for
+  // the idle TTL. Idempotent.
+  void Detach(std::shared_ptr<Outbox> outbox);
+
+  // Unary queries; `done` runs on the engine thread and must not block.
+  void GetSession(std::string id, std::function<void(absl::StatusOr<SessionSnapshot>)> done);
+  void DeleteSession(std::string id, std::function<void(absl::Status)> done);
+
+  // Draining: new sessions and resumes get UNAVAILABLE; running turns go on.
+  void BeginDrain();
+  // Ends every attached stream with `status` (after the drain timeout).
+  void EndAllStreams(absl::Status status);
+
+  EngineStats stats() const;
+  const EngineConfig& config() const { return config_; }
+  const std::string& model_name() const { return model_name_; }
+
+ private:
+  Engine(Backend* backend, const Tokenizer* tokenizer, EngineConfig config);
+
+  void Post(std::function<void()> command);
+  void Wake();
+  void Loop();
+
+  // Commands (engine thread).
+  void DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& request);
+  absl::StatusOr<std::unique_ptr<Session>> NewSession(const OpenRequest& request);
+  void DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& request);
+  absl::Status PrepareTurn(Session& s, const TurnRequest& request);
+  void DoDetach(Outbox* outbox);
+  void DetachSession(Session& s);
+  void DestroySession(const std::string& id);
+  void ExpireIdle(Clock::time_point now);
+  void EndAll(const absl::Status& status);
+  Session* Attached(Outbox* outbox);
+
+  // The step (engine/engine_step.cc).
+  bool Step();
+  void Postprocess(const ScheduledSeq& item, absl::Span<float> logits);
+  void SampleNext(Session& s, absl::Span<float> logits);
+  // Ends the running turn. With `emit`, flushes held text and pushes Done.
+  void EndTurn(Session& s, FinishReason reason, const std::string& error, bool emit);
+  TurnUsage Usage(const Session& s) const;
+  void PushRecent(Session& s, int32_t token);
+
+  Backend* backend_;
+  const Tokenizer* tokenizer_;
+  const EngineConfig config_;
+  const std::string model_name_;
+  const int32_t vocab_size_;
+  const int32_t context_;
+
+  // Command queue (any thread -> engine thread).
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> commands_;
+  bool wake_ = false;
+  bool stop_ = false;
+
+  // Engine-thread state.
+  absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_;
+  absl::flat_hash_map<const Outbox*, Session*> attached_;
+  std::vector<Session*> active_;  // sessions with a running turn
+  Scheduler scheduler_;
+  Batch batch_;
+  std::vector<ScheduledSeq> plan_;
+  std::vector<float> logits_;     // (plan_.size(), vocab)
+  std::vector<std::unique_ptr<ChatTemplate>> templates_;  // one per ChatTemplateKind
+  bool draining_ = false;
+  bool stopping_ = false;  // the destructor asked the loop to end
+  Clock::time_point last_sweep_;
+
+  std::atomic<int64_t> session_count_{0};
+  std::atomic<int64_t> running_turns_{0};
+  std::atomic<int64_t> steps_{0};
+  std::thread thread_;  // last: starts after every member above exists
+};
+
+// A new session id: 128 bits from the OS CSPRNG (getrandom), as 32 hex digits.
+std::string NewSessionId();
+
+}  // namespace sinkserve

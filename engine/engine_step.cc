@@ -1,0 +1,137 @@
+// One engine step: Schedule() -> Backend::Forward -> Postprocess(), and the
+// turn bookkeeping that follows sampling. The generation rules are those of
+// tools/generate_main.cc, so a greedy turn yields the same ids: end tokens
+// (EOS, BOS, the template's end-of-message token) finish a turn unless
+// ignore_eos, and before min_new_tokens they are masked out.
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+#include "engine/engine.h"
+#include "engine/sequence.h"
+
+namespace sinkserve {
+
+bool Engine::Step() {
+  if (active_.empty()) return false;
+  if (scheduler_.Schedule(active_, &batch_, &plan_) == 0) return false;
+  if (absl::Status status = backend_->Forward(batch_, &logits_); !status.ok()) {
+    // Nothing was appended; the sessions in this batch cannot go on safely.
+    const std::string message = absl::StrFormat("internal error in the forward pass: %s", status.message());
+    for (const ScheduledSeq& item : plan_) EndTurn(*item.session, FinishReason::kError, message, /*emit=*/true);
+  } else {
+    // Every entry asked for only its last row: row i belongs to plan_[i].
+    for (size_t i = 0; i < plan_.size(); ++i) {
+      Postprocess(plan_[i], absl::MakeSpan(logits_).subspan(i * vocab_size_, vocab_size_));
+    }
+  }
+  return true;
+}
+
+void Engine::Postprocess(const ScheduledSeq& item, absl::Span<float> logits) {
+  Session& s = *item.session;
+  s.consumed += item.n_tokens;
+  if (!item.decode) {
+    TurnState& t = *s.turn;
+    t.fed += static_cast<size_t>(item.n_tokens);
+    if (t.fed < t.feed.size()) return;  // more prompt to prefill
+  }
+  SampleNext(s, logits);
+}
+
+void Engine::SampleNext(Session& s, absl::Span<float> logits) {
+  TurnState& t = *s.turn;
+  for (float l : logits) {
+    if (!std::isfinite(l)) {
+      s.phase = Phase::kIdle;  // nothing sampled, nothing to carry
+      EndTurn(s, FinishReason::kError,
+              absl::StrFormat("the model produced a non-finite logit after %d tokens", s.consumed), true);
+      return;
+    }
+  }
+  const int32_t eos = tokenizer_->eos_id();
+  const int32_t bos = tokenizer_->bos_id();
+  const std::vector<int32_t>& extra_ends = s.chat_template->end_tokens();
+  auto is_end = [&](int32_t id) {
+    return id == eos || id == bos || std::find(extra_ends.begin(), extra_ends.end(), id) != extra_ends.end();
+  };
+  const bool may_end = !t.ignore_eos && t.generated >= t.min_new;
+  if (!t.ignore_eos && t.generated < t.min_new) {
+    for (int32_t end : {eos, bos}) {
+      if (end >= 0) logits[end] = -INFINITY;
+    }
+    for (int32_t end : extra_ends) logits[end] = -INFINITY;
+  }
+  const int32_t next = t.sampler.Sample(logits, s.recent);
+  if (may_end && is_end(next)) {
+    s.phase = Phase::kIdle;  // the end token is not fed, as in generate
+    EndTurn(s, FinishReason::kEos, "", /*emit=*/true);
+    return;
+  }
+  ++t.generated;
+  if (t.generated == 1) t.first_token = Clock::now();
+  PushRecent(s, next);
+  // From here `next` is emitted, so it belongs to the conversation: the
+  // decode phase feeds it next step, or EndTurn carries it into the next turn.
+  s.phase = Phase::kDecode;
+  s.next_token = next;
+
+  bool stopped = false;
+  std::string text = t.stopper.Push(t.decoder.Push(next), &stopped);
+  s.outbox->Push(DeltaEvent{std::move(text), {next}, t.number});
+  if (stopped) {
+    EndTurn(s, FinishReason::kStop, "", /*emit=*/true);
+  } else if (t.generated >= t.max_new) {
+    EndTurn(s, FinishReason::kLength, "", /*emit=*/true);
+  } else if (absl::Status room = CheckCacheCapacity(s.cache, s.consumed, 1, context_); !room.ok()) {
+    EndTurn(s, FinishReason::kError, std::string(room.message()), /*emit=*/true);
+  }
+}
+
+void Engine::EndTurn(Session& s, FinishReason reason, const std::string& error, bool emit) {
+  if (s.turn == nullptr) return;
+  TurnState& t = *s.turn;
+  if (s.phase == Phase::kDecode) s.carry.push_back(s.next_token);
+  // A prefill cut short drops the prompt's unfed rest; what was fed stays.
+  s.phase = Phase::kIdle;
+  s.next_token = -1;
+  std::erase(active_, &s);  // safe mid-step: the step iterates plan_
+  running_turns_.fetch_sub(1);
+  if (emit && s.outbox != nullptr) {
+    // Held-back text ends the turn, except after a stop string (whatever
+    // follows it is dropped) and after an error.
+    if (reason != FinishReason::kStop && reason != FinishReason::kError) {
+      std::string rest = t.stopper.Flush();
+      rest += t.decoder.Flush();
+      if (!rest.empty()) s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
+    }
+    s.outbox->Push(DoneEvent{reason, Usage(s), t.number, error});
+  }
+  s.turn.reset();
+}
+
+TurnUsage Engine::Usage(const Session& s) const {
+  TurnUsage u;
+  u.session_tokens = s.position();
+  u.cache_tokens = s.cache_tokens();
+  u.evicted_tokens = s.consumed - s.cache_tokens();
+  if (s.turn == nullptr) return u;
+  const TurnState& t = *s.turn;
+  u.prompt_tokens = t.prompt_tokens;
+  u.generated_tokens = t.generated;
+  if (t.generated > 0) {
+    const Clock::time_point now = Clock::now();
+    u.time_to_first_token_ms = std::chrono::duration<double, std::milli>(t.first_token - t.start).count();
+    const double decode_s = std::chrono::duration<double>(now - t.first_token).count();
+    if (t.generated > 1 && decode_s > 0) u.tokens_per_second = static_cast<double>(t.generated - 1) / decode_s;
+  }
+  return u;
+}
+
+void Engine::PushRecent(Session& s, int32_t token) {
+  // As generate: keep between 512 and 1024 recent tokens.
+  if (s.recent.size() >= 1024) s.recent.erase(s.recent.begin(), s.recent.begin() + 512);
+  s.recent.push_back(token);
+}
+
+}  // namespace sinkserve

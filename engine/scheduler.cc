@@ -1,0 +1,49 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+
+namespace sinkserve {
+
+bool Scheduler::Runnable(const Session& s) {
+  if (s.phase == Phase::kIdle || s.turn == nullptr) return false;
+  return s.outbox != nullptr && !s.outbox->Full();
+}
+
+size_t Scheduler::Schedule(const std::vector<Session*>& active, Batch* batch, std::vector<ScheduledSeq>* plan) {
+  batch->Clear();
+  plan->clear();
+  std::vector<Session*> prefilling;
+  for (Session* s : active) {
+    if (!Runnable(*s)) continue;
+    if (s->phase == Phase::kDecode) {
+      const int32_t token = s->next_token;
+      batch->Add(s->cache_id, s->consumed, absl::MakeConstSpan(&token, 1));
+      plan->push_back({s, 1, true});
+    } else {
+      prefilling.push_back(s);
+    }
+  }
+  if (prefilling.empty()) return plan->size();
+
+  int64_t budget = std::max<int64_t>(config_.step_token_budget - static_cast<int64_t>(plan->size()), 1);
+  const size_t n = prefilling.size();
+  const size_t first = prefill_cursor_ % n;
+  size_t taken = 0;
+  for (size_t k = 0; k < n && budget > 0; ++k) {
+    Session* s = prefilling[(first + k) % n];
+    const TurnState& t = *s->turn;
+    const int64_t left = static_cast<int64_t>(t.feed.size() - t.fed);
+    const int32_t take = static_cast<int32_t>(std::min<int64_t>({left, config_.prefill_chunk, budget}));
+    if (take <= 0) continue;
+    batch->Add(s->cache_id, s->consumed, absl::MakeConstSpan(t.feed).subspan(t.fed, take));
+    plan->push_back({s, take, false});
+    budget -= take;
+    ++taken;
+  }
+  // The next step starts after the last session served, so every prompt
+  // progresses even when the budget covers only some of them.
+  prefill_cursor_ = first + std::max<size_t>(taken, 1);
+  return plan->size();
+}
+
+}  // namespace sinkserve

@@ -1,0 +1,66 @@
+#include "server/chat_server.h"
+
+#include <thread>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_format.h"
+
+namespace sinkserve {
+
+absl::StatusOr<std::unique_ptr<ChatServer>> ChatServer::Start(Engine* engine, v1::ServerInfo info,
+                                                              const ChatServerOptions& options) {
+  // Both are process-wide switches read by the next ServerBuilder.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  std::unique_ptr<ChatServer> server(new ChatServer());
+  server->engine_ = engine;
+  server->service_ = std::make_unique<ChatServiceImpl>(engine, std::move(info));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.RegisterService(server->service_.get());
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrFormat(
+        "cannot listen on %s (address in use, or not host:port?); pick another with --listen", options.listen));
+  }
+  const size_t colon = options.listen.rfind(':');
+  server->address_ = absl::StrFormat("%s:%d", options.listen.substr(0, colon), server->port_);
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(v1::ChatService::service_full_name(), true);
+  return server;
+}
+
+ChatServer::~ChatServer() {
+  if (!drained_) Drain(absl::ZeroDuration());
+}
+
+void ChatServer::Drain(absl::Duration timeout) {
+  if (drained_) return;
+  drained_ = true;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  engine_->BeginDrain();
+  const absl::Time deadline = absl::Now() + timeout;
+  // BeginDrain is queued behind earlier commands; a turn started before it
+  // still counts as running, so poll until none runs.
+  while (absl::Now() < deadline) {
+    if (engine_->stats().running_turns == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  engine_->EndAllStreams(absl::UnavailableError(
+      "the server is shutting down; reconnect (to another replica) and resume by session id"));
+  // Streams end as their reactors finish; anything left after a grace
+  // period (e.g. a stream that never opened) is cancelled.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_->Wait();
+}
+
+}  // namespace sinkserve

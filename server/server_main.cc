@@ -1,0 +1,150 @@
+// sinkserve-server: serves endless multi-turn chat over gRPC, one
+// bidirectional stream per conversation, every session on its own
+// attention-sink + rolling-window KV cache, all batched by one engine thread.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "absl/strings/str_format.h"
+#include "engine/engine.h"
+#include "engine/model_loader.h"
+#include "engine/status_macros.h"
+#include "kernels/backend_factory.h"
+#include "server/chat_server.h"
+#include "server/convert.h"
+#include "tools/common/runtime.h"
+
+namespace sinkserve {
+namespace {
+
+constexpr char kTool[] = "sinkserve-server";
+
+absl::StatusOr<int64_t> IntFlag(const Flags& flags, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  ASSIGN_OR_RETURN(int64_t v, flags.Int(name, fallback));
+  if (v < lo || v > hi) return absl::InvalidArgumentError(absl::StrFormat("--%s must be in [%d, %d], got %d", name, lo, hi, v));
+  return v;
+}
+
+absl::StatusOr<double> SecondsFlag(const Flags& flags, const char* name, double fallback) {
+  ASSIGN_OR_RETURN(double v, flags.Double(name, fallback));
+  if (!(v >= 0) || v > 1e9) return absl::InvalidArgumentError(absl::StrFormat("--%s must be >= 0 seconds, got %g", name, v));
+  return v;
+}
+
+v1::ServerInfo Info(const EngineConfig& c, const Backend& backend, const std::string& model, int64_t max_message) {
+  v1::ServerInfo info;
+  info.set_model(model);
+  info.set_backend(std::string(backend.name()));
+  ToProto(c.default_cache, info.mutable_default_cache());
+  info.set_default_chat_template(ChatTemplateName(c.default_template));
+  info.set_max_sessions(static_cast<uint32_t>(c.max_sessions));
+  info.set_max_window_tokens(static_cast<uint32_t>(c.max_window));
+  info.set_max_prompt_bytes(static_cast<uint32_t>(c.max_prompt_bytes));
+  info.set_max_new_tokens(static_cast<uint32_t>(c.max_new_tokens));
+  info.set_default_max_new_tokens(static_cast<uint32_t>(c.default_max_new_tokens));
+  info.set_max_message_bytes(static_cast<uint32_t>(max_message));
+  info.set_session_ttl_seconds(c.session_ttl_seconds);
+  info.set_vocab_size(static_cast<uint32_t>(backend.config().vocab_size));
+  info.set_context_tokens(static_cast<uint32_t>(backend.config().max_seq_len));
+  info.set_prefill_chunk_tokens(static_cast<uint32_t>(c.scheduler.prefill_chunk));
+  info.set_step_token_budget(static_cast<uint32_t>(c.scheduler.step_token_budget));
+  return info;
+}
+
+absl::Status Run(int argc, char** argv) {
+  std::vector<std::string> valued = {"listen", "chat-template", "step-tokens", "max-sessions", "max-window",
+                                     "max-prompt-bytes", "max-new-tokens", "default-max-new-tokens",
+                                     "max-message-bytes", "session-ttl", "drain-timeout", "outbox"};
+  for (const auto* group : {&kModelFlags, &kCacheFlags, &kSamplingFlags}) valued.insert(valued.end(), group->begin(), group->end());
+  Flags flags(valued, {});
+  RETURN_IF_ERROR(flags.Parse(argc, argv));
+
+  EngineConfig config;
+  ASSIGN_OR_RETURN(config.default_cache, ParseCacheConfig(flags));
+  ASSIGN_OR_RETURN(config.scheduler.prefill_chunk, ParseChunk(flags));
+  ASSIGN_OR_RETURN(config.scheduler.step_token_budget, IntFlag(flags, "step-tokens", 512, 1, 1 << 20));
+  ASSIGN_OR_RETURN(config.max_sessions, IntFlag(flags, "max-sessions", 256, 1, 1 << 20));
+  ASSIGN_OR_RETURN(config.max_window, IntFlag(flags, "max-window", 65536, 1, 1 << 24));
+  ASSIGN_OR_RETURN(config.max_prompt_bytes, IntFlag(flags, "max-prompt-bytes", 1 << 20, 1, 1 << 30));
+  ASSIGN_OR_RETURN(config.max_new_tokens, IntFlag(flags, "max-new-tokens", 1000000, 1, 0xffffffffLL));
+  ASSIGN_OR_RETURN(config.default_max_new_tokens,
+                   IntFlag(flags, "default-max-new-tokens", config.max_new_tokens, 1, config.max_new_tokens));
+  ASSIGN_OR_RETURN(int64_t max_message, IntFlag(flags, "max-message-bytes", 4 << 20, 1024, 1 << 30));
+  ASSIGN_OR_RETURN(config.session_ttl_seconds, SecondsFlag(flags, "session-ttl", 600));
+  ASSIGN_OR_RETURN(double drain_timeout, SecondsFlag(flags, "drain-timeout", 30));
+  ASSIGN_OR_RETURN(int64_t outbox, IntFlag(flags, "outbox", 64, 1, 1 << 20));
+  config.outbox_capacity = static_cast<size_t>(outbox);
+  ASSIGN_OR_RETURN(config.default_sampling, ParseSampling(flags));
+  if (config.default_cache.policy == CachePolicy::kRecompute) {
+    return absl::InvalidArgumentError("--policy recompute is an offline baseline; serve sink_window, window or dense");
+  }
+  if (config.max_prompt_bytes > max_message) {
+    return absl::InvalidArgumentError("--max-prompt-bytes must not exceed --max-message-bytes");
+  }
+
+  ASSIGN_OR_RETURN(std::string model_path, flags.Required("model"));
+  ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
+  const std::string template_flag = flags.String("chat-template", "auto");
+  if (template_flag == "auto") {
+    config.default_template = DetectChatTemplate(model.chat_template);
+  } else {
+    ASSIGN_OR_RETURN(config.default_template, ParseChatTemplate(template_flag));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(flags));
+  BackendOptions backend_options;
+  backend_options.kind = flags.String("backend", "auto");
+  ASSIGN_OR_RETURN(int64_t threads, IntFlag(flags, "threads", 0, 0, 1024));
+  backend_options.threads = static_cast<int32_t>(threads);
+  // llama2.c checkpoints carry no name: the file's stem says more.
+  const std::string stem = std::filesystem::path(model_path).stem().string();
+  const std::string model_name = model.config.name.empty() || model.config.name == "llama2.c" ? stem : model.config.name;
+  config.model_name = model_name;
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(std::move(model), backend_options));
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(backend.get(), tokenizer.get(), config));
+
+  ChatServerOptions options;
+  options.listen = flags.String("listen", "127.0.0.1:50051");
+  options.max_message_bytes = max_message;
+  ASSIGN_OR_RETURN(std::unique_ptr<ChatServer> server,
+                   ChatServer::Start(engine.get(), Info(config, *backend, model_name, max_message), options));
+  const CacheConfig& c = config.default_cache;
+  std::cerr << absl::StrFormat(
+      "%s: serving model=%s backend=%s cache=%s sinks=%d window=%d chunk=%d template=%s max_sessions=%d "
+      "session_ttl=%gs listen=%s\n",
+      kTool, model_name, backend->name(), CachePolicyName(c.policy), c.sinks, c.window,
+      config.scheduler.prefill_chunk, ChatTemplateName(config.default_template), config.max_sessions,
+      config.session_ttl_seconds, server->address());
+
+  // SIGTERM/SIGINT were blocked in every thread (main, before any thread
+  // started); wait for one here, then drain.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  std::cerr << absl::StrFormat("%s: %s received, draining for up to %gs\n", kTool,
+                               signal_number == SIGTERM ? "SIGTERM" : "SIGINT", drain_timeout);
+  server->Drain(absl::Seconds(drain_timeout));
+  server.reset();
+  engine.reset();
+  std::cerr << absl::StrFormat("%s: stopped\n", kTool);
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace sinkserve
+
+int main(int argc, char** argv) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // inherited by every thread
+  absl::Status status = sinkserve::Run(argc, argv);
+  if (!status.ok()) return sinkserve::Fail(sinkserve::kTool, status);
+  return 0;
+}
