@@ -28,6 +28,11 @@ static_assert(std::endian::native == std::endian::little,
 // lookups need one.
 absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
+// A name as quoted in an error message: a hostile file may use a huge key.
+std::string Clip(std::string_view s) {
+  return s.size() <= 80 ? std::string(s) : absl::StrCat(AsAbsl(s.substr(0, 80)), "...");
+}
+
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as a little-endian u32
 constexpr int kMaxDims = 4;              // GGML_MAX_DIMS
 constexpr int kMaxArrayDepth = 8;        // nested arrays deeper than this are refused
@@ -247,7 +252,7 @@ absl::StatusOr<TensorInfo> ReadTensorInfo(Reader& r, uint64_t index) {
   const std::string what = absl::StrCat("tensor info #", index);
   ASSIGN_OR_RETURN(std::string_view name, r.ReadStringView(what + " name"));
   t.name = std::string(name);
-  const std::string label = absl::StrCat("tensor '", t.name, "'");
+  const std::string label = absl::StrCat("tensor '", Clip(t.name), "'");
   const uint64_t dims_at = r.pos();
   ASSIGN_OR_RETURN(uint32_t n_dims, r.Read<uint32_t>(label + " n_dims"));
   if (n_dims > kMaxDims) {
@@ -295,7 +300,7 @@ absl::Status ReadMetadata(Reader& r, uint64_t n_kv, File* file) {
   for (uint64_t i = 0; i < n_kv; ++i) {
     const uint64_t at = r.pos();
     ASSIGN_OR_RETURN(std::string_view key, r.ReadStringView(absl::StrCat("metadata key #", i)));
-    const std::string label = absl::StrCat("metadata '", AsAbsl(key), "'");
+    const std::string label = absl::StrCat("metadata '", Clip(key), "'");
     const uint64_t type_at = r.pos();
     ASSIGN_OR_RETURN(uint32_t type, r.Read<uint32_t>(label + " type"));
     if (!IsValidValueType(type)) {
@@ -336,13 +341,13 @@ absl::Status CheckTensorRanges(const File& file) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "GGUF: tensor '%s' (info at offset %d) has data offset %d, not a multiple of the "
           "alignment %d",
-          t.name, t.info_offset, t.offset, file.alignment));
+          Clip(t.name), t.info_offset, t.offset, file.alignment));
     }
     if (t.offset > data_size || t.n_bytes > data_size - t.offset) {
       return absl::DataLossError(absl::StrFormat(
           "GGUF: tensor '%s' (info at offset %d) data [%d, +%d) relative to the data section at "
           "%d runs past the end of the file (data section is %d bytes)",
-          t.name, t.info_offset, t.offset, t.n_bytes, file.data_offset, data_size));
+          Clip(t.name), t.info_offset, t.offset, t.n_bytes, file.data_offset, data_size));
     }
     by_offset.push_back(&t);
   }
@@ -352,8 +357,9 @@ absl::Status CheckTensorRanges(const File& file) {
     const TensorInfo& prev = *by_offset[i - 1];
     if (prev.offset + prev.n_bytes > by_offset[i]->offset) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "GGUF: tensor '%s' data [%d, +%d) overlaps tensor '%s' at %d", prev.name, prev.offset,
-          prev.n_bytes, by_offset[i]->name, by_offset[i]->offset));
+          "GGUF: tensor '%s' data [%d, +%d) overlaps tensor '%s' at %d",
+          Clip(prev.name), prev.offset,
+          prev.n_bytes, Clip(by_offset[i]->name), by_offset[i]->offset));
     }
   }
   return absl::OkStatus();
@@ -444,7 +450,7 @@ absl::StatusOr<File> Parse(std::string_view bytes) {
     ASSIGN_OR_RETURN(TensorInfo t, ReadTensorInfo(r, i));
     if (!file.tensor_index.emplace(t.name, file.tensors.size()).second) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "GGUF: duplicate tensor name '%s' at offset %d", t.name, t.info_offset));
+          "GGUF: duplicate tensor name '%s' at offset %d", Clip(t.name), t.info_offset));
     }
     file.tensors.push_back(std::move(t));
   }
@@ -646,13 +652,13 @@ absl::StatusOr<std::vector<float>> File::ReadTensorF32(const TensorInfo& t) cons
   if (data_offset > bytes.size() || !AddOk(data_offset, t.offset, &begin) ||
       !AddOk(begin, t.n_bytes, &end) || end > bytes.size()) {
     return absl::DataLossError(
-        absl::StrFormat("GGUF: tensor '%s' data runs past the end of the file", t.name));
+        absl::StrFormat("GGUF: tensor '%s' data runs past the end of the file", Clip(t.name)));
   }
   const TypeTraits* traits = FindTypeTraits(t.type);
   if (traits == nullptr || t.n_bytes != t.n_elements / traits->block * traits->block_bytes ||
       t.n_elements % traits->block != 0) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("GGUF: tensor '%s' has an inconsistent type/size", t.name));
+        absl::StrFormat("GGUF: tensor '%s' has an inconsistent type/size", Clip(t.name)));
   }
   std::vector<float> out(t.n_elements);  // <= 4x the tensor's bytes in the file
   if (out.empty()) return out;           // a zero-sized dim; memcpy must not see null
@@ -690,7 +696,7 @@ absl::StatusOr<std::vector<float>> File::ReadTensorF32(const TensorInfo& t) cons
     default:
       return absl::UnimplementedError(absl::StrFormat(
           "GGUF: tensor '%s' has type %s, which is not supported (F32, F16, BF16, Q8_0 are)",
-          t.name, TensorTypeName(t.type)));
+          Clip(t.name), TensorTypeName(t.type)));
   }
   return out;
 }

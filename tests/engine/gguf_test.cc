@@ -370,6 +370,12 @@ TEST(GgufTest, RejectsWrongMagicAndVersion) {
   absl::StatusOr<gguf::File> f = gguf::Parse(bad);
   EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(f.status().message().find("magic"), std::string::npos) << f.status();
+  bad = bytes;
+  bad[4] = 2;  // v2 has the same layout as v3
+  absl::StatusOr<gguf::File> v2 = gguf::Parse(bad);
+  ASSERT_TRUE(v2.ok()) << v2.status();
+  EXPECT_EQ(v2->version, 2u);
+  EXPECT_EQ(*v2->GetString("k"), "v");
   for (uint32_t version : {0u, 1u, 4u, 0x03000000u}) {
     bad = bytes;
     std::memcpy(bad.data() + 4, &version, 4);
