@@ -1,0 +1,184 @@
+// KV append and sink+window attention against cpu::Attention, for batches of
+// sessions at different ages in one launch: decode and prefill chunks, the
+// first wrap of the ring, sinks only, W = 1, GQA ratios 1/4/8 (and 16, which
+// takes two blocks per kv head), head_dim 8/64/128, split-K forced and auto.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "absl/strings/str_format.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/kv_append.cuh"
+#include "kernels/cuda/step_desc.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
+
+namespace sinkserve::cuda {
+namespace {
+
+using namespace ::sinkserve::cuda::testing;
+
+struct Session {
+  int64_t n_past;
+  int32_t n_tokens;
+};
+
+struct AttnCase {
+  std::string name;
+  int32_t n_heads, n_kv_heads, head_dim;
+  int32_t sinks, window, max_chunk;
+  std::vector<Session> sessions;
+  int32_t splits = 0;  // 0 = AttentionSplits
+  DType dtype = DType::kF16;
+};
+
+std::vector<AttnCase> Cases() {
+  std::vector<AttnCase> c;
+  // S=4, W=32, decode (ring 32): t=0, inside the sinks, 33 keys (not a tile
+  // multiple), the first wrap (t = 36 reuses slot 4), long after.
+  c.push_back({"decode_gqa1_hd64", 8, 8, 64, 4, 32, 1, {{0, 1}, {2, 1}, {32, 1}, {36, 1}, {37, 1}, {1000003, 1}}});
+  c.push_back({"decode_gqa4_hd128", 8, 2, 128, 4, 32, 1, {{1, 1}, {35, 1}, {36, 1}, {500, 1}}});
+  c.push_back({"decode_gqa8_hd128", 8, 1, 128, 4, 100, 1, {{3, 1}, {103, 1}, {104, 1}, {77777, 1}}});
+  c.push_back({"decode_gqa16_hd64", 16, 1, 64, 2, 50, 1, {{10, 1}, {60, 1}}});
+  c.push_back({"decode_hd8_stories", 8, 4, 8, 4, 64, 1, {{0, 1}, {67, 1}, {68, 1}, {2000, 1}}});
+  c.push_back({"window_one", 4, 2, 64, 4, 1, 1, {{0, 1}, {3, 1}, {4, 1}, {5, 1}, {99, 1}}});
+  c.push_back({"sinks_only", 4, 4, 64, 16, 8, 1, {{0, 1}, {7, 1}, {15, 1}}});
+  c.push_back({"no_sinks", 4, 1, 64, 0, 40, 1, {{0, 1}, {39, 1}, {40, 1}, {41, 1}}});
+  // Prefill chunks (ring = W + 7): inside the sinks, across the first wrap,
+  // long after, next to decode tokens in the same batch.
+  c.push_back({"prefill_chunks", 8, 2, 64, 4, 24, 8, {{0, 8}, {2, 5}, {27, 8}, {30, 1}, {1000, 7}}});
+  c.push_back({"prefill_gqa8_hd128", 8, 1, 128, 4, 64, 16, {{0, 16}, {60, 16}, {70, 3}}});
+  // Split-K forced: more splits than some sessions have keys (empty splits).
+  c.push_back({"splits_3", 8, 2, 64, 4, 32, 1, {{0, 1}, {5, 1}, {40, 1}}, 3});
+  c.push_back({"splits_64", 8, 2, 128, 4, 200, 4, {{1, 1}, {150, 4}, {5000, 1}}, 64});
+  c.push_back({"splits_1_large_window", 4, 1, 128, 4, 1000, 1, {{1200, 1}}, 1});
+  c.push_back({"bf16_prefill", 8, 2, 64, 4, 24, 8, {{0, 8}, {27, 8}, {30, 1}}, 0, DType::kBF16});
+  c.push_back({"bf16_splits", 8, 8, 128, 4, 300, 1, {{10, 1}, {4000, 1}}, 16, DType::kBF16});
+  return c;
+}
+
+class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
+
+TEST_P(AttentionTest, AppendThenAttendMatchesCpuReference) {
+  REQUIRE_CUDA_DEVICE();
+  const AttnCase& p = GetParam();
+  const DType d = p.dtype;
+  const int32_t hd = p.head_dim, kv_dim = p.n_kv_heads * hd, q_dim = p.n_heads * hd;
+  const int32_t qkv_stride = q_dim + 2 * kv_dim;
+  const int32_t layers = 2, layer = 1;  // attend in layer 1 so layer offsets are exercised
+  CacheGeometry g{.sinks = p.sinks, .window = p.window, .ring = p.window + p.max_chunk - 1};
+  const int64_t layer_elems = LayerElements(g, p.n_kv_heads, hd);
+  const int64_t session_elems = layers * layer_elems + 64;  // + padding between sessions
+  const int32_t n_seqs = static_cast<int32_t>(p.sessions.size());
+
+  // Host: each session's fp32 reference cache (slots, n_kv_heads, hd) for
+  // keys 0 .. n_past - 1, and the device pool holding the same values in the
+  // kernel layout; the step's own K/V arrive through the append kernel.
+  std::vector<uint16_t> pool_bits(session_elems * n_seqs, 0xFFFF);  // poison
+  std::vector<std::vector<float>> ref_k(n_seqs), ref_v(n_seqs);
+  std::vector<SeqDesc> descs;
+  std::vector<int32_t> token_seq;
+  int32_t T = 0;
+  for (int32_t e = 0; e < n_seqs; ++e) {
+    const Session& s = p.sessions[e];
+    ref_k[e].assign(int64_t{g.Slots()} * kv_dim, 0.0f);
+    ref_v[e].assign(ref_k[e].size(), 0.0f);
+    // Only the last `window + max_chunk` keys before n_past can still be in the ring; older ones are overwritten anyway.
+    const int64_t first = std::max<int64_t>(0, s.n_past - g.ring - 1);
+    for (int64_t j = 0; j < s.n_past; ++j) {
+      if (j >= g.sinks && j < first) continue;
+      const int32_t slot = g.Slot(j);
+      const std::vector<float> k = Round(d, RandomVector(kv_dim, j * 7919 + e));
+      const std::vector<float> v = Round(d, RandomVector(kv_dim, j * 7919 + e + 1000000007));
+      for (int32_t h = 0; h < p.n_kv_heads; ++h) {
+        for (int32_t x = 0; x < hd; ++x) {
+          ref_k[e][(int64_t{slot} * p.n_kv_heads + h) * hd + x] = k[h * hd + x];
+          ref_v[e][(int64_t{slot} * p.n_kv_heads + h) * hd + x] = v[h * hd + x];
+          const int64_t base = e * session_elems + layer * layer_elems;
+          pool_bits[base + (int64_t{h} * g.Slots() + slot) * hd + x] = ToBits(d, k[h * hd + x]);
+          pool_bits[base + layer_elems / 2 + (int64_t{h} * g.Slots() + slot) * hd + x] = ToBits(d, v[h * hd + x]);
+        }
+      }
+    }
+    descs.push_back({.cache_offset = e * session_elems, .n_past = s.n_past, .geometry = g, .token_begin = T,
+                     .n_tokens = s.n_tokens});
+    for (int32_t i = 0; i < s.n_tokens; ++i) token_seq.push_back(e);
+    T += s.n_tokens;
+  }
+  // The step's q | k | v rows; k and v are rounded so the reference stores what the kernel stores.
+  std::vector<float> qkv = RandomVector(int64_t{T} * qkv_stride, 424242);
+  for (int32_t t = 0; t < T; ++t) {
+    for (int32_t i = q_dim; i < qkv_stride; ++i) qkv[int64_t{t} * qkv_stride + i] = Round(d, qkv[int64_t{t} * qkv_stride + i]);
+  }
+
+  cpu::RopeTable rope;
+  rope.Build(hd, g.MaxPositions(), 10000.0f);
+  DevicePtr d_pool = Upload(pool_bits), d_qkv = Upload(qkv), d_desc = Upload(descs), d_tseq = Upload(token_seq);
+  DevicePtr d_cos = Upload(rope.cos), d_sin = Upload(rope.sin);
+  KvAppendArgs append{.dtype = d, .qkv = As<float>(d_qkv), .qkv_stride = qkv_stride, .k_offset = q_dim,
+                      .pool = d_pool.get(), .seqs = As<SeqDesc>(d_desc), .token_seq = As<int32_t>(d_tseq),
+                      .tokens = T, .n_kv_heads = p.n_kv_heads, .head_dim = hd, .layer = layer};
+  LaunchKvAppend(append, nullptr);
+
+  int32_t max_keys = g.MaxPositions();
+  const int64_t partial_cap = AttentionPartialFloats(T, p.n_heads, hd, 128);
+  const int32_t splits = p.splits > 0 ? p.splits : AttentionSplits(T, p.n_heads, p.n_kv_heads, hd, max_keys, 132, partial_cap);
+  DevicePtr out = Poisoned(int64_t{T} * q_dim * 2);
+  DevicePtr partial = Poisoned(std::max<int64_t>(partial_cap, 1) * 4);
+  LaunchAttention({.dtype = d, .qkv = As<float>(d_qkv), .qkv_stride = qkv_stride, .pool = d_pool.get(),
+                   .seqs = As<SeqDesc>(d_desc), .token_seq = As<int32_t>(d_tseq), .rope_cos = As<float>(d_cos),
+                   .rope_sin = As<float>(d_sin), .rope_positions = rope.positions, .out = out.get(),
+                   .partial = As<float>(partial), .partial_floats = partial_cap, .tokens = T, .n_heads = p.n_heads,
+                   .n_kv_heads = p.n_kv_heads, .head_dim = hd, .layer = layer, .splits = splits},
+                  nullptr);
+  const std::vector<float> got = DownloadAs(d, out, int64_t{T} * q_dim);
+
+  // The appended slots hold the step's K/V, rounded.
+  const std::vector<uint16_t> pool_after = Download<uint16_t>(d_pool, pool_bits.size());
+  std::vector<float> want(int64_t{T} * q_dim);
+  std::vector<float> scratch(cpu::AttentionScratch(g, hd) + 64);
+  for (int32_t e = 0, tok = 0; e < n_seqs; ++e) {
+    const Session& s = p.sessions[e];
+    for (int32_t i = 0; i < s.n_tokens; ++i) {  // append every chunk token first, as the backends do
+      const int32_t slot = g.Slot(s.n_past + i);
+      for (int32_t x = 0; x < kv_dim; ++x) {
+        const int32_t h = x / hd;
+        ref_k[e][int64_t{slot} * kv_dim + x] = qkv[int64_t{tok + i} * qkv_stride + q_dim + x];
+        ref_v[e][int64_t{slot} * kv_dim + x] = qkv[int64_t{tok + i} * qkv_stride + q_dim + kv_dim + x];
+        const int64_t at = e * session_elems + layer * layer_elems + (int64_t{h} * g.Slots() + slot) * hd + x % hd;
+        ASSERT_EQ(FromBits(d, pool_after[at]), ref_k[e][int64_t{slot} * kv_dim + x]) << "K append, seq " << e;
+        ASSERT_EQ(FromBits(d, pool_after[at + layer_elems / 2]), ref_v[e][int64_t{slot} * kv_dim + x]) << "V append";
+      }
+    }
+    for (int32_t i = 0; i < s.n_tokens; ++i, ++tok) {
+      cpu::AttentionArgs args{.geometry = &g, .t = s.n_past + i, .q = &qkv[int64_t{tok} * qkv_stride],
+                              .k_cache = ref_k[e].data(), .v_cache = ref_v[e].data(), .out = &want[int64_t{tok} * q_dim],
+                              .n_heads = p.n_heads, .n_kv_heads = p.n_kv_heads, .head_dim = hd, .rope = &rope,
+                              .scratch = scratch.data()};
+      cpu::Attention(args, 0, p.n_heads);
+    }
+  }
+  // Output is one storage rounding from an fp32 computation over identical
+  // (rounded) inputs: allow a few roundings.
+  const double rtol = d == DType::kF16 ? 3e-3 : 2e-2;
+  int64_t where = -1;
+  const double worst = WorstScaledError(got, want, rtol / 2, rtol, &where);
+  EXPECT_LE(worst, 1.0) << absl::StrFormat("splits=%d T=%d: element %d (token %d, head %d) got %g want %g", splits, T,
+                                           where, where / q_dim, (where % q_dim) / hd, got[where], want[where]);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, AttentionTest, ::testing::ValuesIn(Cases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(AttentionSplitsTest, SplitsOnlyWhenTheGridIsSmallAndRespectsScratch) {
+  // Pure host logic: runs without a device.
+  EXPECT_EQ(AttentionSplits(256, 32, 8, 128, 4100, 132, 1 << 30), 1);     // 2048 blocks: no split
+  EXPECT_GT(AttentionSplits(1, 32, 8, 128, 4100, 132, 1 << 30), 8);       // 8 blocks: split
+  EXPECT_LE(AttentionSplits(1, 32, 8, 128, 100, 132, 1 << 30), 2);        // few keys: few splits
+  EXPECT_EQ(AttentionSplits(1, 32, 8, 128, 4100, 132, 0), 1);             // no scratch: no split
+  const int32_t s = AttentionSplits(4, 32, 8, 128, 4100, 132, 20000);
+  EXPECT_LE(AttentionPartialFloats(4, 32, 128, s), 20000);
+}
+
+}  // namespace
+}  // namespace sinkserve::cuda
