@@ -17,7 +17,34 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(Model model, int3
   return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(model), threads));
 }
 
-CpuBackend::CpuBackend(Model model, int32_t threads) : model_(std::move(model)), pool_(threads) {}
+namespace {
+
+// Rows of b appended under the rows of a: both (rows, k) row-major.
+std::vector<float> StackRows(std::vector<float> a, const std::vector<float>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(Model model, int32_t threads) : model_(std::move(model)), pool_(threads) {
+  // Projections that read the same input are stacked into one matmul (QKV;
+  // gate and up), and every matrix is kept as cpu::TransposePadded for
+  // cpu::MatMulTransposed. The layer matrices in model_ are freed; the
+  // embedding stays (vocab, dim) for the row gather.
+  const ModelConfig& c = model_.config;
+  for (LayerWeights& l : model_.weights.layers) {
+    CpuLayer& out = layers_.emplace_back();
+    out.wqkv = cpu::TransposePadded(StackRows(StackRows(std::move(l.wq), l.wk), l.wv), qkv_dim(), c.dim);
+    out.wo = cpu::TransposePadded(l.wo, c.dim, c.q_dim());
+    out.w13 = cpu::TransposePadded(StackRows(std::move(l.w1), l.w3), 2 * c.hidden_dim, c.dim);
+    out.w2 = cpu::TransposePadded(l.w2, c.dim, c.hidden_dim);
+    l = LayerWeights{.attn_norm = std::move(l.attn_norm), .ffn_norm = std::move(l.ffn_norm)};
+  }
+  classifier_t_ = cpu::TransposePadded(model_.weights.Classifier(), c.vocab_size, c.dim);
+  model_.weights.classifier.clear();
+  model_.weights.classifier.shrink_to_fit();
+}
 
 int64_t CpuBackend::CacheBytes(const CacheGeometry& g) const {
   const ModelConfig& c = model_.config;
@@ -103,12 +130,10 @@ void CpuBackend::EnsureScratch(int32_t tokens, int32_t logit_rows) {
   };
   grow(x_, int64_t{tokens} * c.dim);
   grow(xb_, int64_t{std::max(tokens, logit_rows)} * c.dim);
-  grow(q_, int64_t{tokens} * c.q_dim());
-  grow(k_, int64_t{tokens} * c.kv_dim());
-  grow(v_, int64_t{tokens} * c.kv_dim());
+  grow(qkv_, int64_t{tokens} * qkv_dim());
   grow(att_, int64_t{tokens} * c.q_dim());
+  grow(h13_, int64_t{tokens} * 2 * c.hidden_dim);
   grow(hb_, int64_t{tokens} * c.hidden_dim);
-  grow(hb2_, int64_t{tokens} * c.hidden_dim);
   int64_t per_query = 0;
   for (const auto& cache : caches_) {
     if (cache) per_query = std::max(per_query, cpu::RotatedAttentionScratch(cache->geometry, c.head_dim));
@@ -116,25 +141,28 @@ void CpuBackend::EnsureScratch(int32_t tokens, int32_t logit_rows) {
   grow(attn_scratch_, per_query * pool_.size());
 }
 
-void CpuBackend::MatMul(float* out, const float* in, const std::vector<float>& w, int32_t tokens,
+void CpuBackend::MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens,
                         int32_t n, int32_t k) {
-  pool_.ParallelFor(n, int64_t{tokens} * n * k, [&](int64_t begin, int64_t end, int32_t) {
-    cpu::MatMulRows(out, in, w.data(), tokens, n, k, static_cast<int32_t>(begin), static_cast<int32_t>(end));
+  // Threads split the columns in whole tiles.
+  const int64_t tiles = (n + cpu::kMatMulColumns - 1) / cpu::kMatMulColumns;
+  pool_.ParallelFor(tiles, int64_t{tokens} * n * k, [&](int64_t begin, int64_t end, int32_t) {
+    cpu::MatMulTransposed(out, in, wt.data(), tokens, n, k, static_cast<int32_t>(begin * cpu::kMatMulColumns),
+                          static_cast<int32_t>(std::min<int64_t>(end * cpu::kMatMulColumns, n)));
   });
 }
 
 void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
   const ModelConfig& c = model_.config;
-  const LayerWeights& w = model_.weights.layers[layer];
+  const LayerWeights& norms = model_.weights.layers[layer];
+  const CpuLayer& w = layers_[layer];
   const int32_t T = static_cast<int32_t>(batch.tokens.size());
   const int32_t kv_dim = c.kv_dim();
+  const int32_t qkv = qkv_dim();
 
   for (int32_t t = 0; t < T; ++t) {
-    cpu::RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.attn_norm.data(), c.dim, c.norm_eps);
+    cpu::RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], norms.attn_norm.data(), c.dim, c.norm_eps);
   }
-  MatMul(q_.data(), xb_.data(), w.wq, T, c.q_dim(), c.dim);
-  MatMul(k_.data(), xb_.data(), w.wk, T, kv_dim, c.dim);
-  MatMul(v_.data(), xb_.data(), w.wv, T, kv_dim, c.dim);
+  MatMul(qkv_.data(), xb_.data(), w.wqkv, T, qkv, c.dim);
 
   // Append every new token's K/V at its slot before attending (the ring
   // holds window + chunk - 1 slots, so nothing a chunk token still needs is
@@ -148,8 +176,8 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
     float* v_layer = &cache.v[int64_t{layer} * kv_dim * slots];
     for (int32_t i = 0; i < s.n_tokens; ++i) {
       const int32_t slot = g.Slot(s.n_past + i);
-      float* k_new = &k_[int64_t{s.token_begin + i} * kv_dim];  // (n_kv_heads, head_dim)
-      const float* v_new = &v_[int64_t{s.token_begin + i} * kv_dim];
+      float* k_new = &qkv_[int64_t{s.token_begin + i} * qkv + c.q_dim()];  // (n_kv_heads, head_dim)
+      const float* v_new = k_new + kv_dim;
       for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(k_new + kv * c.head_dim, c.head_dim, slot, rope_);
       for (int32_t e = 0; e < kv_dim; ++e) {
         k_layer[e * slots + slot] = k_new[e];
@@ -158,8 +186,8 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
     }
   }
 
-  // Attention: one work item per (token, kv head); the query heads sharing a
-  // kv head run together so each key is rotated once.
+  // Attention: one work item per (token, kv head), with the query heads that
+  // share the kv head.
   const int32_t group = c.n_heads / c.n_kv_heads;
   const int64_t per_query = attn_scratch_.size() / pool_.size();
   int64_t work = 0;
@@ -176,7 +204,7 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
       cpu::RotatedAttentionArgs args{
           .geometry = &cache.geometry,
           .t = s.n_past + (t - s.token_begin),
-          .q = &q_[int64_t{t} * c.q_dim()],
+          .q = &qkv_[int64_t{t} * qkv],
           .k_cache = &cache.k[layer_base],
           .v_cache = &cache.v[layer_base],
           .out = &att_[int64_t{t} * c.q_dim()],
@@ -196,11 +224,13 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
 
   // SwiGLU MLP and residual.
   for (int32_t t = 0; t < T; ++t) {
-    cpu::RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], w.ffn_norm.data(), c.dim, c.norm_eps);
+    cpu::RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], norms.ffn_norm.data(), c.dim, c.norm_eps);
   }
-  MatMul(hb_.data(), xb_.data(), w.w1, T, c.hidden_dim, c.dim);
-  MatMul(hb2_.data(), xb_.data(), w.w3, T, c.hidden_dim, c.dim);
-  cpu::SwiGlu(hb_.data(), hb2_.data(), int64_t{T} * c.hidden_dim);
+  MatMul(h13_.data(), xb_.data(), w.w13, T, 2 * c.hidden_dim, c.dim);
+  for (int32_t t = 0; t < T; ++t) {
+    const float* gate = &h13_[int64_t{t} * 2 * c.hidden_dim];
+    cpu::FastSwiGlu(&hb_[int64_t{t} * c.hidden_dim], gate, gate + c.hidden_dim, c.hidden_dim);
+  }
   MatMul(xb_.data(), hb_.data(), w.w2, T, c.dim, c.hidden_dim);
   for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) x_[i] += xb_[i];
 }
@@ -233,7 +263,7 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits)
     }
   }
   logits->resize(int64_t{rows} * c.vocab_size);
-  MatMul(logits->data(), xb_.data(), model_.weights.Classifier(), rows, c.vocab_size, c.dim);
+  MatMul(logits->data(), xb_.data(), classifier_t_, rows, c.vocab_size, c.dim);
   return absl::OkStatus();
 }
 

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "engine/backend.h"
-#include "kernels/cpu/ops.h"
+#include "kernels/cpu/fast_ops.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace sinkserve {
@@ -40,10 +40,21 @@ class CpuBackend final : public Backend {
   absl::Status ValidateBatch(const Batch& batch) const;
   void EnsureScratch(int32_t tokens, int32_t logit_rows);
   void RunLayer(const Batch& batch, int32_t layer);
-  void MatMul(float* out, const float* in, const std::vector<float>& w, int32_t tokens,
-              int32_t n, int32_t k);
+  // out (tokens, n) = in (tokens, k) . wt, wt: (k, n).
+  void MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens, int32_t n, int32_t k);
 
-  Model model_;
+  // A layer's matrices, stacked and stored as cpu::TransposePadded.
+  struct CpuLayer {
+    std::vector<float> wqkv;  // [wq; wk; wv]: (dim, pad(q_dim + 2 * kv_dim))
+    std::vector<float> wo;    // (q_dim, pad(dim))
+    std::vector<float> w13;   // [w1; w3] (gate; up): (dim, pad(2 * hidden_dim))
+    std::vector<float> w2;    // (hidden_dim, pad(dim))
+  };
+  int32_t qkv_dim() const { return model_.config.q_dim() + 2 * model_.config.kv_dim(); }
+
+  Model model_;                      // embedding and norms; layer matrices live in layers_
+  std::vector<CpuLayer> layers_;
+  std::vector<float> classifier_t_;  // (dim, pad(vocab_size))
   ThreadPool pool_;
   cpu::RopeTable rope_;
   std::vector<std::unique_ptr<Cache>> caches_;  // indexed by CacheId; null when free
@@ -51,12 +62,10 @@ class CpuBackend final : public Backend {
   // Scratch, grown to the largest batch seen. T = tokens in the batch.
   std::vector<float> x_;       // (T, dim) residual stream
   std::vector<float> xb_;      // (T, dim) normed input
-  std::vector<float> q_;       // (T, n_heads * head_dim)
-  std::vector<float> k_;       // (T, kv_dim)
-  std::vector<float> v_;       // (T, kv_dim)
-  std::vector<float> att_;     // (T, n_heads * head_dim)
-  std::vector<float> hb_;      // (T, hidden_dim) gate, then SwiGLU output
-  std::vector<float> hb2_;     // (T, hidden_dim) up
+  std::vector<float> qkv_;     // (T, q_dim + 2 * kv_dim): q | k | v per token
+  std::vector<float> att_;     // (T, q_dim)
+  std::vector<float> h13_;     // (T, 2 * hidden_dim): gate | up per token
+  std::vector<float> hb_;      // (T, hidden_dim) SwiGLU output
   std::vector<float> attn_scratch_;  // (threads, per-query scratch)
   std::vector<int32_t> token_seq_;   // (T) which batch entry each token belongs to
 };

@@ -3,7 +3,6 @@
 // is written to be read: plain loops, shapes in comments.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -58,44 +57,6 @@ struct AttentionArgs {
 // Query t sees the sinks and the window (cache_geometry.h); q is rotated by
 // QueryPosition(t) and each key by its KeyPosition(j, t).
 void Attention(const AttentionArgs& args, int32_t head_begin, int32_t head_end);
-
-// The CPU backend's fast path, an exact equivalent of Attention that never
-// rotates a key at attention time. RoPE scores depend only on the position
-// difference: (R(a) q) . (R(b) k) = q . R(b - a) k. So each key is rotated
-// once, when appended, by its slot index (a sink's slot is its cache position;
-// window token j's slot is j - lap * ring, lap = (j - sinks) / ring), and the
-// query is rotated three ways instead: by QueryPosition(t) for the sinks, and
-// by t - lap * ring for each of the (at most two) laps of the ring the window
-// spans. Every angle is a small integer (< sinks + 2 * ring) times a
-// frequency, so it is as exact after a million tokens as after ten. Until
-// the first eviction everything sits in lap 0 and the arithmetic is the same
-// as a dense cache's, bit for bit.
-//
-// The cache is stored slot-minor, (n_kv_heads, head_dim, slots), so scores
-// for a run of slots are head_dim contiguous axpys and the weighted sum of
-// values is head_dim contiguous dot products: both vectorize fully even at
-// head_dim 8, where a per-key dot product would be all reduction overhead.
-struct RotatedAttentionArgs {
-  const CacheGeometry* geometry;
-  int64_t t;                // absolute index of the query token
-  const float* q;           // (n_heads, head_dim) un-rotated query
-  const float* k_cache;     // (n_kv_heads, head_dim, slots) keys rotated by their slot index
-  const float* v_cache;     // (n_kv_heads, head_dim, slots)
-  float* out;               // (n_heads, head_dim)
-  int32_t n_heads;
-  int32_t n_kv_heads;
-  int32_t head_dim;
-  const RopeTable* rope;    // positions >= RotatedRopePositions(geometry)
-  float* scratch;           // >= RotatedAttentionScratch(geometry, head_dim) floats
-};
-void RotatedAttention(const RotatedAttentionArgs& args, int32_t head_begin, int32_t head_end);
-
-inline int64_t RotatedAttentionScratch(const CacheGeometry& g, int32_t head_dim) {
-  return g.Slots() + 3 * int64_t{head_dim};
-}
-
-// RoPE table size RotatedAttention needs.
-inline int32_t RotatedRopePositions(const CacheGeometry& g) { return g.sinks + 2 * g.ring; }
 
 // Floats of scratch Attention needs for one query.
 inline int64_t AttentionScratch(const CacheGeometry& g, int32_t head_dim) {

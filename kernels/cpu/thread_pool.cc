@@ -49,7 +49,10 @@ void ThreadPool::ParallelFor(int64_t n, int64_t work,
   }
   wake_.notify_all();
   RunShare(0);
-  while (pending_.load(std::memory_order_acquire) != 0) {
+  // Spin briefly, then yield: on a busy machine a worker may be waiting for
+  // this very core, and spinning would only delay it.
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins > kSpinIterations / 10) std::this_thread::yield();
   }
 }
 

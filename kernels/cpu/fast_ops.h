@@ -1,0 +1,71 @@
+// The CPU backend's fast paths: exact equivalents of the reference ops in
+// kernels/cpu/ops.h, arranged for SIMD. Tests hold them to the reference.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "engine/cache_geometry.h"
+#include "kernels/cpu/ops.h"
+
+namespace sinkserve::cpu {
+
+// Columns of a transposed weight, padded to whole SIMD tiles.
+inline constexpr int32_t kMatMulColumns = 16;
+inline int32_t PaddedColumns(int32_t n) { return (n + kMatMulColumns - 1) / kMatMulColumns * kMatMulColumns; }
+
+// w (n, k) row-major, transposed to (k, PaddedColumns(n)) with zero padding.
+std::vector<float> TransposePadded(const std::vector<float>& w, int32_t n, int32_t k);
+
+// out (tokens, n) = in (tokens, k) . wt, with wt = TransposePadded(w, n, k).
+// Computes columns [n_begin, n_end) of every token; n_begin must be a
+// multiple of kMatMulColumns so callers can split the columns across threads.
+// Each step broadcasts one input value against a row of wt, so no output
+// needs a horizontal reduction, and a tile of tokens shares every load of wt.
+void MatMulTransposed(float* out, const float* in, const float* wt, int32_t tokens, int32_t n, int32_t k,
+                      int32_t n_begin, int32_t n_end);
+
+// The CPU backend's fast path, an exact equivalent of Attention that never
+// rotates a key at attention time. RoPE scores depend only on the position
+// difference: (R(a) q) . (R(b) k) = q . R(b - a) k. So each key is rotated
+// once, when appended, by its slot index (a sink's slot is its cache position;
+// window token j's slot is j - lap * ring, lap = (j - sinks) / ring), and the
+// query is rotated three ways instead: by QueryPosition(t) for the sinks, and
+// by t - lap * ring for each of the (at most two) laps of the ring the window
+// spans. Every angle is a small integer (< sinks + 2 * ring) times a
+// frequency, so it is as exact after a million tokens as after ten. Until
+// the first eviction everything sits in lap 0 and the arithmetic is the same
+// as a dense cache's, bit for bit.
+//
+// The cache is stored slot-minor, (n_kv_heads, head_dim, slots), so scores
+// for a run of slots are head_dim contiguous axpys and the weighted sum of
+// values is head_dim contiguous dot products: both vectorize fully even at
+// head_dim 8, where a per-key dot product would be all reduction overhead.
+// Scratch: one float per slot for scores, plus one rotated query.
+struct RotatedAttentionArgs {
+  const CacheGeometry* geometry;
+  int64_t t;                // absolute index of the query token
+  const float* q;           // (n_heads, head_dim) un-rotated query
+  const float* k_cache;     // (n_kv_heads, head_dim, slots) keys rotated by their slot index
+  const float* v_cache;     // (n_kv_heads, head_dim, slots)
+  float* out;               // (n_heads, head_dim)
+  int32_t n_heads;
+  int32_t n_kv_heads;
+  int32_t head_dim;
+  const RopeTable* rope;    // positions >= RotatedRopePositions(geometry)
+  float* scratch;           // >= RotatedAttentionScratch(geometry, head_dim) floats
+};
+void RotatedAttention(const RotatedAttentionArgs& args, int32_t head_begin, int32_t head_end);
+
+inline int64_t RotatedAttentionScratch(const CacheGeometry& g, int32_t head_dim) {
+  return g.Slots() + int64_t{head_dim};
+}
+
+// out[i] = silu(gate[i]) * up[i], with a vectorized exp. (n)
+void FastSwiGlu(float* out, const float* gate, const float* up, int64_t n);
+
+// RoPE table size RotatedAttention needs.
+inline int32_t RotatedRopePositions(const CacheGeometry& g) { return g.sinks + 2 * g.ring; }
+
+}  // namespace sinkserve::cpu
