@@ -87,9 +87,13 @@ struct CudaBackend::Impl {
   DevicePtr rope_cos, rope_sin;              // (rope_positions, head_dim / 2) fp32
   int32_t rope_positions = 0;
   Scratch scratch;
+  cudaEvent_t step_start = nullptr, step_stop = nullptr;
+  float last_step_ms = 0.0f;
 
   ~Impl() {
     if (stream) CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (step_start) cudaEventDestroy(step_start);
+    if (step_stop) cudaEventDestroy(step_stop);
     if (cublas) cublasDestroy(cublas);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -109,6 +113,8 @@ struct CudaBackend::Impl {
     num_sms = prop.multiProcessorCount;
     device_name = prop.name;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreate(&step_start));
+    CUDA_CHECK(cudaEventCreate(&step_stop));
     CUBLAS_CHECK(cublasCreate(&cublas));
     CUBLAS_CHECK(cublasSetStream(cublas, stream));
     // A fixed workspace keeps cuBLAS from allocating inside a step (and makes
@@ -299,6 +305,7 @@ absl::Status CudaBackend::Impl::Run(const Batch& batch, std::vector<float>* logi
   const int32_t* d_token_seq = d_ids + T;
   const int32_t* d_rows = d_token_seq + T;
   const auto* d_seqs = reinterpret_cast<const cuda::SeqDesc*>(dev + desc_offset);
+  CUDA_CHECK(cudaEventRecord(step_start, stream));
   CUDA_CHECK(cudaMemcpyAsync(dev, host, desc_offset + n_seqs * sizeof(cuda::SeqDesc), cudaMemcpyHostToDevice, stream));
 
   const int32_t splits =
@@ -326,16 +333,19 @@ absl::Status CudaBackend::Impl::Run(const Batch& batch, std::vector<float>* logi
     int32_t* d_out = reinterpret_cast<int32_t*>(dev);
     cuda::LaunchArgmax({.logits = d_logits, .ids = d_out, .rows = rows, .vocab = c.vocab_size}, stream);
     CUDA_CHECK(cudaMemcpyAsync(scratch.host_out.get(), d_out, rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaEventRecord(step_stop, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
     const auto* out = static_cast<const int32_t*>(scratch.host_out.get());
     ids->assign(out, out + rows);
   } else {
     const int64_t n = int64_t{rows} * c.vocab_size;
     CUDA_CHECK(cudaMemcpyAsync(scratch.host_out.get(), d_logits, n * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaEventRecord(step_stop, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
     const auto* out = static_cast<const float*>(scratch.host_out.get());
     logits->assign(out, out + n);
   }
+  CUDA_CHECK(cudaEventElapsedTime(&last_step_ms, step_start, step_stop));
   for (const SeqEntry& s : batch.seqs) caches[s.cache]->state.consumed += s.n_tokens;
   return absl::OkStatus();
 }
@@ -427,6 +437,7 @@ int64_t CudaBackend::PoolBytes() const { return impl_->pool->capacity(); }
 int64_t CudaBackend::PoolUsedBytes() const { return impl_->pool->used(); }
 int64_t CudaBackend::WeightBytes() const { return impl_->weights.bytes; }
 std::string CudaBackend::DeviceName() const { return impl_->device_name; }
+float CudaBackend::LastStepDeviceMs() const { return impl_->last_step_ms; }
 
 absl::Status CudaBackend::SkipTokensForBenchmark(CacheId id, int64_t n) {
   Impl& m = *impl_;

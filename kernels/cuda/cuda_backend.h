@@ -69,6 +69,9 @@ class CudaBackend final : public Backend {
   int64_t PoolUsedBytes() const;
   int64_t WeightBytes() const;  // device bytes of every weight matrix and norm
   std::string DeviceName() const;
+  // Device time of the latest successful step (CUDA events around all of its
+  // work on the stream, copy-back included), in milliseconds.
+  float LastStepDeviceMs() const;
 
   // Benchmark only: counts `n` more tokens as consumed by cache `id` without
   // running them, leaving the cache contents as they are. A step's cost

@@ -26,25 +26,18 @@ namespace sinkserve::cuda::testing {
 
 // One 16-bit storage element as raw bits, converted on the host.
 inline uint16_t ToBits(DType d, float x) {
-  uint16_t bits;
-  if (d == DType::kF16) {
-    const __half h = __float2half_rn(x);
-    std::memcpy(&bits, &h, 2);
-  } else {
-    const __nv_bfloat16 b = __float2bfloat16_rn(x);
-    std::memcpy(&bits, &b, 2);
-  }
-  return bits;
+  if (d == DType::kF16) return __half_raw(__float2half_rn(x)).x;
+  return __nv_bfloat16_raw(__float2bfloat16_rn(x)).x;
 }
 inline float FromBits(DType d, uint16_t bits) {
   if (d == DType::kF16) {
-    __half h;
-    std::memcpy(&h, &bits, 2);
-    return __half2float(h);
+    __half_raw raw;
+    raw.x = bits;
+    return __half2float(__half(raw));
   }
-  __nv_bfloat16 b;
-  std::memcpy(&b, &bits, 2);
-  return __bfloat162float(b);
+  __nv_bfloat16_raw raw;
+  raw.x = bits;
+  return __bfloat162float(__nv_bfloat16(raw));
 }
 inline float Round(DType d, float x) { return FromBits(d, ToBits(d, x)); }
 inline std::vector<float> Round(DType d, std::vector<float> v) {
