@@ -40,7 +40,9 @@ void Outbox::Push(ChatEvent event) {
   if (notify_) notify_();
 }
 
-std::optional<ChatEvent> Outbox::Pop() {
+std::optional<ChatEvent> Outbox::Pop() { return PopMerged(0); }
+
+std::optional<ChatEvent> Outbox::PopMerged(size_t max_tokens) {
   bool was_full = false;
   std::optional<ChatEvent> event;
   {
@@ -49,6 +51,15 @@ std::optional<ChatEvent> Outbox::Pop() {
     was_full = events_.size() >= capacity_;
     event = std::move(events_.front());
     events_.pop_front();
+    if (auto* delta = std::get_if<DeltaEvent>(&*event)) {
+      while (!events_.empty() && delta->token_ids.size() < max_tokens) {
+        auto* next = std::get_if<DeltaEvent>(&events_.front());
+        if (next == nullptr || next->turn != delta->turn) break;
+        delta->text += next->text;
+        delta->token_ids.insert(delta->token_ids.end(), next->token_ids.begin(), next->token_ids.end());
+        events_.pop_front();
+      }
+    }
     size_.store(events_.size(), std::memory_order_release);
   }
   if (was_full && wake_engine_) wake_engine_();

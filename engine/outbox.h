@@ -35,6 +35,11 @@ class Outbox {
   void SetNotify(std::function<void()> notify);
   void ClearNotify();
   std::optional<ChatEvent> Pop();
+  // Pop() that also merges the deltas queued right behind a delta of the
+  // same turn into it, up to `max_tokens` ids: lossless (the text stays valid
+  // UTF-8 and keeps its ids), and a client that falls behind gets fewer,
+  // larger messages instead of one per token.
+  std::optional<ChatEvent> PopMerged(size_t max_tokens);
 
   // Engine side.
   void Push(ChatEvent event);

@@ -15,9 +15,12 @@ namespace sinkserve {
 //           outbox's notify hook) pops the next event;
 //   finish: exactly once, when no write is outstanding: on an EndEvent from
 //           the outbox, on cancellation, or once the client half-closed and
-//           no turn is running.
+//           neither an open nor a turn awaits its answer.
 // Protocol errors the reactor detects itself go through the outbox as an
 // EndEvent too, so they are ordered after every response already queued.
+// Deltas queued while a write is in flight are merged, up to this many ids.
+constexpr size_t kMaxTokensPerDelta = 64;
+
 class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse> {
  public:
   explicit ChatReactor(ChatServiceImpl* service)
@@ -79,6 +82,10 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
         absl::StatusOr<OpenRequest> open = FromProto(request.open());
         if (!open.ok()) return open.status();
         opened_ = true;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          open_pending_ = true;
+        }
         engine_->Open(outbox_, *std::move(open));
         return absl::OkStatus();
       }
@@ -115,9 +122,9 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled (client gone or deadline passed)"));
       return;
     }
-    std::optional<ChatEvent> event = outbox_->Pop();
+    std::optional<ChatEvent> event = outbox_->PopMerged(kMaxTokensPerDelta);
     if (!event) {
-      if (read_done_ && !turn_running_) {
+      if (read_done_ && !turn_running_ && !open_pending_) {
         finished_ = true;
         lock.unlock();
         Finish(grpc::Status::OK);
@@ -133,6 +140,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
       return;
     }
     if (std::holds_alternative<DoneEvent>(*event)) turn_running_ = false;
+    if (std::holds_alternative<OpenedEvent>(*event)) open_pending_ = false;
     ToProto(*event, &response_);
     writing_ = true;
     lock.unlock();
@@ -151,6 +159,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
   bool read_done_ = false;
   bool cancelled_ = false;
   bool turn_running_ = false;  // from a turn request to its done message
+  bool open_pending_ = false;  // from the open request to its answer
 };
 
 grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>* ChatServiceImpl::Chat(grpc::CallbackServerContext*) {

@@ -1,0 +1,141 @@
+// An in-process sinkserve server on a free localhost port, with stories260K
+// on the CPU backend, and a real gRPC channel to it.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "engine/model_loader.h"
+#include "kernels/backend_factory.h"
+#include "server/chat_server.h"
+#include "sinkserve/v1/chat.grpc.pb.h"
+#include "tests/test_data.h"
+
+namespace sinkserve::testing {
+
+inline constexpr char kModel[] = "models/stories260K/stories260K.bin";
+inline constexpr char kVocab[] = "models/stories260K/tok512.bin";
+
+class TestServer {
+ public:
+  // Loads stories260K and starts a server; check ok() (fails with a message).
+  explicit TestServer(EngineConfig config = {}) {
+    auto model = LoadModel(SharedPath(kModel));
+    if (!model.ok()) { Fail(model.status()); return; }
+    auto vocab = LoadVocab(SharedPath(kVocab));
+    if (!vocab.ok()) { Fail(vocab.status()); return; }
+    auto tok = Tokenizer::Create(*std::move(vocab));
+    if (!tok.ok()) { Fail(tok.status()); return; }
+    tokenizer_ = *std::move(tok);
+    BackendOptions options;
+    options.kind = "cpu";
+    options.threads = 1;
+    auto backend = CreateBackend(*std::move(model), options);
+    if (!backend.ok()) { Fail(backend.status()); return; }
+    backend_ = *std::move(backend);
+    config.model_name = "stories260K";
+    auto engine = Engine::Create(backend_.get(), tokenizer_.get(), config);
+    if (!engine.ok()) { Fail(engine.status()); return; }
+    engine_ = *std::move(engine);
+    ChatServerOptions server_options;
+    server_options.listen = "127.0.0.1:0";
+    auto server = ChatServer::Start(engine_.get(), v1::ServerInfo(), server_options);
+    if (!server.ok()) { Fail(server.status()); return; }
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::ChatService::NewStub(channel_);
+  }
+  ~TestServer() {
+    stub_.reset();
+    channel_.reset();
+    server_.reset();
+    engine_.reset();
+  }
+
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  v1::ChatService::Stub* stub() { return stub_.get(); }
+  Engine* engine() { return engine_.get(); }
+  ChatServer* server() { return server_.get(); }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+
+ private:
+  void Fail(const absl::Status& status) { error_ = std::string(status.message()); }
+
+  std::string error_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<ChatServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::ChatService::Stub> stub_;
+};
+
+// A raw Chat stream for tests that need to misbehave on purpose.
+struct RawStream {
+  explicit RawStream(v1::ChatService::Stub* stub, int deadline_ms = 0) {
+    if (deadline_ms > 0) {
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+    }
+    stream = stub->Chat(&context);
+  }
+  bool Open(const std::string& id = "", const v1::CacheConfig& cache = {}) {
+    v1::ChatRequest r;
+    r.mutable_open()->set_session_id(id);
+    *r.mutable_open()->mutable_cache() = cache;
+    return stream->Write(r);
+  }
+  bool Turn(const std::string& text, uint32_t max_new, bool ignore_eos = false) {
+    v1::ChatRequest r;
+    v1::Turn* t = r.mutable_turn();
+    t->set_text(text);
+    t->set_raw(true);
+    t->set_max_new_tokens(max_new);
+    t->set_ignore_eos(ignore_eos);
+    t->mutable_sampling()->set_temperature(0);
+    return stream->Write(r);
+  }
+  bool Write(const v1::ChatRequest& r) { return stream->Write(r); }
+  bool Cancel() {
+    v1::ChatRequest r;
+    r.mutable_cancel();
+    return stream->Write(r);
+  }
+  // Reads until a done message (collecting delta ids); false if the stream ends.
+  bool ReadDone(v1::TurnDone* done, std::vector<uint32_t>* ids = nullptr, int* deltas = nullptr) {
+    v1::ChatResponse response;
+    while (stream->Read(&response)) {
+      if (response.has_delta()) {
+        if (ids) ids->insert(ids->end(), response.delta().token_ids().begin(), response.delta().token_ids().end());
+        if (deltas) ++*deltas;
+      }
+      if (response.has_done()) {
+        *done = response.done();
+        return true;
+      }
+    }
+    return false;
+  }
+  // Half-closes and drains; returns the final status.
+  grpc::Status Finish() {
+    stream->WritesDone();
+    v1::ChatResponse ignored;
+    while (stream->Read(&ignored)) {
+    }
+    return stream->Finish();
+  }
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ChatRequest, v1::ChatResponse>> stream;
+};
+
+}  // namespace sinkserve::testing
+
+#define START_SERVER(var, config)                      \
+  REQUIRE_SHARED(::sinkserve::testing::kModel);        \
+  ::sinkserve::testing::TestServer var(config);        \
+  ASSERT_TRUE(var.ok()) << var.error()
