@@ -465,13 +465,12 @@ void Engine::ExpireIdle(Clock::time_point now) {
 }
 
 void Engine::EndAll(const absl::Status& status) {
+  // Running turns end with the stream: the status is their last word (a
+  // done message pushed first could race the reactor's normal finish).
   std::vector<Session*> attached;
   for (const auto& [outbox, s] : attached_) attached.push_back(s);
   for (Session* s : attached) {
     std::shared_ptr<Outbox> outbox = s->outbox;
-    if (s->phase != Phase::kIdle) {
-      EndTurn(*s, FinishReason::kError, std::string(status.message()), /*emit=*/true);
-    }
     DetachSession(*s);
     outbox->Push(EndEvent{status});
   }
