@@ -1,0 +1,169 @@
+#!/usr/bin/python3
+"""Interop from another language: a Python client on Debian's python3-grpcio.
+
+Message classes are built at test time from a `protoc --descriptor_set_out`
+set of proto/sinkserve/v1/chat.proto (no generated Python is checked in). The
+test starts sinkserve-server on a free port with stories260K, opens a session,
+streams two raw turns and checks the usage figures. Exit 77 = skipped.
+"""
+import argparse
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+
+
+def skip(why):
+    print(f"SKIP: {why}")
+    sys.exit(SKIP)
+
+
+def load_messages(proto_dir, workdir):
+    protoc = shutil.which("protoc")
+    if protoc is None:
+        skip("protoc is not installed (apt-get install protobuf-compiler)")
+    desc = os.path.join(workdir, "chat.desc")
+    subprocess.run([protoc, f"--proto_path={proto_dir}", "--include_imports", f"--descriptor_set_out={desc}",
+                    "sinkserve/v1/chat.proto"], check=True)
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    fds = descriptor_pb2.FileDescriptorSet()
+    with open(desc, "rb") as f:
+        fds.ParseFromString(f.read())
+    pool = descriptor_pool.DescriptorPool()
+    for fd in fds.file:
+        pool.Add(fd)
+    names = ["ChatRequest", "ChatResponse", "GetSessionRequest", "SessionInfo"]
+    classes = {}
+    for n in names:
+        d = pool.FindMessageTypeByName(f"sinkserve.v1.{n}")
+        if hasattr(message_factory, "GetMessageClass"):
+            classes[n] = message_factory.GetMessageClass(d)
+        else:
+            classes[n] = message_factory.MessageFactory(pool).GetPrototype(d)
+    return classes, pool
+
+
+def start_server(binary, shared):
+    model = os.path.join(shared, "models/stories260K/stories260K.bin")
+    vocab = os.path.join(shared, "models/stories260K/tok512.bin")
+    if not os.path.exists(model):
+        skip(f"shared test data missing: {model} (set SINKSERVE_SHARED_DIR)")
+    proc = subprocess.Popen([binary, "--model", model, "--tokenizer", vocab, "--listen", "127.0.0.1:0",
+                             "--backend", "cpu", "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    m = re.search(r"listen=(\S+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"no startup line from the server: {line!r}")
+    return proc, m.group(1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server-binary", required=True)
+    ap.add_argument("--proto-dir", required=True)
+    ap.add_argument("--shared-dir", required=True)
+    args = ap.parse_args()
+    try:
+        import grpc  # noqa: F401
+        from google.protobuf import descriptor_pool  # noqa: F401
+    except ImportError as e:
+        skip(f"python grpc/protobuf missing ({e}); apt-get install python3-grpcio python3-protobuf")
+    import grpc
+
+    shared = os.environ.get("SINKSERVE_SHARED_DIR") or args.shared_dir
+    with tempfile.TemporaryDirectory() as work:
+        msgs, pool = load_messages(args.proto_dir, work)
+        proc, address = start_server(args.server_binary, shared)
+        try:
+            run(grpc, msgs, pool, address)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print("OK")
+
+
+def run(grpc, msgs, pool, address):
+    ChatRequest, ChatResponse = msgs["ChatRequest"], msgs["ChatResponse"]
+    channel = grpc.insecure_channel(address)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    chat = channel.stream_stream("/sinkserve.v1.ChatService/Chat",
+                                 request_serializer=lambda m: m.SerializeToString(),
+                                 response_deserializer=ChatResponse.FromString)
+    get_session = channel.unary_unary("/sinkserve.v1.ChatService/GetSession",
+                                      request_serializer=lambda m: m.SerializeToString(),
+                                      response_deserializer=msgs["SessionInfo"].FromString)
+    outgoing = queue.Queue()
+
+    def requests():
+        while True:
+            r = outgoing.get()
+            if r is None:
+                return
+            yield r
+
+    open_req = ChatRequest()
+    open_req.open.session_id = ""
+    outgoing.put(open_req)
+    responses = chat(requests(), timeout=60)
+    first = next(responses)
+    assert first.WhichOneof("kind") == "opened", first
+    session_id = first.opened.session_id
+    assert re.fullmatch(r"[0-9a-f]{32}", session_id), session_id
+    assert first.opened.model == "stories260K", first.opened.model
+
+    finish = pool.FindEnumTypeByName("sinkserve.v1.FinishReason").values_by_name
+    expected_session = 0
+    for n, (text, prompt_tokens) in enumerate([("Once upon a time", 5), (" The dog", None)], start=1):
+        turn = ChatRequest()
+        turn.turn.text = text
+        turn.turn.raw = True
+        turn.turn.max_new_tokens = 12
+        turn.turn.ignore_eos = True
+        turn.turn.sampling.temperature = 0.0
+        outgoing.put(turn)
+        ids, deltas = [], 0
+        for r in responses:
+            kind = r.WhichOneof("kind")
+            if kind == "delta":
+                deltas += 1
+                assert r.delta.turn == n
+                ids.extend(r.delta.token_ids)
+            elif kind == "done":
+                done = r.done
+                break
+        else:
+            raise AssertionError("stream ended before done")
+        u = done.usage
+        assert done.turn == n, done
+        assert done.reason == finish["FINISH_REASON_LENGTH"].number, done
+        assert u.generated_tokens == 12 and len(ids) == 12, (u, ids)
+        assert deltas >= 1
+        if prompt_tokens is not None:
+            assert u.prompt_tokens == prompt_tokens, u  # BOS + "Once upon a time"
+        assert 0 < u.prompt_tokens < 10, u
+        expected_session += u.prompt_tokens + u.generated_tokens
+        assert u.session_tokens == expected_session, (u, expected_session)
+        assert u.cache_tokens <= u.session_tokens
+        print(f"turn {n}: prompt={u.prompt_tokens} generated={u.generated_tokens} session={u.session_tokens} "
+              f"ttft_ms={u.time_to_first_token_ms:.2f}")
+    info_req = msgs["GetSessionRequest"]()
+    info_req.session_id = session_id
+    info = get_session(info_req, timeout=10)
+    assert info.position == expected_session and info.turns == 2, info
+    outgoing.put(None)
+    for _ in responses:
+        pass
+
+
+if __name__ == "__main__":
+    main()
