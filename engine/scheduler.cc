@@ -28,7 +28,6 @@ size_t Scheduler::Schedule(const std::vector<Session*>& active, Batch* batch, st
   int64_t budget = std::max<int64_t>(config_.step_token_budget - static_cast<int64_t>(plan->size()), 1);
   const size_t n = prefilling.size();
   const size_t first = prefill_cursor_ % n;
-  size_t taken = 0;
   for (size_t k = 0; k < n && budget > 0; ++k) {
     Session* s = prefilling[(first + k) % n];
     const TurnState& t = *s->turn;
@@ -38,11 +37,10 @@ size_t Scheduler::Schedule(const std::vector<Session*>& active, Batch* batch, st
     batch->Add(s->cache_id, s->consumed, absl::MakeConstSpan(t.feed).subspan(t.fed, take));
     plan->push_back({s, take, false});
     budget -= take;
-    ++taken;
   }
-  // The next step starts after the last session served, so every prompt
-  // progresses even when the budget covers only some of them.
-  prefill_cursor_ = first + std::max<size_t>(taken, 1);
+  // The next step starts one session later, so each prompt is first in line
+  // at least every n steps and progresses even when the budget is tight.
+  prefill_cursor_ = first + 1;
   return plan->size();
 }
 

@@ -1,0 +1,126 @@
+#include "engine/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/engine/tiny_vocab.h"
+
+namespace sinkserve::testing {
+namespace {
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  // A session with `prompt` tokens to prefill (or decoding when prompt == 0).
+  Session* Add(int prompt, int64_t consumed = 0) {
+    auto s = std::make_unique<Session>();
+    s->cache_id = static_cast<CacheId>(sessions_.size());
+    s->consumed = consumed;
+    s->outbox = std::make_shared<Outbox>(2, nullptr);
+    s->turn = std::make_unique<TurnState>(SamplingParams{}, tok_->size(), std::vector<std::string>{}, *tok_);
+    if (prompt > 0) {
+      s->phase = Phase::kPrefill;
+      s->turn->feed.assign(prompt, 7);
+    } else {
+      s->phase = Phase::kDecode;
+      s->next_token = 42;
+    }
+    sessions_.push_back(std::move(s));
+    active_.push_back(sessions_.back().get());
+    return active_.back();
+  }
+
+  std::unique_ptr<Tokenizer> tok_ = TinyTokenizer();
+  std::vector<std::unique_ptr<Session>> sessions_;
+  std::vector<Session*> active_;
+  Batch batch_;
+  std::vector<ScheduledSeq> plan_;
+};
+
+TEST_F(SchedulerTest, DecodeTokensFirstThenChunkedPrefillUnderTheBudget) {
+  Scheduler scheduler({.prefill_chunk = 8, .step_token_budget = 12});
+  Session* long_prompt = Add(30);
+  Session* d1 = Add(0, 5);
+  Session* d2 = Add(0, 9);
+  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 3u);
+  EXPECT_EQ(plan_[0].session, d1);
+  EXPECT_TRUE(plan_[0].decode);
+  EXPECT_EQ(plan_[1].session, d2);
+  EXPECT_EQ(plan_[2].session, long_prompt);
+  EXPECT_EQ(plan_[2].n_tokens, 8);  // min(chunk 8, budget 12 - 2 decodes)
+  ASSERT_EQ(batch_.seqs.size(), 3u);
+  EXPECT_EQ(batch_.seqs[0].n_past, 5);
+  EXPECT_EQ(batch_.seqs[1].n_past, 9);
+  EXPECT_EQ(batch_.tokens, (std::vector<int32_t>{42, 42, 7, 7, 7, 7, 7, 7, 7, 7}));
+  EXPECT_EQ(batch_.LogitRows(), 3);
+}
+
+TEST_F(SchedulerTest, PrefillContinuesWhereItStoppedAndRotates) {
+  Scheduler scheduler({.prefill_chunk = 8, .step_token_budget = 10});
+  Session* a = Add(20);
+  Session* b = Add(20);
+  a->turn->fed = 15;  // 5 left
+  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 2u);
+  EXPECT_EQ(plan_[0].session, a);
+  EXPECT_EQ(plan_[0].n_tokens, 5);
+  EXPECT_EQ(plan_[1].session, b);
+  EXPECT_EQ(plan_[1].n_tokens, 5);  // what the budget leaves
+  // Next step starts with the other session, so neither starves.
+  a->turn->fed = 20;
+  a->phase = Phase::kIdle;
+  b->turn->fed = 5;
+  Session* c = Add(3);
+  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 2u);
+  EXPECT_EQ(plan_[0].session, c);
+  EXPECT_EQ(plan_[1].session, b);
+  EXPECT_EQ(plan_[1].n_tokens, 7);
+}
+
+TEST_F(SchedulerTest, SkipsIdleDetachedAndBackpressuredSessions) {
+  Scheduler scheduler({.prefill_chunk = 8, .step_token_budget = 64});
+  Session* idle = Add(0);
+  idle->phase = Phase::kIdle;
+  Session* detached = Add(0);
+  detached->outbox = nullptr;
+  Session* full = Add(0);
+  full->outbox->Push(DeltaEvent{});
+  full->outbox->Push(DeltaEvent{});  // capacity 2: its client is not reading
+  Session* ok = Add(0);
+  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 1u);
+  EXPECT_EQ(plan_[0].session, ok);
+  // Draining the outbox makes the session runnable again.
+  ASSERT_TRUE(full->outbox->Pop().has_value());
+  EXPECT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 2u);
+}
+
+TEST_F(SchedulerTest, DecodesAlwaysRunAndPrefillStillProgresses) {
+  Scheduler scheduler({.prefill_chunk = 8, .step_token_budget = 2});
+  Add(0);
+  Add(0);
+  Add(0);
+  Session* p = Add(10);
+  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 4u);
+  EXPECT_EQ(plan_[3].session, p);
+  EXPECT_EQ(plan_[3].n_tokens, 1);
+}
+
+TEST(OutboxTest, PopMergedJoinsDeltasOfOneTurnAndWakesTheEngine) {
+  int wakes = 0;
+  Outbox box(3, [&] { ++wakes; });
+  box.Push(DeltaEvent{"a", {1}, 1});
+  box.Push(DeltaEvent{"b", {2}, 1});
+  box.Push(DeltaEvent{"c", {3}, 1});
+  EXPECT_TRUE(box.Full());
+  box.Push(DoneEvent{});
+  auto merged = box.PopMerged(2);
+  ASSERT_TRUE(merged.has_value());
+  const auto& d = std::get<DeltaEvent>(*merged);
+  EXPECT_EQ(d.text, "ab");
+  EXPECT_EQ(d.token_ids, (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(wakes, 1);  // it was full
+  auto next = box.PopMerged(64);
+  EXPECT_EQ(std::get<DeltaEvent>(*next).text, "c");  // not merged across the done
+  EXPECT_TRUE(std::holds_alternative<DoneEvent>(*box.Pop()));
+  EXPECT_FALSE(box.Pop().has_value());
+}
+
+}  // namespace
+}  // namespace sinkserve::testing
