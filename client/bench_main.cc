@@ -9,7 +9,9 @@
 //
 // Turns are raw text (--prompt, default "Once upon a time") with ignore_eos,
 // so every turn generates exactly M tokens; --temperature (default 0) sets
-// sampling. Sessions are deleted when done (--keep leaves them).
+// sampling. Sessions are deleted when done (--keep leaves them). Timing
+// starts after the channel is connected and one short untimed warm-up
+// session (--no-warmup skips it).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -154,7 +156,7 @@ std::string PhaseJson(const Phase& p, double baseline_tps) {
 }
 
 absl::Status Run(int argc, char** argv) {
-  Args args({"server", "sessions", "turns", "max-new-tokens", "prompt", "temperature", "json", "label"}, {"keep"});
+  Args args({"server", "sessions", "turns", "max-new-tokens", "prompt", "temperature", "json", "label"}, {"keep", "no-warmup"});
   if (absl::Status s = args.Parse(argc, argv); !s.ok()) return s;
   BenchConfig config;
   config.server = args.String("server", "127.0.0.1:50051");
@@ -182,6 +184,18 @@ absl::Status Run(int argc, char** argv) {
   channel_args.SetMaxReceiveMessageSize(64 << 20);
   auto channel = grpc::CreateCustomChannel(config.server, grpc::InsecureChannelCredentials(), channel_args);
   auto stub = v1::ChatService::NewStub(channel);
+  // Connection setup and the server's first-use costs are not throughput:
+  // connect, then run one short untimed session.
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+    return absl::UnavailableError(absl::StrFormat("cannot connect to %s; is sinkserve-server running?", config.server));
+  }
+  if (!args.Switch("no-warmup")) {
+    BenchConfig warmup = config;
+    warmup.turns = 1;
+    warmup.max_new = std::min<int64_t>(config.max_new, 16);
+    Phase w = RunPhase(stub.get(), warmup, 1);
+    if (w.errors > 0) return absl::UnavailableError(absl::StrFormat("warm-up failed: %s", w.error_messages[0]));
+  }
 
   std::printf("%-9s %6s %7s %9s %9s %11s %9s %9s %9s %9s %8s\n", "sessions", "turns", "errors", "tokens", "wall_s",
               "tok/s", "x_first", "ttft_p50", "ttft_p99", "itl_p50", "itl_p99");
