@@ -1,6 +1,7 @@
 // sinkserve-server: serves endless multi-turn chat over gRPC, one
 // bidirectional stream per conversation, every session on its own
 // attention-sink + rolling-window KV cache, all batched by one engine thread.
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -139,6 +140,11 @@ absl::Status Run(int argc, char** argv) {
 }  // namespace sinkserve
 
 int main(int argc, char** argv) {
+  // KV caches come and go with sessions. A fixed mmap threshold (glibc's
+  // default one rises after the first large free, up to 32 MiB) keeps every
+  // cache-sized buffer in its own mapping, returned to the OS on free, so
+  // memory does not creep as sessions churn through a fragmented heap.
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
