@@ -65,6 +65,19 @@ absl::Status Run(int argc, char** argv) {
   auto interval_start = start;
   int64_t generated = 0;
   std::string finish = "length";
+  // Progress lines on stderr. One goes out before the first token, so the
+  // reporting code's own first-use memory (iostreams, /proc reads) is in
+  // every later peak-RSS figure and not mistaken for growth.
+  auto report = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    const double interval_ms = std::chrono::duration<double, std::milli>(now - interval_start).count();
+    const double total_s = std::chrono::duration<double>(now - start).count();
+    std::cerr << absl::StrFormat("report tokens=%d elapsed_s=%.3f ms_per_token=%.5f peak_rss_kib=%d cache_tokens=%d\n",
+                                 generated, total_s, generated ? interval_ms / report_every : 0.0, PeakRssKib(),
+                                 seq->cache_tokens());
+    interval_start = now;
+  };
+  if (report_every > 0) report();
   while (generated < max_new) {
     logits.assign(seq->last_logits().begin(), seq->last_logits().end());
     for (float l : logits) {
@@ -98,16 +111,9 @@ absl::Status Run(int argc, char** argv) {
       }
     }
     std::fflush(stdout);
+    if (report_every > 0 && generated % report_every == 0) report();
     if (generated == max_new) break;
     RETURN_IF_ERROR(seq->Feed({next}));
-    if (report_every > 0 && generated % report_every == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      const double interval_ms = std::chrono::duration<double, std::milli>(now - interval_start).count();
-      const double total_s = std::chrono::duration<double>(now - start).count();
-      std::cerr << absl::StrFormat("report tokens=%d elapsed_s=%.3f ms_per_token=%.5f peak_rss_kib=%d cache_tokens=%d\n",
-                                   generated, total_s, interval_ms / report_every, PeakRssKib(), seq->cache_tokens());
-      interval_start = now;
-    }
   }
   if (!print_ids) std::fputs(stopper.Flush().append(decoder.Flush()).c_str(), stdout);
   std::printf("\n");
