@@ -2,7 +2,8 @@
 // session path used by the offline tools and tests. It chunks long inputs to
 // the cache's chunk size, enforces the dense capacity, and implements the
 // sliding-window-with-re-computation baseline. The server's engine thread
-// batches many sessions itself but applies the same rules (CheckAppend).
+// batches many sessions itself but applies the same rules (GeometryFor with
+// its prefill chunk, CheckCacheCapacity).
 #pragma once
 
 #include <cstdint>

@@ -62,6 +62,36 @@ TEST(ChatTest, ThreeTurnsCountOnlyTheirOwnPromptTokens) {
   EXPECT_TRUE(c.Finish().ok());
 }
 
+TEST(ChatTest, TemplatedSessionFeedsSystemPromptAndUserTurns) {
+  START_SERVER(s, EngineConfig{});
+  RawStream c(s.stub());
+  v1::ChatRequest open;
+  open.mutable_open()->set_chat_template("chatml");
+  open.mutable_open()->set_system_prompt("You tell stories.");
+  ASSERT_TRUE(c.Write(open));
+  v1::ChatResponse r;
+  ASSERT_TRUE(c.stream->Read(&r));
+  ASSERT_TRUE(r.has_opened());
+  const std::string id = r.opened().session_id();
+  // stories260K has no <|im_start|> token, so the markers are encoded as text.
+  ChatTemplate chatml(ChatTemplateKind::kChatml, s.tokenizer());
+  const size_t preamble = chatml.Preamble("You tell stories.").size();
+  for (uint32_t turn = 1; turn <= 2; ++turn) {
+    v1::ChatRequest t;
+    t.mutable_turn()->set_text("Tell me about a cat.");
+    t.mutable_turn()->set_max_new_tokens(6);
+    t.mutable_turn()->set_ignore_eos(true);
+    ASSERT_TRUE(c.Write(t));
+    v1::TurnDone done;
+    ASSERT_TRUE(c.ReadDone(&done));
+    EXPECT_EQ(done.reason(), v1::FINISH_REASON_LENGTH);
+    const size_t expected = chatml.UserTurn("Tell me about a cat.", turn == 1, "").size() + (turn == 1 ? preamble : 0);
+    EXPECT_EQ(done.usage().prompt_tokens(), expected) << "turn " << turn;
+  }
+  EXPECT_EQ(GetSession(s, id).chat_template(), "chatml");
+  EXPECT_TRUE(c.Finish().ok());
+}
+
 TEST(ChatTest, DeltasArriveBeforeTheTurnEnds) {
   START_SERVER(s, EngineConfig{});
   RawStream c(s.stub());
