@@ -2,15 +2,25 @@
 # The main job: set up, build, and stream an endless story from stories260K
 # with a 4-sink + 252-token window (StreamingLLM), then print the stats line.
 # Uses ../shared/models when present; otherwise says how to fetch the model.
+# TOKENS (default 2000) and PROMPT override the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-models=${SINKSERVE_MODELS:-../shared/models}
-model=$models/stories260K/stories260K.bin
-tokenizer=$models/stories260K/tok512.bin
-if [[ ! -f $model || ! -f $tokenizer ]]; then
-  echo "no model at $models/stories260K; fetch it with: mkdir -p models/stories260K && curl -L -o models/stories260K/stories260K.bin https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/stories260K.bin && curl -L -o models/stories260K/tok512.bin https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/tok512.bin && SINKSERVE_MODELS=models $0" >&2
+# The model: $SINKSERVE_MODELS, else ../shared/models, else ./models (scripts/fetch_model.sh).
+models=${SINKSERVE_MODELS:-}
+if [[ -z $models ]]; then
+  for dir in ../shared/models models; do
+    if [[ -f $dir/stories260K/stories260K.bin ]]; then
+      models=$dir
+      break
+    fi
+  done
+fi
+if [[ -z $models || ! -f $models/stories260K/stories260K.bin || ! -f $models/stories260K/tok512.bin ]]; then
+  echo "no stories260K model found (looked in \$SINKSERVE_MODELS, ../shared/models, ./models); download it with: bash scripts/fetch_model.sh" >&2
   exit 1
 fi
+model=$models/stories260K/stories260K.bin
+tokenizer=$models/stories260K/tok512.bin
 bash scripts/setup.sh
 bash scripts/build.sh
 ./build/sinkserve-generate --model "$model" --tokenizer "$tokenizer" \

@@ -136,7 +136,7 @@ void CpuBackend::EnsureScratch(int32_t tokens, int32_t logit_rows) {
   grow(hb_, int64_t{tokens} * c.hidden_dim);
   int64_t per_query = 0;
   for (const auto& cache : caches_) {
-    if (cache) per_query = std::max(per_query, cpu::RotatedAttentionScratch(cache->geometry, c.head_dim));
+    if (cache) per_query = std::max(per_query, cpu::RotatedAttentionScratch(cache->geometry, c.head_dim, c.n_heads / c.n_kv_heads));
   }
   grow(attn_scratch_, per_query * pool_.size());
 }

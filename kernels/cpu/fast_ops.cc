@@ -55,21 +55,6 @@ void MatMulColumns(float* out, const float* in, const float* wt, int32_t tokens,
   for (; t < tokens; ++t) MatMulTile<1, kVecs>(out + int64_t{t} * n, in + int64_t{t} * k, wt, n, n_pad, k, col);
 }
 
-// sum_i a[i] * b[i]. Four accumulators hide the FMA latency.
-float DotSimd(const float* a, const float* b, int32_t n) {
-  Vec16 acc[4] = {};
-  int32_t i = 0;
-  for (; i + 4 * simd::kLanes <= n; i += 4 * simd::kLanes) {
-    for (int32_t u = 0; u < 4; ++u) {
-      acc[u] += simd::Load(a + i + u * simd::kLanes) * simd::Load(b + i + u * simd::kLanes);
-    }
-  }
-  for (; i + simd::kLanes <= n; i += simd::kLanes) acc[0] += simd::Load(a + i) * simd::Load(b + i);
-  float sum = simd::HorizontalSum((acc[0] + acc[1]) + (acc[2] + acc[3]));
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
 }  // namespace
 
 void MatMulTransposed(float* out, const float* in, const float* wt, int32_t tokens, int32_t n, int32_t k,
@@ -131,31 +116,6 @@ int32_t SlotRuns(const CacheGeometry& g, int64_t t, SlotRun runs[3]) {
   return n;
 }
 
-// scores[i] = q . k[:, i] for the slots of one run; k: (head_dim, slots).
-// Four blocks of 16 slots at a time, so four independent FMA chains run
-// down the head_dim loop.
-void RunScores(const float* q, const float* k, int32_t slots, int32_t hd, const SlotRun& run, float* scores) {
-  int32_t i = run.begin;
-  for (; i + 4 * simd::kLanes <= run.end; i += 4 * simd::kLanes) {
-    Vec16 acc[4] = {};
-    for (int32_t d = 0; d < hd; ++d) {
-      const float* kd = k + int64_t{d} * slots + i;
-      for (int32_t u = 0; u < 4; ++u) acc[u] += q[d] * simd::Load(kd + u * simd::kLanes);
-    }
-    for (int32_t u = 0; u < 4; ++u) simd::Store(scores + i + u * simd::kLanes, acc[u]);
-  }
-  for (; i + simd::kLanes <= run.end; i += simd::kLanes) {
-    Vec16 acc = {};
-    for (int32_t d = 0; d < hd; ++d) acc += q[d] * simd::Load(k + int64_t{d} * slots + i);
-    simd::Store(scores + i, acc);
-  }
-  for (; i < run.end; ++i) {
-    float acc = 0.0f;
-    for (int32_t d = 0; d < hd; ++d) acc += q[d] * k[int64_t{d} * slots + i];
-    scores[i] = acc;
-  }
-}
-
 float RunMax(const float* x, const SlotRun& run) {
   Vec16 lanes = simd::Splat(-INFINITY);
   int32_t i = run.begin;
@@ -184,39 +144,105 @@ float RunExpSum(float* x, float shift, const SlotRun& run) {
 
 }  // namespace
 
-void RotatedAttention(const RotatedAttentionArgs& a, int32_t head_begin, int32_t head_end) {
-  const CacheGeometry& g = *a.geometry;
-  const int32_t hd = a.head_dim;
-  const int32_t slots = g.Slots();
-  const int32_t group = a.n_heads / a.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  SlotRun runs[3];
-  const int32_t n_runs = SlotRuns(g, a.t, runs);
+namespace {
 
-  // scratch: scores (slots, indexed by slot) | the query rotated for one run (head_dim)
+// Attention for the G query heads first_head.. that share kv head `kv`.
+// Working on the whole group at once, every key and value vector loaded from
+// the cache serves G heads; two blocks of 16 slots per step keep 2G FMA
+// chains in flight.
+template <int G>
+void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t kv, const SlotRun* runs,
+                    int32_t n_runs) {
+  const int32_t hd = a.head_dim;
+  const int32_t slots = a.geometry->Slots();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float* k = a.k_cache + int64_t{kv} * hd * slots;  // (head_dim, slots)
+  const float* v = a.v_cache + int64_t{kv} * hd * slots;  // (head_dim, slots)
+  // scratch: scores (G, slots), indexed by slot | rotated queries (G, head_dim)
   float* scores = a.scratch;
-  float* q = scores + slots;
-  for (int32_t h = head_begin; h < head_end; ++h) {
-    const int32_t kv = h / group;
-    const float* k = a.k_cache + int64_t{kv} * hd * slots;  // (head_dim, slots)
-    const float* v = a.v_cache + int64_t{kv} * hd * slots;  // (head_dim, slots)
-    float max_score = -INFINITY;
-    for (int32_t r = 0; r < n_runs; ++r) {
-      for (int32_t d = 0; d < hd; ++d) q[d] = a.q[h * hd + d] * scale;
-      Rope(q, hd, runs[r].position, *a.rope);
-      RunScores(q, k, slots, hd, runs[r], scores);
-      max_score = std::max(max_score, RunMax(scores, runs[r]));
+  float* q = scores + int64_t{G} * slots;
+  constexpr int32_t L = simd::kLanes;
+
+  float max_score[G];
+  std::fill_n(max_score, G, -INFINITY);
+  for (int32_t r = 0; r < n_runs; ++r) {
+    const SlotRun& run = runs[r];
+    for (int32_t g = 0; g < G; ++g) {
+      for (int32_t d = 0; d < hd; ++d) q[g * hd + d] = a.q[(first_head + g) * hd + d] * scale;
+      Rope(q + g * hd, hd, run.position, *a.rope);
     }
-    float sum = 0.0f;
-    for (int32_t r = 0; r < n_runs; ++r) sum += RunExpSum(scores, max_score, runs[r]);
-    const float inv_sum = 1.0f / sum;
-    for (int32_t d = 0; d < hd; ++d) {
-      float acc = 0.0f;
-      for (int32_t r = 0; r < n_runs; ++r) {
-        const SlotRun& run = runs[r];
-        acc += DotSimd(scores + run.begin, v + int64_t{d} * slots + run.begin, run.end - run.begin);
+    int32_t i = run.begin;
+    for (; i + 2 * L <= run.end; i += 2 * L) {
+      Vec16 acc[G][2] = {};
+      for (int32_t d = 0; d < hd; ++d) {
+        const Vec16 k0 = simd::Load(k + int64_t{d} * slots + i);
+        const Vec16 k1 = simd::Load(k + int64_t{d} * slots + i + L);
+        for (int32_t g = 0; g < G; ++g) {
+          acc[g][0] += q[g * hd + d] * k0;
+          acc[g][1] += q[g * hd + d] * k1;
+        }
       }
-      a.out[h * hd + d] = acc * inv_sum;
+      for (int32_t g = 0; g < G; ++g) {
+        simd::Store(scores + int64_t{g} * slots + i, acc[g][0]);
+        simd::Store(scores + int64_t{g} * slots + i + L, acc[g][1]);
+      }
+    }
+    for (; i < run.end; ++i) {
+      for (int32_t g = 0; g < G; ++g) {
+        float acc = 0.0f;
+        for (int32_t d = 0; d < hd; ++d) acc += q[g * hd + d] * k[int64_t{d} * slots + i];
+        scores[int64_t{g} * slots + i] = acc;
+      }
+    }
+    for (int32_t g = 0; g < G; ++g) max_score[g] = std::max(max_score[g], RunMax(scores + int64_t{g} * slots, run));
+  }
+  float inv_sum[G];
+  for (int32_t g = 0; g < G; ++g) {
+    float sum = 0.0f;
+    for (int32_t r = 0; r < n_runs; ++r) sum += RunExpSum(scores + int64_t{g} * slots, max_score[g], runs[r]);
+    inv_sum[g] = 1.0f / sum;
+  }
+
+  // out[g][d] = sum over slots of p[g][slot] * v[d][slot] / sum[g]
+  for (int32_t d = 0; d < hd; ++d) {
+    const float* vd = v + int64_t{d} * slots;
+    Vec16 acc[G][2] = {};
+    float tail[G] = {};
+    for (int32_t r = 0; r < n_runs; ++r) {
+      int32_t i = runs[r].begin;
+      for (; i + 2 * L <= runs[r].end; i += 2 * L) {
+        const Vec16 v0 = simd::Load(vd + i);
+        const Vec16 v1 = simd::Load(vd + i + L);
+        for (int32_t g = 0; g < G; ++g) {
+          acc[g][0] += simd::Load(scores + int64_t{g} * slots + i) * v0;
+          acc[g][1] += simd::Load(scores + int64_t{g} * slots + i + L) * v1;
+        }
+      }
+      for (; i < runs[r].end; ++i) {
+        for (int32_t g = 0; g < G; ++g) tail[g] += scores[int64_t{g} * slots + i] * vd[i];
+      }
+    }
+    for (int32_t g = 0; g < G; ++g) {
+      a.out[(first_head + g) * hd + d] = (simd::HorizontalSum(acc[g][0] + acc[g][1]) + tail[g]) * inv_sum[g];
+    }
+  }
+}
+
+}  // namespace
+
+void RotatedAttention(const RotatedAttentionArgs& a, int32_t head_begin, int32_t head_end) {
+  SlotRun runs[3];
+  const int32_t n_runs = SlotRuns(*a.geometry, a.t, runs);
+  const int32_t group = a.n_heads / a.n_kv_heads;
+  for (int32_t h = head_begin; h < head_end; h += group) {
+    const int32_t kv = h / group;
+    switch (group) {
+      case 1: GroupAttention<1>(a, h, kv, runs, n_runs); break;
+      case 2: GroupAttention<2>(a, h, kv, runs, n_runs); break;
+      case 4: GroupAttention<4>(a, h, kv, runs, n_runs); break;
+      case 8: GroupAttention<8>(a, h, kv, runs, n_runs); break;
+      default:  // uncommon ratios: one head at a time
+        for (int32_t i = 0; i < group; ++i) GroupAttention<1>(a, h + i, kv, runs, n_runs);
     }
   }
 }

@@ -42,7 +42,6 @@ void MatMulTransposed(float* out, const float* in, const float* wt, int32_t toke
 // for a run of slots are head_dim contiguous axpys and the weighted sum of
 // values is head_dim contiguous dot products: both vectorize fully even at
 // head_dim 8, where a per-key dot product would be all reduction overhead.
-// Scratch: one float per slot for scores, plus one rotated query.
 struct RotatedAttentionArgs {
   const CacheGeometry* geometry;
   int64_t t;                // absolute index of the query token
@@ -54,12 +53,16 @@ struct RotatedAttentionArgs {
   int32_t n_kv_heads;
   int32_t head_dim;
   const RopeTable* rope;    // positions >= RotatedRopePositions(geometry)
-  float* scratch;           // >= RotatedAttentionScratch(geometry, head_dim) floats
+  float* scratch;           // >= RotatedAttentionScratch(geometry, head_dim, group) floats
 };
+// Heads [head_begin, head_end) must cover whole GQA groups (multiples of
+// n_heads / n_kv_heads).
 void RotatedAttention(const RotatedAttentionArgs& args, int32_t head_begin, int32_t head_end);
 
-inline int64_t RotatedAttentionScratch(const CacheGeometry& g, int32_t head_dim) {
-  return g.Slots() + int64_t{head_dim};
+// Floats of scratch RotatedAttention needs: scores and a rotated query for
+// every head of one GQA group.
+inline int64_t RotatedAttentionScratch(const CacheGeometry& g, int32_t head_dim, int32_t group) {
+  return int64_t{group} * (g.Slots() + head_dim);
 }
 
 // out[i] = silu(gate[i]) * up[i], with a vectorized exp. (n)

@@ -48,14 +48,14 @@ TEST(FastOpsTest, FastSwiGluMatchesReference) {
 TEST(FastOpsTest, RotatedAttentionMatchesReferenceAcrossLaps) {
   std::mt19937 rng(3);
   for (auto [sinks, window, chunk, n_heads, n_kv, hd] :
-       {std::tuple{4, 7, 3, 4, 2, 8}, {0, 1, 1, 2, 2, 4}, {1, 20, 5, 8, 1, 16}, {4, 33, 4, 4, 4, 64}, {2, 16, 1, 8, 2, 128}}) {
+       {std::tuple{4, 7, 3, 4, 2, 8}, {0, 1, 1, 2, 2, 4}, {1, 20, 5, 8, 1, 16}, {4, 33, 4, 4, 4, 64}, {2, 16, 1, 8, 2, 128}, {3, 40, 2, 6, 2, 8}, {4, 50, 8, 16, 2, 8}}) {
     const CacheGeometry g{sinks, window, window + chunk - 1};
     RopeTable rope;
     rope.Build(hd, RotatedRopePositions(g), 10000.0f);
     const int32_t kv_dim = n_kv * hd;
     std::vector<float> k_ref(int64_t{g.Slots()} * kv_dim), v_ref(k_ref.size());
     std::vector<float> k_fast(k_ref.size()), v_fast(k_ref.size());
-    std::vector<float> scratch_ref(AttentionScratch(g, hd)), scratch_fast(RotatedAttentionScratch(g, hd));
+    std::vector<float> scratch_ref(AttentionScratch(g, hd)), scratch_fast(RotatedAttentionScratch(g, hd, n_heads / n_kv));
     for (int64_t t = 0; t < sinks + 3 * g.ring + 5; ++t) {
       const int32_t slot = g.Slot(t);
       std::vector<float> k = Random(kv_dim, rng), v = Random(kv_dim, rng);
