@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace sinkserve::testing {
@@ -18,6 +20,14 @@ inline std::filesystem::path SharedDir() {
 
 inline std::string SharedPath(const std::string& relative) {
   return (SharedDir() / relative).lexically_normal().string();
+}
+
+// The whole file as bytes ("" when it cannot be read).
+inline std::string ReadFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 // Where the project's binaries are built (for tests that run the CLI tools).

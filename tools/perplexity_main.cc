@@ -106,8 +106,4 @@ absl::Status Run(int argc, char** argv) {
 }  // namespace
 }  // namespace sinkserve
 
-int main(int argc, char** argv) {
-  absl::Status status = sinkserve::Run(argc, argv);
-  if (!status.ok()) return sinkserve::Fail(sinkserve::kTool, status);
-  return 0;
-}
+int main(int argc, char** argv) { return sinkserve::ToolMain(sinkserve::kTool, sinkserve::Run, argc, argv); }

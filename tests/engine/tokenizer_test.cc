@@ -20,13 +20,6 @@ namespace {
 
 using ::sinkserve::testing::SharedPath;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 struct TestCase {
   std::string text;
   std::vector<int32_t> ids;
@@ -35,8 +28,8 @@ struct TestCase {
 // llama.cpp's vocab test vectors: `.inp` holds texts each followed by
 // "\n__ggml_vocab_test__\n"; `.out` one line of space-separated ids per text.
 std::vector<TestCase> LoadVectors(const std::string& base) {
-  const std::string inp = ReadAll(base + ".inp");
-  const std::string out = ReadAll(base + ".out");
+  const std::string inp = ::sinkserve::testing::ReadFile(base + ".inp");
+  const std::string out = ::sinkserve::testing::ReadFile(base + ".out");
   const std::string sep = "\n__ggml_vocab_test__\n";
   std::vector<TestCase> cases;
   for (size_t pos = 0; pos < inp.size();) {
@@ -67,11 +60,11 @@ std::unique_ptr<Tokenizer> MakeTokenizer(absl::StatusOr<Vocab> vocab) {
 }
 
 std::unique_ptr<Tokenizer> LoadSpmModel(const std::string& relative) {
-  return MakeTokenizer(ParseSentencePieceModel(ReadAll(SharedPath(relative))));
+  return MakeTokenizer(ParseSentencePieceModel(::sinkserve::testing::ReadFile(SharedPath(relative))));
 }
 
 std::unique_ptr<Tokenizer> LoadLlama2cBin(const std::string& relative) {
-  return MakeTokenizer(ParseLlama2cTokenizer(ReadAll(SharedPath(relative))));
+  return MakeTokenizer(ParseLlama2cTokenizer(::sinkserve::testing::ReadFile(SharedPath(relative))));
 }
 
 std::string Decode(const Tokenizer& tok, const std::vector<int32_t>& ids) {

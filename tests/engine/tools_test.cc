@@ -33,13 +33,6 @@ std::string Quote(const std::string& s) {
   return q + "'";
 }
 
-std::string ReadAll(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 Result RunTool(const std::string& tool, const std::vector<std::string>& args, const std::string& stdin_text = "") {
   const fs::path dir = fs::temp_directory_path() / ("sinkserve_tools_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);
@@ -51,8 +44,8 @@ Result RunTool(const std::string& tool, const std::vector<std::string>& args, co
   const int status = std::system(cmd.c_str());
   Result r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = ReadAll(dir / "out");
-  r.err = ReadAll(dir / "err");
+  r.out = testing::ReadFile(dir / "out");
+  r.err = testing::ReadFile(dir / "err");
   return r;
 }
 
@@ -150,14 +143,14 @@ TEST(ToolsTest, BadInputFailsWithOneLine) {
   const fs::path bad = fs::temp_directory_path() / "sinkserve_bad_model.bin";
   std::ofstream(bad, std::ios::binary) << "NOTAMODELFILE";
   ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", bad.string(), "--prompt", "x"}), "");
-  const std::string real = ReadAll(testing::SharedPath(kModel));
+  const std::string real = testing::ReadFile(testing::SharedPath(kModel));
   for (size_t cut : {size_t{3}, size_t{28}, size_t{28 + 512 * 64 * 4 - 1}, real.size() - 1}) {
     std::ofstream(bad, std::ios::binary | std::ios::trunc) << real.substr(0, cut);
     ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", bad.string(), "--tokenizer",
                                                       testing::SharedPath(kTok), "--prompt", "x"}), "");
   }
   const fs::path gguf_bad = fs::temp_directory_path() / "sinkserve_bad_model.gguf";
-  const std::string gguf = ReadAll(testing::SharedPath("models/stories260K/stories260K.gguf"));
+  const std::string gguf = testing::ReadFile(testing::SharedPath("models/stories260K/stories260K.gguf"));
   for (size_t cut : {size_t{4}, size_t{20}, size_t{200}, gguf.size() / 2, gguf.size() - 1}) {
     std::ofstream(gguf_bad, std::ios::binary | std::ios::trunc) << gguf.substr(0, cut);
     ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", gguf_bad.string(), "--prompt", "x"}), "");

@@ -19,13 +19,6 @@ namespace {
 
 using ::sinkserve::testing::SharedPath;
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 void ExpectSameVocab(const Vocab& a, const Vocab& b) {
   ASSERT_EQ(a.tokens.size(), b.tokens.size());
   int token_mismatches = 0, score_mismatches = 0, type_mismatches = 0;
@@ -49,8 +42,8 @@ void ExpectSameVocab(const Vocab& a, const Vocab& b) {
 TEST(VocabFile, Stories260KBinAndModelAgree) {
   REQUIRE_SHARED("models/stories260K/tok512.bin");
   REQUIRE_SHARED("models/stories260K/tok512.model");
-  auto bin = ParseLlama2cTokenizer(ReadAll(SharedPath("models/stories260K/tok512.bin")), 512);
-  auto model = ParseSentencePieceModel(ReadAll(SharedPath("models/stories260K/tok512.model")));
+  auto bin = ParseLlama2cTokenizer(::sinkserve::testing::ReadFile(SharedPath("models/stories260K/tok512.bin")), 512);
+  auto model = ParseSentencePieceModel(::sinkserve::testing::ReadFile(SharedPath("models/stories260K/tok512.model")));
   ASSERT_TRUE(bin.ok()) << bin.status();
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(bin->size(), 512);
@@ -68,8 +61,8 @@ TEST(VocabFile, Stories260KBinAndModelAgree) {
 TEST(VocabFile, Llama2BinAndModelAgree) {
   REQUIRE_SHARED("models/llama2-tokenizer/tokenizer.bin");
   REQUIRE_SHARED("models/llama2-tokenizer/tokenizer.model");
-  auto bin = ParseLlama2cTokenizer(ReadAll(SharedPath("models/llama2-tokenizer/tokenizer.bin")));
-  auto model = ParseSentencePieceModel(ReadAll(SharedPath("models/llama2-tokenizer/tokenizer.model")));
+  auto bin = ParseLlama2cTokenizer(::sinkserve::testing::ReadFile(SharedPath("models/llama2-tokenizer/tokenizer.bin")));
+  auto model = ParseSentencePieceModel(::sinkserve::testing::ReadFile(SharedPath("models/llama2-tokenizer/tokenizer.model")));
   ASSERT_TRUE(bin.ok()) << bin.status();
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->size(), 32000);
@@ -79,7 +72,7 @@ TEST(VocabFile, Llama2BinAndModelAgree) {
 
 TEST(VocabFile, Llama2cExpectedSizeMismatch) {
   REQUIRE_SHARED("models/stories260K/tok512.bin");
-  auto bin = ParseLlama2cTokenizer(ReadAll(SharedPath("models/stories260K/tok512.bin")), 32000);
+  auto bin = ParseLlama2cTokenizer(::sinkserve::testing::ReadFile(SharedPath("models/stories260K/tok512.bin")), 32000);
   ASSERT_FALSE(bin.ok());
   EXPECT_NE(bin.status().message().find("32000"), std::string::npos) << bin.status();
 }
@@ -372,7 +365,7 @@ TEST(VocabFile, SentencePieceHostileInputs) {
 // an accepted vocabulary must be internally consistent.
 TEST(VocabFile, SentencePieceRandomCorruption) {
   REQUIRE_SHARED("models/stories260K/tok512.model");
-  const std::string original = ReadAll(SharedPath("models/stories260K/tok512.model"));
+  const std::string original = ::sinkserve::testing::ReadFile(SharedPath("models/stories260K/tok512.model"));
   std::mt19937 rng(1234);
   int rejected = 0;
   for (int iter = 0; iter < 300; ++iter) {

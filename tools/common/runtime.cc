@@ -130,6 +130,11 @@ int Fail(const std::string& tool, const absl::Status& status) {
   return 1;
 }
 
+int ToolMain(const char* tool, absl::Status (*run)(int, char**), int argc, char** argv) {
+  const absl::Status status = run(argc, argv);
+  return status.ok() ? 0 : Fail(tool, status);
+}
+
 int64_t PeakRssKib() {
   std::ifstream status("/proc/self/status");
   std::string line;

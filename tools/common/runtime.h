@@ -44,6 +44,10 @@ absl::StatusOr<SamplingParams> ParseSampling(const Flags& flags);
 // Prints "<tool>: error: <message>" on one line to stderr; returns 1.
 int Fail(const std::string& tool, const absl::Status& status);
 
+// A tool's main(): runs `run` and turns a failed status into Fail's one line
+// and exit status 1.
+int ToolMain(const char* tool, absl::Status (*run)(int, char**), int argc, char** argv);
+
 // Peak resident set size of this process, in KiB (VmHWM), or -1.
 int64_t PeakRssKib();
 
