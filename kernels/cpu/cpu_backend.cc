@@ -59,8 +59,8 @@ absl::StatusOr<CacheId> CpuBackend::CreateCache(const CacheGeometry& geometry) {
   auto cache = std::make_unique<Cache>();
   cache->geometry = geometry;
   const size_t floats = static_cast<size_t>(CacheBytes(geometry) / 2 / sizeof(float));
-  cache->k.assign(floats, 0.0f);
-  cache->v.assign(floats, 0.0f);
+  cache->k.assign(floats + cpu::kCachePadding, 0.0f);
+  cache->v.assign(floats + cpu::kCachePadding, 0.0f);
   if (cpu::RotatedRopePositions(geometry) > rope_.positions) {
     rope_.Build(model_.config.head_dim, cpu::RotatedRopePositions(geometry), model_.config.rope_theta);
   }

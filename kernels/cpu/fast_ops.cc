@@ -23,25 +23,35 @@ std::vector<float> TransposePadded(const std::vector<float>& w, int32_t n, int32
 namespace {
 
 // A tile of kTokens tokens x kVecs * 16 columns, accumulated in registers:
-// each step loads kVecs vectors of wt and broadcasts one input per token, so
-// kTokens * kVecs independent FMA chains hide the FMA latency. `width` < 16
-// only for the last, partial vector of a row (wt is zero-padded there).
+// each step loads kVecs vectors of wt and broadcasts one input per token.
+// With fewer than four tokens the k loop also alternates between two sets of
+// accumulators, so at least 2 * kVecs independent FMA chains hide the FMA
+// latency even for a single token. `width` < 16 only for the last, partial
+// vector of a row (wt is zero-padded there).
 template <int kTokens, int kVecs>
 void MatMulTile(float* out, const float* in, const float* wt, int32_t n, int32_t n_pad, int32_t k, int32_t col) {
-  Vec16 acc[kTokens][kVecs] = {};
-  for (int32_t kk = 0; kk < k; ++kk) {
+  constexpr int kSets = kTokens < 4 ? 2 : 1;
+  Vec16 acc[kSets][kTokens][kVecs] = {};
+  int32_t kk = 0;
+  auto step = [&](int set, int32_t kk) {
     Vec16 w[kVecs];
     for (int32_t v = 0; v < kVecs; ++v) w[v] = simd::Load(wt + int64_t{kk} * n_pad + col + v * simd::kLanes);
     for (int32_t t = 0; t < kTokens; ++t) {
       const float x = in[int64_t{t} * k + kk];
-      for (int32_t v = 0; v < kVecs; ++v) acc[t][v] += x * w[v];
+      for (int32_t v = 0; v < kVecs; ++v) acc[set][t][v] += x * w[v];
     }
+  };
+  for (; kk + kSets <= k; kk += kSets) {
+    for (int set = 0; set < kSets; ++set) step(set, kk + set);
   }
+  for (; kk < k; ++kk) step(0, kk);
   for (int32_t t = 0; t < kTokens; ++t) {
     for (int32_t v = 0; v < kVecs; ++v) {
+      Vec16 total = acc[0][t][v];
+      for (int set = 1; set < kSets; ++set) total += acc[set][t][v];
       const int32_t c = col + v * simd::kLanes;
       const int32_t width = std::min(simd::kLanes, n - c);
-      std::memcpy(out + int64_t{t} * n + c, &acc[t][v], sizeof(float) * width);
+      std::memcpy(out + int64_t{t} * n + c, &total, sizeof(float) * width);
     }
   }
 }
@@ -116,114 +126,103 @@ int32_t SlotRuns(const CacheGeometry& g, int64_t t, SlotRun runs[3]) {
   return n;
 }
 
-float RunMax(const float* x, const SlotRun& run) {
-  Vec16 lanes = simd::Splat(-INFINITY);
-  int32_t i = run.begin;
-  for (; i + simd::kLanes <= run.end; i += simd::kLanes) {
-    const Vec16 v = simd::Load(x + i);
-    lanes = lanes > v ? lanes : v;
-  }
-  float m = simd::HorizontalMax(lanes);
-  for (; i < run.end; ++i) m = std::max(m, x[i]);
-  return m;
-}
-
-// x[i] = exp(x[i] - shift) over the run; returns their sum.
-float RunExpSum(float* x, float shift, const SlotRun& run) {
-  Vec16 acc = {};
-  int32_t i = run.begin;
-  for (; i + simd::kLanes <= run.end; i += simd::kLanes) {
-    const Vec16 e = simd::Exp(simd::Load(x + i) - shift);
-    simd::Store(x + i, e);
-    acc += e;
-  }
-  float sum = simd::HorizontalSum(acc);
-  for (; i < run.end; ++i) sum += (x[i] = simd::Exp(x[i] - shift));
-  return sum;
-}
-
-}  // namespace
-
-namespace {
+// Scores live in a compact row per head: run r's keys at [offset_r, offset_r +
+// length_r), each run starting on a whole block and its last block padded
+// with -inf, so every loop below works on whole 16-lane blocks. Blocks read
+// up to 15 cache floats past a run's end; those are finite (the cache is
+// zero-filled and padded at its end) and their weight is exactly 0.
+constexpr int32_t L = simd::kLanes;
+inline int32_t Blocks(int32_t n) { return (n + L - 1) / L; }
 
 // Attention for the G query heads first_head.. that share kv head `kv`.
 // Working on the whole group at once, every key and value vector loaded from
-// the cache serves G heads; two blocks of 16 slots per step keep 2G FMA
-// chains in flight.
-template <int G>
+// the cache serves G heads. HD > 0 fixes head_dim at compile time (small
+// heads); 0 means any head_dim.
+template <int G, int HD>
 void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t kv, const SlotRun* runs,
                     int32_t n_runs) {
   const int32_t hd = a.head_dim;
   const int32_t slots = a.geometry->Slots();
+  const int32_t row = RotatedScoreRow(*a.geometry);  // floats per head's score row
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float* k = a.k_cache + int64_t{kv} * hd * slots;  // (head_dim, slots)
   const float* v = a.v_cache + int64_t{kv} * hd * slots;  // (head_dim, slots)
-  // scratch: scores (G, slots), indexed by slot | rotated queries (G, head_dim)
+  // scratch: scores (G, row) | rotated queries (G, head_dim)
   float* scores = a.scratch;
-  float* q = scores + int64_t{G} * slots;
-  constexpr int32_t L = simd::kLanes;
+  float* q = scores + int64_t{G} * row;
 
-  float max_score[G];
-  std::fill_n(max_score, G, -INFINITY);
-  for (int32_t r = 0; r < n_runs; ++r) {
+  int32_t offset[3] = {};
+  Vec16 max_lanes[G];
+  for (int32_t g = 0; g < G; ++g) max_lanes[g] = simd::Splat(-INFINITY);
+  for (int32_t r = 0, off = 0; r < n_runs; off += Blocks(runs[r].end - runs[r].begin) * L, ++r) {
     const SlotRun& run = runs[r];
+    const int32_t n = run.end - run.begin;
+    offset[r] = off;
     for (int32_t g = 0; g < G; ++g) {
       for (int32_t d = 0; d < hd; ++d) q[g * hd + d] = a.q[(first_head + g) * hd + d] * scale;
       Rope(q + g * hd, hd, run.position, *a.rope);
     }
-    int32_t i = run.begin;
-    for (; i + 2 * L <= run.end; i += 2 * L) {
-      Vec16 acc[G][2] = {};
+    for (int32_t b = 0; b < Blocks(n); ++b) {
+      Vec16 acc[G] = {};
       for (int32_t d = 0; d < hd; ++d) {
-        const Vec16 k0 = simd::Load(k + int64_t{d} * slots + i);
-        const Vec16 k1 = simd::Load(k + int64_t{d} * slots + i + L);
-        for (int32_t g = 0; g < G; ++g) {
-          acc[g][0] += q[g * hd + d] * k0;
-          acc[g][1] += q[g * hd + d] * k1;
-        }
+        const Vec16 kd = simd::Load(k + int64_t{d} * slots + run.begin + b * L);
+        for (int32_t g = 0; g < G; ++g) acc[g] += q[g * hd + d] * kd;
+      }
+      if ((b + 1) * L > n) {  // the padded last block
+        const simd::IVec16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        const auto valid = lane < n - b * L;
+        for (int32_t g = 0; g < G; ++g) acc[g] = valid ? acc[g] : simd::Splat(-INFINITY);
       }
       for (int32_t g = 0; g < G; ++g) {
-        simd::Store(scores + int64_t{g} * slots + i, acc[g][0]);
-        simd::Store(scores + int64_t{g} * slots + i + L, acc[g][1]);
+        simd::Store(scores + int64_t{g} * row + off + b * L, acc[g]);
+        max_lanes[g] = max_lanes[g] > acc[g] ? max_lanes[g] : acc[g];
       }
     }
-    for (; i < run.end; ++i) {
-      for (int32_t g = 0; g < G; ++g) {
-        float acc = 0.0f;
-        for (int32_t d = 0; d < hd; ++d) acc += q[g * hd + d] * k[int64_t{d} * slots + i];
-        scores[int64_t{g} * slots + i] = acc;
-      }
-    }
-    for (int32_t g = 0; g < G; ++g) max_score[g] = std::max(max_score[g], RunMax(scores + int64_t{g} * slots, run));
   }
+  const int32_t used = offset[n_runs - 1] + Blocks(runs[n_runs - 1].end - runs[n_runs - 1].begin) * L;
+
   float inv_sum[G];
   for (int32_t g = 0; g < G; ++g) {
-    float sum = 0.0f;
-    for (int32_t r = 0; r < n_runs; ++r) sum += RunExpSum(scores + int64_t{g} * slots, max_score[g], runs[r]);
-    inv_sum[g] = 1.0f / sum;
+    const float max_score = simd::HorizontalMax(max_lanes[g]);
+    float* s = scores + int64_t{g} * row;
+    Vec16 sum = {};
+    for (int32_t i = 0; i < used; i += L) {
+      const Vec16 e = simd::Exp(simd::Load(s + i) - max_score);
+      simd::Store(s + i, e);
+      sum += e;
+    }
+    inv_sum[g] = 1.0f / simd::HorizontalSum(sum);
   }
 
-  // out[g][d] = sum over slots of p[g][slot] * v[d][slot] / sum[g]
-  for (int32_t d = 0; d < hd; ++d) {
-    const float* vd = v + int64_t{d} * slots;
-    Vec16 acc[G][2] = {};
-    float tail[G] = {};
+  // out[g][d] = sum over keys of p[g][key] * v[d][key's slot] / sum[g]
+  if constexpr (HD > 0) {
+    // Small heads: all G * HD accumulators stay in registers, so each block
+    // loads its probabilities once and each value vector once.
+    Vec16 acc[G][HD] = {};
     for (int32_t r = 0; r < n_runs; ++r) {
-      int32_t i = runs[r].begin;
-      for (; i + 2 * L <= runs[r].end; i += 2 * L) {
-        const Vec16 v0 = simd::Load(vd + i);
-        const Vec16 v1 = simd::Load(vd + i + L);
-        for (int32_t g = 0; g < G; ++g) {
-          acc[g][0] += simd::Load(scores + int64_t{g} * slots + i) * v0;
-          acc[g][1] += simd::Load(scores + int64_t{g} * slots + i + L) * v1;
+      for (int32_t b = 0; b < Blocks(runs[r].end - runs[r].begin); ++b) {
+        Vec16 p[G];
+        for (int32_t g = 0; g < G; ++g) p[g] = simd::Load(scores + int64_t{g} * row + offset[r] + b * L);
+        for (int32_t d = 0; d < HD; ++d) {
+          const Vec16 vb = simd::Load(v + int64_t{d} * slots + runs[r].begin + b * L);
+          for (int32_t g = 0; g < G; ++g) acc[g][d] += p[g] * vb;
         }
-      }
-      for (; i < runs[r].end; ++i) {
-        for (int32_t g = 0; g < G; ++g) tail[g] += scores[int64_t{g} * slots + i] * vd[i];
       }
     }
     for (int32_t g = 0; g < G; ++g) {
-      a.out[(first_head + g) * hd + d] = (simd::HorizontalSum(acc[g][0] + acc[g][1]) + tail[g]) * inv_sum[g];
+      for (int32_t d = 0; d < HD; ++d) a.out[(first_head + g) * HD + d] = simd::HorizontalSum(acc[g][d]) * inv_sum[g];
+    }
+  } else {
+    for (int32_t d = 0; d < hd; ++d) {
+      const float* vd = v + int64_t{d} * slots;
+      Vec16 acc[G] = {};
+      for (int32_t r = 0; r < n_runs; ++r) {
+        for (int32_t b = 0; b < Blocks(runs[r].end - runs[r].begin); ++b) {
+          const Vec16 vb = simd::Load(vd + runs[r].begin + b * L);
+          for (int32_t g = 0; g < G; ++g) acc[g] += simd::Load(scores + int64_t{g} * row + offset[r] + b * L) * vb;
+        }
+      }
+      for (int32_t g = 0; g < G; ++g) a.out[(first_head + g) * hd + d] = simd::HorizontalSum(acc[g]) * inv_sum[g];
     }
   }
 }
@@ -234,16 +233,29 @@ void RotatedAttention(const RotatedAttentionArgs& a, int32_t head_begin, int32_t
   SlotRun runs[3];
   const int32_t n_runs = SlotRuns(*a.geometry, a.t, runs);
   const int32_t group = a.n_heads / a.n_kv_heads;
-  for (int32_t h = head_begin; h < head_end; h += group) {
-    const int32_t kv = h / group;
-    switch (group) {
-      case 1: GroupAttention<1>(a, h, kv, runs, n_runs); break;
-      case 2: GroupAttention<2>(a, h, kv, runs, n_runs); break;
-      case 4: GroupAttention<4>(a, h, kv, runs, n_runs); break;
-      case 8: GroupAttention<8>(a, h, kv, runs, n_runs); break;
-      default:  // uncommon ratios: one head at a time
-        for (int32_t i = 0; i < group; ++i) GroupAttention<1>(a, h + i, kv, runs, n_runs);
+  // Head dim 8 (the stories models) gets registers-only value sums.
+  auto run = [&]<int HD>() {
+    for (int32_t h = head_begin; h < head_end; h += group) {
+      const int32_t kv = h / group;
+      switch (group) {
+        case 1: GroupAttention<1, HD>(a, h, kv, runs, n_runs); break;
+        case 2: GroupAttention<2, HD>(a, h, kv, runs, n_runs); break;
+        case 4: GroupAttention<4, HD>(a, h, kv, runs, n_runs); break;
+        case 8:
+          if constexpr (HD == 0) {  // 8 x head_dim 8 accumulators would not fit in registers
+            GroupAttention<8, HD>(a, h, kv, runs, n_runs);
+            break;
+          }
+          [[fallthrough]];
+        default:  // other ratios: one head at a time
+          for (int32_t i = 0; i < group; ++i) GroupAttention<1, HD>(a, h + i, kv, runs, n_runs);
+      }
     }
+  };
+  if (a.head_dim == 8) {
+    run.template operator()<8>();
+  } else {
+    run.template operator()<0>();
   }
 }
 

@@ -38,7 +38,8 @@ void MatMulTransposed(float* out, const float* in, const float* wt, int32_t toke
 // the first eviction everything sits in lap 0 and the arithmetic is the same
 // as a dense cache's, bit for bit.
 //
-// The cache is stored slot-minor, (n_kv_heads, head_dim, slots), so scores
+// The cache is stored slot-minor, (n_kv_heads, head_dim, slots), zero-filled
+// and followed by kCachePadding floats, so scores
 // for a run of slots are head_dim contiguous axpys and the weighted sum of
 // values is head_dim contiguous dot products: both vectorize fully even at
 // head_dim 8, where a per-key dot product would be all reduction overhead.
@@ -59,11 +60,19 @@ struct RotatedAttentionArgs {
 // n_heads / n_kv_heads).
 void RotatedAttention(const RotatedAttentionArgs& args, int32_t head_begin, int32_t head_end);
 
+// One head's row of scores: every key, each of the (at most three) runs of
+// slots padded to whole 16-lane blocks.
+inline int32_t RotatedScoreRow(const CacheGeometry& g) { return g.sinks + g.window + 3 * 16; }
+
 // Floats of scratch RotatedAttention needs: scores and a rotated query for
 // every head of one GQA group.
 inline int64_t RotatedAttentionScratch(const CacheGeometry& g, int32_t head_dim, int32_t group) {
-  return int64_t{group} * (g.Slots() + head_dim);
+  return int64_t{group} * (RotatedScoreRow(g) + head_dim);
 }
+
+// Floats a cache buffer needs past its last slot: attention reads whole
+// 16-lane blocks, up to 15 floats beyond the last key it uses.
+inline constexpr int32_t kCachePadding = 16;
 
 // out[i] = silu(gate[i]) * up[i], with a vectorized exp. (n)
 void FastSwiGlu(float* out, const float* gate, const float* up, int64_t n);

@@ -48,10 +48,12 @@ inline float HorizontalMax(Vec16 v) {
 
 // exp(x) as 2^n * e^r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2],
 // with Cephes' degree-6 polynomial for e^r: within a few ulp of std::exp on
-// [-87, 88] (inputs are clamped there). Rounding uses the 1.5 * 2^23 trick,
-// whose low mantissa bits then hold n.
+// [-87, 88]. Below -87 (where exp is under 2^-125) the result is 0, so -inf
+// masks a lane out; above 88 it is clamped. Rounding uses the 1.5 * 2^23
+// trick, whose low mantissa bits then hold n.
 inline Vec16 Exp(Vec16 x) {
-  x = x < -87.0f ? Splat(-87.0f) : x;
+  const auto underflow = x < -87.0f;
+  x = underflow ? Splat(-87.0f) : x;
   x = x > 88.0f ? Splat(88.0f) : x;
   const Vec16 shifter = Splat(12582912.0f);  // 1.5 * 2^23
   const Vec16 biased = x * 1.44269504088896341f + shifter;
@@ -71,7 +73,7 @@ inline Vec16 Exp(Vec16 x) {
   const IVec16 exponent = (bits - shifter_bits + 127) << 23;
   Vec16 scale;
   std::memcpy(&scale, &exponent, sizeof(scale));
-  return p * scale;
+  return underflow ? Splat(0.0f) : p * scale;
 }
 
 // Scalar exp with the same formula, for tails.

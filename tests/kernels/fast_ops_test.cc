@@ -54,7 +54,7 @@ TEST(FastOpsTest, RotatedAttentionMatchesReferenceAcrossLaps) {
     rope.Build(hd, RotatedRopePositions(g), 10000.0f);
     const int32_t kv_dim = n_kv * hd;
     std::vector<float> k_ref(int64_t{g.Slots()} * kv_dim), v_ref(k_ref.size());
-    std::vector<float> k_fast(k_ref.size()), v_fast(k_ref.size());
+    std::vector<float> k_fast(k_ref.size() + kCachePadding), v_fast(k_ref.size() + kCachePadding);
     std::vector<float> scratch_ref(AttentionScratch(g, hd)), scratch_fast(RotatedAttentionScratch(g, hd, n_heads / n_kv));
     for (int64_t t = 0; t < sinks + 3 * g.ring + 5; ++t) {
       const int32_t slot = g.Slot(t);
