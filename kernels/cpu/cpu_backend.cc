@@ -1,6 +1,7 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
@@ -39,7 +40,10 @@ CpuBackend::CpuBackend(Model model, int32_t threads) : model_(std::move(model)),
     out.wo = cpu::TransposePadded(l.wo, c.dim, c.q_dim());
     out.w13 = cpu::TransposePadded(StackRows(std::move(l.w1), l.w3), 2 * c.hidden_dim, c.dim);
     out.w2 = cpu::TransposePadded(l.w2, c.dim, c.hidden_dim);
-    l = LayerWeights{.attn_norm = std::move(l.attn_norm), .ffn_norm = std::move(l.ffn_norm)};
+    LayerWeights norms_only;
+    norms_only.attn_norm = std::move(l.attn_norm);
+    norms_only.ffn_norm = std::move(l.ffn_norm);
+    l = std::move(norms_only);
   }
   classifier_t_ = cpu::TransposePadded(model_.weights.Classifier(), c.vocab_size, c.dim);
   model_.weights.classifier.clear();
@@ -123,26 +127,32 @@ absl::Status CpuBackend::ValidateBatch(const Batch& batch) const {
   return absl::OkStatus();
 }
 
-void CpuBackend::EnsureScratch(int32_t tokens, int32_t logit_rows) {
+void CpuBackend::EnsureScratch(Workspace& ws, const Slice& slice) {
   const ModelConfig& c = model_.config;
-  auto grow = [](std::vector<float>& v, int64_t n) {
+  auto grow = [](auto& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(n);
   };
-  grow(x_, int64_t{tokens} * c.dim);
-  grow(xb_, int64_t{std::max(tokens, logit_rows)} * c.dim);
-  grow(qkv_, int64_t{tokens} * qkv_dim());
-  grow(att_, int64_t{tokens} * c.q_dim());
-  grow(h13_, int64_t{tokens} * 2 * c.hidden_dim);
-  grow(hb_, int64_t{tokens} * c.hidden_dim);
+  const int64_t T = slice.tokens;
+  grow(ws.x, T * c.dim);
+  grow(ws.xb, std::max<int64_t>(T, slice.rows) * c.dim);
+  grow(ws.qkv, T * qkv_dim());
+  grow(ws.att, T * c.q_dim());
+  grow(ws.h13, T * 2 * c.hidden_dim);
+  grow(ws.hb, T * c.hidden_dim);
+  grow(ws.token_seq, T);
   int64_t per_query = 0;
   for (const auto& cache : caches_) {
     if (cache) per_query = std::max(per_query, cpu::RotatedAttentionScratch(cache->geometry, c.head_dim, c.n_heads / c.n_kv_heads));
   }
-  grow(attn_scratch_, per_query * pool_.size());
+  grow(ws.attn, per_query * pool_.size());
 }
 
-void CpuBackend::MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens,
-                        int32_t n, int32_t k) {
+void CpuBackend::MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens, int32_t n,
+                        int32_t k, bool parallel) {
+  if (!parallel) {
+    cpu::MatMulTransposed(out, in, wt.data(), tokens, n, k, 0, n);
+    return;
+  }
   // Threads split the columns in whole tiles.
   const int64_t tiles = (n + cpu::kMatMulColumns - 1) / cpu::kMatMulColumns;
   pool_.ParallelFor(tiles, int64_t{tokens} * n * k, [&](int64_t begin, int64_t end, int32_t) {
@@ -151,24 +161,25 @@ void CpuBackend::MatMul(float* out, const float* in, const std::vector<float>& w
   });
 }
 
-void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
+void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer) {
   const ModelConfig& c = model_.config;
   const LayerWeights& norms = model_.weights.layers[layer];
   const CpuLayer& w = layers_[layer];
-  const int32_t T = static_cast<int32_t>(batch.tokens.size());
+  const int32_t T = slice.tokens;
   const int32_t kv_dim = c.kv_dim();
   const int32_t qkv = qkv_dim();
 
   for (int32_t t = 0; t < T; ++t) {
-    cpu::RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], norms.attn_norm.data(), c.dim, c.norm_eps);
+    cpu::RmsNorm(&ws.xb[int64_t{t} * c.dim], &ws.x[int64_t{t} * c.dim], norms.attn_norm.data(), c.dim, c.norm_eps);
   }
-  MatMul(qkv_.data(), xb_.data(), w.wqkv, T, qkv, c.dim);
+  MatMul(ws.qkv.data(), ws.xb.data(), w.wqkv, T, qkv, c.dim, parallel_ops);
 
   // Append every new token's K/V at its slot before attending (the ring
   // holds window + chunk - 1 slots, so nothing a chunk token still needs is
   // overwritten). Keys are rotated once here, by their slot index; see
   // cpu::RotatedAttention for why that is exact.
-  for (const SeqEntry& s : batch.seqs) {
+  for (int32_t e = slice.first; e < slice.last; ++e) {
+    const SeqEntry& s = batch.seqs[e];
     Cache& cache = *caches_[s.cache];
     const CacheGeometry& g = cache.geometry;
     const int64_t slots = g.Slots();
@@ -176,12 +187,12 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
     float* v_layer = &cache.v[int64_t{layer} * kv_dim * slots];
     for (int32_t i = 0; i < s.n_tokens; ++i) {
       const int32_t slot = g.Slot(s.n_past + i);
-      float* k_new = &qkv_[int64_t{s.token_begin + i} * qkv + c.q_dim()];  // (n_kv_heads, head_dim)
+      float* k_new = &ws.qkv[int64_t{s.token_begin - slice.token_begin + i} * qkv + c.q_dim()];  // (n_kv_heads, head_dim)
       const float* v_new = k_new + kv_dim;
       for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(k_new + kv * c.head_dim, c.head_dim, slot, rope_);
-      for (int32_t e = 0; e < kv_dim; ++e) {
-        k_layer[e * slots + slot] = k_new[e];
-        v_layer[e * slots + slot] = v_new[e];
+      for (int32_t d = 0; d < kv_dim; ++d) {
+        k_layer[d * slots + slot] = k_new[d];
+        v_layer[d * slots + slot] = v_new[d];
       }
     }
   }
@@ -189,81 +200,125 @@ void CpuBackend::RunLayer(const Batch& batch, int32_t layer) {
   // Attention: one work item per (token, kv head), with the query heads that
   // share the kv head.
   const int32_t group = c.n_heads / c.n_kv_heads;
-  const int64_t per_query = attn_scratch_.size() / pool_.size();
-  int64_t work = 0;
-  for (const SeqEntry& s : batch.seqs) {
-    work += int64_t{s.n_tokens} * caches_[s.cache]->geometry.MaxPositions() * c.q_dim() * 2;
-  }
-  pool_.ParallelFor(int64_t{T} * c.n_kv_heads, work, [&](int64_t begin, int64_t end, int32_t part) {
+  const int64_t per_query = static_cast<int64_t>(ws.attn.size()) / pool_.size();
+  auto attend = [&](int64_t begin, int64_t end, int32_t part) {
     for (int64_t u = begin; u < end; ++u) {
       const int32_t t = static_cast<int32_t>(u / c.n_kv_heads);
       const int32_t kv = static_cast<int32_t>(u % c.n_kv_heads);
-      const SeqEntry& s = batch.seqs[token_seq_[t]];
+      const SeqEntry& s = batch.seqs[ws.token_seq[t]];
       const Cache& cache = *caches_[s.cache];
       const int64_t layer_base = int64_t{layer} * kv_dim * cache.geometry.Slots();
       cpu::RotatedAttentionArgs args{
           .geometry = &cache.geometry,
-          .t = s.n_past + (t - s.token_begin),
-          .q = &qkv_[int64_t{t} * qkv],
+          .t = s.n_past + (slice.token_begin + t - s.token_begin),
+          .q = &ws.qkv[int64_t{t} * qkv],
           .k_cache = &cache.k[layer_base],
           .v_cache = &cache.v[layer_base],
-          .out = &att_[int64_t{t} * c.q_dim()],
+          .out = &ws.att[int64_t{t} * c.q_dim()],
           .n_heads = c.n_heads,
           .n_kv_heads = c.n_kv_heads,
           .head_dim = c.head_dim,
           .rope = &rope_,
-          .scratch = &attn_scratch_[part * per_query],
+          .scratch = &ws.attn[part * per_query],
       };
       cpu::RotatedAttention(args, kv * group, (kv + 1) * group);
     }
-  });
+  };
+  if (parallel_ops) {
+    int64_t work = 0;
+    for (int32_t e = slice.first; e < slice.last; ++e) {
+      work += int64_t{batch.seqs[e].n_tokens} * caches_[batch.seqs[e].cache]->geometry.MaxPositions() * c.q_dim() * 2;
+    }
+    pool_.ParallelFor(int64_t{T} * c.n_kv_heads, work, attend);
+  } else {
+    attend(0, int64_t{T} * c.n_kv_heads, 0);
+  }
 
   // Output projection and residual.
-  MatMul(xb_.data(), att_.data(), w.wo, T, c.dim, c.q_dim());
-  for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) x_[i] += xb_[i];
+  MatMul(ws.xb.data(), ws.att.data(), w.wo, T, c.dim, c.q_dim(), parallel_ops);
+  for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) ws.x[i] += ws.xb[i];
 
   // SwiGLU MLP and residual.
   for (int32_t t = 0; t < T; ++t) {
-    cpu::RmsNorm(&xb_[int64_t{t} * c.dim], &x_[int64_t{t} * c.dim], norms.ffn_norm.data(), c.dim, c.norm_eps);
+    cpu::RmsNorm(&ws.xb[int64_t{t} * c.dim], &ws.x[int64_t{t} * c.dim], norms.ffn_norm.data(), c.dim, c.norm_eps);
   }
-  MatMul(h13_.data(), xb_.data(), w.w13, T, 2 * c.hidden_dim, c.dim);
+  MatMul(ws.h13.data(), ws.xb.data(), w.w13, T, 2 * c.hidden_dim, c.dim, parallel_ops);
   for (int32_t t = 0; t < T; ++t) {
-    const float* gate = &h13_[int64_t{t} * 2 * c.hidden_dim];
-    cpu::FastSwiGlu(&hb_[int64_t{t} * c.hidden_dim], gate, gate + c.hidden_dim, c.hidden_dim);
+    const float* gate = &ws.h13[int64_t{t} * 2 * c.hidden_dim];
+    cpu::FastSwiGlu(&ws.hb[int64_t{t} * c.hidden_dim], gate, gate + c.hidden_dim, c.hidden_dim);
   }
-  MatMul(xb_.data(), hb_.data(), w.w2, T, c.dim, c.hidden_dim);
-  for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) x_[i] += xb_[i];
+  MatMul(ws.xb.data(), ws.hb.data(), w.w2, T, c.dim, c.hidden_dim, parallel_ops);
+  for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) ws.x[i] += ws.xb[i];
+}
+
+void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits) {
+  const ModelConfig& c = model_.config;
+  EnsureScratch(ws, slice);
+  for (int32_t e = slice.first; e < slice.last; ++e) {
+    const SeqEntry& s = batch.seqs[e];
+    std::fill_n(ws.token_seq.begin() + (s.token_begin - slice.token_begin), s.n_tokens, e);
+  }
+  for (int32_t t = 0; t < slice.tokens; ++t) {
+    const int32_t id = batch.tokens[slice.token_begin + t];
+    std::copy_n(&model_.weights.token_embedding[int64_t{id} * c.dim], c.dim, &ws.x[int64_t{t} * c.dim]);
+  }
+  for (int32_t layer = 0; layer < c.n_layers; ++layer) RunLayer(batch, slice, ws, parallel_ops, layer);
+
+  // Final norm for the rows that want logits, packed in entry order.
+  int32_t row = 0;
+  for (int32_t e = slice.first; e < slice.last; ++e) {
+    const SeqEntry& s = batch.seqs[e];
+    for (int32_t i = s.all_logits ? 0 : s.n_tokens - 1; i < s.n_tokens; ++i, ++row) {
+      cpu::RmsNorm(&ws.xb[int64_t{row} * c.dim], &ws.x[int64_t{s.token_begin - slice.token_begin + i} * c.dim],
+                   model_.weights.final_norm.data(), c.dim, c.norm_eps);
+    }
+  }
+  MatMul(logits + int64_t{slice.row_begin} * c.vocab_size, ws.xb.data(), classifier_t_, slice.rows, c.vocab_size,
+         c.dim, parallel_ops);
 }
 
 absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits) {
   RETURN_IF_ERROR(ValidateBatch(batch));
-  const ModelConfig& c = model_.config;
-  const int32_t T = static_cast<int32_t>(batch.tokens.size());
-  const int32_t rows = batch.LogitRows();
-  EnsureScratch(T, rows);
+  const int32_t n_seqs = static_cast<int32_t>(batch.seqs.size());
+  logits->resize(int64_t{batch.LogitRows()} * model_.config.vocab_size);
 
-  token_seq_.resize(T);
-  for (size_t e = 0; e < batch.seqs.size(); ++e) {
-    const SeqEntry& s = batch.seqs[e];
-    std::fill_n(token_seq_.begin() + s.token_begin, s.n_tokens, static_cast<int32_t>(e));
+  // Slices of contiguous entries with about equal token counts: one per
+  // thread when there are enough sequences, so each thread runs whole
+  // sequences through every layer with no synchronisation inside the step;
+  // otherwise one slice whose ops spread over the pool.
+  const int32_t parts = std::min(n_seqs, pool_.size());
+  std::vector<Slice> slices(parts);
+  const int64_t total = static_cast<int64_t>(batch.tokens.size());
+  for (int32_t p = 0, e = 0, row = 0; p < parts; ++p) {
+    Slice& slice = slices[p];
+    slice.first = e;
+    slice.token_begin = batch.seqs[e].token_begin;
+    slice.row_begin = row;
+    // Take entries until this slice holds its share of the tokens, leaving
+    // at least one entry for each later slice.
+    const int64_t target = total * (p + 1) / parts;
+    do {
+      row += batch.seqs[e].all_logits ? batch.seqs[e].n_tokens : 1;
+      ++e;
+    } while (e < n_seqs - (parts - 1 - p) &&
+             (p == parts - 1 || batch.seqs[e].token_begin + batch.seqs[e].n_tokens / 2 <= target));
+    slice.last = e;
+    slice.tokens = (e < n_seqs ? batch.seqs[e].token_begin : static_cast<int32_t>(total)) - slice.token_begin;
+    slice.rows = row - slice.row_begin;
   }
-  for (int32_t t = 0; t < T; ++t) {
-    std::copy_n(&model_.weights.token_embedding[int64_t{batch.tokens[t]} * c.dim], c.dim, &x_[int64_t{t} * c.dim]);
+  if (static_cast<int32_t>(workspaces_.size()) < parts) workspaces_.resize(parts);
+  if (parts == 1) {
+    RunSlice(batch, slices[0], workspaces_[0], /*parallel_ops=*/true, logits->data());
+  } else {
+    // Growing scratch reads the cache list; do it before the threads start.
+    for (int32_t p = 0; p < parts; ++p) EnsureScratch(workspaces_[p], slices[p]);
+    pool_.ParallelFor(parts, std::numeric_limits<int64_t>::max(), [&](int64_t begin, int64_t end, int32_t) {
+      for (int64_t p = begin; p < end; ++p) {
+        RunSlice(batch, slices[p], workspaces_[p], /*parallel_ops=*/false, logits->data());
+      }
+    });
   }
-  for (int32_t layer = 0; layer < c.n_layers; ++layer) RunLayer(batch, layer);
   for (const SeqEntry& s : batch.seqs) caches_[s.cache]->consumed += s.n_tokens;
-
-  // Final norm for the rows that want logits, packed in entry order.
-  int32_t row = 0;
-  for (const SeqEntry& s : batch.seqs) {
-    const int32_t first = s.all_logits ? 0 : s.n_tokens - 1;
-    for (int32_t i = first; i < s.n_tokens; ++i, ++row) {
-      cpu::RmsNorm(&xb_[int64_t{row} * c.dim], &x_[int64_t{s.token_begin + i} * c.dim],
-                   model_.weights.final_norm.data(), c.dim, c.norm_eps);
-    }
-  }
-  logits->resize(int64_t{rows} * c.vocab_size);
-  MatMul(logits->data(), xb_.data(), classifier_t_, rows, c.vocab_size, c.dim);
   return absl::OkStatus();
 }
 

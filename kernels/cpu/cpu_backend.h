@@ -36,12 +36,36 @@ class CpuBackend final : public Backend {
     std::vector<float> v;   // (n_layers, n_kv_heads, head_dim, slots)
   };
 
+  // Scratch for one forward over a slice of the batch. T = the slice's tokens.
+  struct Workspace {
+    std::vector<float> x;      // (T, dim) residual stream
+    std::vector<float> xb;     // (max(T, logit rows), dim) normed input
+    std::vector<float> qkv;    // (T, q_dim + 2 * kv_dim): q | k | v per token
+    std::vector<float> att;    // (T, q_dim)
+    std::vector<float> h13;    // (T, 2 * hidden_dim): gate | up per token
+    std::vector<float> hb;     // (T, hidden_dim) SwiGLU output
+    std::vector<float> attn;   // (threads, per-query attention scratch)
+    std::vector<int32_t> token_seq;  // (T) the batch entry each token belongs to
+  };
+
+  // Entries [first, last) of a batch, whose tokens and logit rows are contiguous.
+  struct Slice {
+    int32_t first = 0, last = 0;
+    int32_t token_begin = 0, tokens = 0;
+    int32_t row_begin = 0, rows = 0;
+  };
+
   CpuBackend(Model model, int32_t threads);
   absl::Status ValidateBatch(const Batch& batch) const;
-  void EnsureScratch(int32_t tokens, int32_t logit_rows);
-  void RunLayer(const Batch& batch, int32_t layer);
+  void EnsureScratch(Workspace& ws, const Slice& slice);
+  // Runs a slice through every layer and writes its logit rows. With
+  // `parallel_ops`, each matmul and the attention spread over the pool;
+  // otherwise the caller is already one of several slices run in parallel.
+  void RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits);
+  void RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer);
   // out (tokens, n) = in (tokens, k) . wt, wt: (k, n).
-  void MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens, int32_t n, int32_t k);
+  void MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens, int32_t n, int32_t k,
+              bool parallel);
 
   // A layer's matrices, stacked and stored as cpu::TransposePadded.
   struct CpuLayer {
@@ -59,15 +83,7 @@ class CpuBackend final : public Backend {
   cpu::RopeTable rope_;
   std::vector<std::unique_ptr<Cache>> caches_;  // indexed by CacheId; null when free
 
-  // Scratch, grown to the largest batch seen. T = tokens in the batch.
-  std::vector<float> x_;       // (T, dim) residual stream
-  std::vector<float> xb_;      // (T, dim) normed input
-  std::vector<float> qkv_;     // (T, q_dim + 2 * kv_dim): q | k | v per token
-  std::vector<float> att_;     // (T, q_dim)
-  std::vector<float> h13_;     // (T, 2 * hidden_dim): gate | up per token
-  std::vector<float> hb_;      // (T, hidden_dim) SwiGLU output
-  std::vector<float> attn_scratch_;  // (threads, per-query scratch)
-  std::vector<int32_t> token_seq_;   // (T) which batch entry each token belongs to
+  std::vector<Workspace> workspaces_;  // one per slice run at once, grown as needed
 };
 
 }  // namespace sinkserve

@@ -24,15 +24,15 @@ namespace {
 
 // A tile of kTokens tokens x kVecs * 16 columns, accumulated in registers:
 // each step loads kVecs vectors of wt and broadcasts one input per token.
-// With fewer than four tokens the k loop also alternates between two sets of
-// accumulators, so at least 2 * kVecs independent FMA chains hide the FMA
-// latency even for a single token. `width` < 16 only for the last, partial
-// vector of a row (wt is zero-padded there).
+// The k loop alternates between two sets of accumulators (even and odd k),
+// so even a single token keeps 2 * kVecs independent FMA chains in flight.
+// Every tile shape sums in this same order, so a token's result does not
+// depend on which tile, slice or thread computed it: batching is invariant.
+// `width` < 16 only for the last, partial vector of a row (wt is zero-padded
+// there).
 template <int kTokens, int kVecs>
 void MatMulTile(float* out, const float* in, const float* wt, int32_t n, int32_t n_pad, int32_t k, int32_t col) {
-  constexpr int kSets = kTokens < 4 ? 2 : 1;
-  Vec16 acc[kSets][kTokens][kVecs] = {};
-  int32_t kk = 0;
+  Vec16 acc[2][kTokens][kVecs] = {};
   auto step = [&](int set, int32_t kk) {
     Vec16 w[kVecs];
     for (int32_t v = 0; v < kVecs; ++v) w[v] = simd::Load(wt + int64_t{kk} * n_pad + col + v * simd::kLanes);
@@ -41,14 +41,15 @@ void MatMulTile(float* out, const float* in, const float* wt, int32_t n, int32_t
       for (int32_t v = 0; v < kVecs; ++v) acc[set][t][v] += x * w[v];
     }
   };
-  for (; kk + kSets <= k; kk += kSets) {
-    for (int set = 0; set < kSets; ++set) step(set, kk + set);
+  int32_t kk = 0;
+  for (; kk + 2 <= k; kk += 2) {
+    step(0, kk);
+    step(1, kk + 1);
   }
-  for (; kk < k; ++kk) step(0, kk);
+  if (kk < k) step(0, kk);
   for (int32_t t = 0; t < kTokens; ++t) {
     for (int32_t v = 0; v < kVecs; ++v) {
-      Vec16 total = acc[0][t][v];
-      for (int set = 1; set < kSets; ++set) total += acc[set][t][v];
+      const Vec16 total = acc[0][t][v] + acc[1][t][v];
       const int32_t c = col + v * simd::kLanes;
       const int32_t width = std::min(simd::kLanes, n - c);
       std::memcpy(out + int64_t{t} * n + c, &total, sizeof(float) * width);
@@ -56,12 +57,18 @@ void MatMulTile(float* out, const float* in, const float* wt, int32_t n, int32_t
   }
 }
 
-// Every token over columns [col, col + kVecs * 16).
+// Every token over columns [col, col + kVecs * 16): tiles of four tokens
+// (two vectors wide, to stay within the register file), then single tokens.
 template <int kVecs>
 void MatMulColumns(float* out, const float* in, const float* wt, int32_t tokens, int32_t n, int32_t n_pad,
                    int32_t k, int32_t col) {
+  constexpr int kQuadVecs = kVecs < 2 ? kVecs : 2;
   int32_t t = 0;
-  for (; t + 4 <= tokens; t += 4) MatMulTile<4, kVecs>(out + int64_t{t} * n, in + int64_t{t} * k, wt, n, n_pad, k, col);
+  for (; t + 4 <= tokens; t += 4) {
+    for (int32_t v = 0; v < kVecs; v += kQuadVecs) {
+      MatMulTile<4, kQuadVecs>(out + int64_t{t} * n, in + int64_t{t} * k, wt, n, n_pad, k, col + v * simd::kLanes);
+    }
+  }
   for (; t < tokens; ++t) MatMulTile<1, kVecs>(out + int64_t{t} * n, in + int64_t{t} * k, wt, n, n_pad, k, col);
 }
 

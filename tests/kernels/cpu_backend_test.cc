@@ -114,31 +114,48 @@ TEST(CpuBackendTest, ThreadCountDoesNotChangeResults) {
   EXPECT_EQ(rows[0], rows[1]);
 }
 
-TEST(CpuBackendTest, BatchOfSequencesEqualsEachAlone) {
-  const Model model = RandomModel(TinyConfig(), 8);
-  auto backend = MakeBackend(model);
-  CacheGeometry g{2, 8, 8 + 4 - 1};
-  std::vector<CacheId> ids;
-  for (int i = 0; i < 3; ++i) ids.push_back(*backend->CreateCache(g));
-  const std::vector<int32_t> a = RandomTokens(4, 64, 9), b = {5}, c = RandomTokens(3, 64, 10);
-  Batch batch;
-  batch.Add(ids[0], 0, a, true);
-  batch.Add(ids[1], 0, b);
-  batch.Add(ids[2], 0, c);
-  std::vector<float> together;
-  ASSERT_TRUE(backend->Forward(batch, &together).ok());
-  ASSERT_EQ(together.size(), size_t(4 + 1 + 1) * 64);
+// Batching changes nothing, bit for bit: a sequence's logits are the same
+// alone and inside batches of any size, on one thread or two (the pool then
+// runs whole slices of sequences per thread, or splits each op).
+TEST(CpuBackendTest, BatchingIsBitwiseInvariant) {
+  const Model model = RandomModel(TinyConfig(64, 8, 2, 2, 100, 172), 8);
+  const CacheGeometry g{2, 8, 8 + 6 - 1};
+  constexpr int kSeqs = 17;
+  // Sequence i brings 1 + i % 6 prompt tokens, then decodes 3 tokens.
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < kSeqs; ++i) prompts.push_back(RandomTokens(1 + i % 6, 100, 100 + i));
 
-  std::vector<float> alone, single;
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(backend->ResetCache(ids[i]).ok());
-  for (auto [id, toks, all] : {std::tuple{ids[0], a, true}, {ids[1], b, false}, {ids[2], c, false}}) {
-    Batch one;
-    one.Add(id, 0, toks, all);
-    ASSERT_TRUE(backend->Forward(one, &single).ok());
-    alone.insert(alone.end(), single.begin(), single.end());
+  // Logits of every step of every sequence, run with `together` sequences per batch.
+  auto run = [&](int32_t threads, int together) {
+    auto backend = MakeBackend(model, threads);
+    std::vector<CacheId> ids;
+    for (int i = 0; i < kSeqs; ++i) ids.push_back(*backend->CreateCache(g));
+    std::vector<std::vector<float>> rows(kSeqs);
+    std::vector<float> logits;
+    for (int step = 0; step < 4; ++step) {
+      for (int first = 0; first < kSeqs; first += together) {
+        Batch batch;
+        for (int i = first; i < std::min(kSeqs, first + together); ++i) {
+          const int64_t past = step == 0 ? 0 : static_cast<int64_t>(prompts[i].size()) + step - 1;
+          const std::vector<int32_t> toks = step == 0 ? prompts[i] : std::vector<int32_t>{(i * 7 + step) % 100};
+          batch.Add(ids[i], past, toks, /*all_logits=*/step == 0);
+        }
+        EXPECT_TRUE(backend->Forward(batch, &logits).ok());
+        size_t offset = 0;
+        for (const SeqEntry& e : batch.seqs) {
+          const size_t n = (e.all_logits ? e.n_tokens : 1) * size_t{100};
+          const int i = static_cast<int>(std::find(ids.begin(), ids.end(), e.cache) - ids.begin());
+          rows[i].insert(rows[i].end(), logits.begin() + offset, logits.begin() + offset + n);
+          offset += n;
+        }
+      }
+    }
+    return rows;
+  };
+  const auto alone = run(1, 1);
+  for (auto [threads, together] : {std::pair{1, 5}, {2, 1}, {2, 2}, {2, 3}, {2, 16}, {2, 17}}) {
+    EXPECT_EQ(run(threads, together), alone) << "threads=" << threads << " batch=" << together;
   }
-  ASSERT_EQ(alone.size(), together.size());
-  for (size_t i = 0; i < alone.size(); ++i) ASSERT_NEAR(alone[i], together[i], 1e-5) << i;
 }
 
 TEST(CpuBackendTest, RejectsMalformedBatches) {
