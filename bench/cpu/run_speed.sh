@@ -35,8 +35,9 @@ gcc -O3 -o "$tmp/run" "$tmp/run.c" -lm
   ./build/sinkserve-decode-bench --model "$m/stories260K.bin" --tokenizer "$m/tok512.bin" --backend cpu \
     --batches 1,16 --tokens 400 --repeats 5 --sinks 4 --window 252
 } | tee "$out/raw.txt"
-awk '/^run / { split($3, a, "="); split($4, b, "="); s[n] = a[2]; l[n] = b[2]; n++ }
-     END {
-       asort(s); asort(l); ms = s[int((n + 1) / 2)]; ml = l[int((n + 1) / 2)]
-       printf "median sinkserve_tok_s=%.1f llama2c_tok_s=%.1f ratio=%.2fx (target >= 1.0x)\n", ms, ml, ms / ml
-     }' "$out/raw.txt" | tee -a "$out/raw.txt"
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+ours_median=$(sed -n 's/^run [0-9]* sinkserve_tok_s=\([0-9.]*\) .*/\1/p' "$out/raw.txt" | median)
+theirs_median=$(sed -n 's/^run [0-9]* .*llama2c_tok_s=\([0-9.]*\).*/\1/p' "$out/raw.txt" | median)
+awk -v a="$ours_median" -v b="$theirs_median" 'BEGIN {
+  printf "median over runs: sinkserve_tok_s=%.1f llama2c_tok_s=%.1f ratio=%.2fx (target >= 1.0x)\n", a, b, a / b }' \
+  | tee -a "$out/raw.txt"
