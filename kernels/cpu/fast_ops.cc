@@ -23,46 +23,39 @@ std::vector<float> TransposePadded(const std::vector<float>& w, int32_t n, int32
 namespace {
 
 // A tile of kTokens tokens x kVecs * 16 columns, accumulated in registers:
-// each step loads kVecs vectors of wt and broadcasts one input per token.
-// The k loop alternates between two sets of accumulators (even and odd k),
-// so even a single token keeps 2 * kVecs independent FMA chains in flight.
-// Every tile shape sums in this same order, so a token's result does not
-// depend on which tile, slice or thread computed it: batching is invariant.
+// each step loads kVecs vectors of wt and broadcasts one input per token, and
+// kTokens * kVecs independent FMA chains hide the FMA latency. Every tile
+// shape sums over k in the same order, so a token's result does not depend
+// on which tile, slice or thread computed it: batching is bitwise invariant.
 // `width` < 16 only for the last, partial vector of a row (wt is zero-padded
 // there).
 template <int kTokens, int kVecs>
 void MatMulTile(float* out, const float* in, const float* wt, int32_t n, int32_t n_pad, int32_t k, int32_t col) {
-  Vec16 acc[2][kTokens][kVecs] = {};
-  auto step = [&](int set, int32_t kk) {
+  Vec16 acc[kTokens][kVecs] = {};
+  for (int32_t kk = 0; kk < k; ++kk) {
     Vec16 w[kVecs];
     for (int32_t v = 0; v < kVecs; ++v) w[v] = simd::Load(wt + int64_t{kk} * n_pad + col + v * simd::kLanes);
     for (int32_t t = 0; t < kTokens; ++t) {
       const float x = in[int64_t{t} * k + kk];
-      for (int32_t v = 0; v < kVecs; ++v) acc[set][t][v] += x * w[v];
+      for (int32_t v = 0; v < kVecs; ++v) acc[t][v] += x * w[v];
     }
-  };
-  int32_t kk = 0;
-  for (; kk + 2 <= k; kk += 2) {
-    step(0, kk);
-    step(1, kk + 1);
   }
-  if (kk < k) step(0, kk);
   for (int32_t t = 0; t < kTokens; ++t) {
     for (int32_t v = 0; v < kVecs; ++v) {
-      const Vec16 total = acc[0][t][v] + acc[1][t][v];
       const int32_t c = col + v * simd::kLanes;
       const int32_t width = std::min(simd::kLanes, n - c);
-      std::memcpy(out + int64_t{t} * n + c, &total, sizeof(float) * width);
+      std::memcpy(out + int64_t{t} * n + c, &acc[t][v], sizeof(float) * width);
     }
   }
 }
 
-// Every token over columns [col, col + kVecs * 16): tiles of four tokens
-// (two vectors wide, to stay within the register file), then single tokens.
+// Every token over columns [col, col + kVecs * 16): tiles of four tokens (at
+// most four vectors wide, sixteen accumulators), then single tokens (up to
+// eight vectors wide, so one token still has eight chains in flight).
 template <int kVecs>
 void MatMulColumns(float* out, const float* in, const float* wt, int32_t tokens, int32_t n, int32_t n_pad,
                    int32_t k, int32_t col) {
-  constexpr int kQuadVecs = kVecs < 2 ? kVecs : 2;
+  constexpr int kQuadVecs = kVecs < 4 ? kVecs : 4;
   int32_t t = 0;
   for (; t + 4 <= tokens; t += 4) {
     for (int32_t v = 0; v < kVecs; v += kQuadVecs) {
@@ -78,6 +71,9 @@ void MatMulTransposed(float* out, const float* in, const float* wt, int32_t toke
                       int32_t n_begin, int32_t n_end) {
   const int32_t n_pad = PaddedColumns(n);
   int32_t col = n_begin;
+  for (; col + 8 * kMatMulColumns <= n_end; col += 8 * kMatMulColumns) {
+    MatMulColumns<8>(out, in, wt, tokens, n, n_pad, k, col);
+  }
   for (; col + 4 * kMatMulColumns <= n_end; col += 4 * kMatMulColumns) {
     MatMulColumns<4>(out, in, wt, tokens, n, n_pad, k, col);
   }
