@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "tests/golden.h"
@@ -29,7 +30,13 @@ struct Result {
 
 std::string Quote(const std::string& s) {
   std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  for (char c : s) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q.push_back(c);
+    }
+  }
   return q + "'";
 }
 
@@ -38,9 +45,9 @@ Result RunTool(const std::string& tool, const std::vector<std::string>& args, co
   fs::create_directories(dir);
   std::ofstream(dir / "in") << stdin_text;
   std::string cmd = Quote(testing::BinaryPath(tool));
-  for (const std::string& a : args) cmd += " " + Quote(a);
-  cmd += " <" + Quote((dir / "in").string()) + " >" + Quote((dir / "out").string()) + " 2>" +
-         Quote((dir / "err").string());
+  for (const std::string& a : args) absl::StrAppend(&cmd, " ", Quote(a));
+  absl::StrAppend(&cmd, " <", Quote((dir / "in").string()), " >", Quote((dir / "out").string()), " 2>",
+                  Quote((dir / "err").string()));
   const int status = std::system(cmd.c_str());
   Result r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -156,6 +163,11 @@ TEST(ToolsTest, BadInputFailsWithOneLine) {
     ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", gguf_bad.string(), "--prompt", "x"}), "");
   }
   ExpectCleanFailure(RunTool("sinkserve-tokenize", {"--tokenizer", bad.string()}), "");
+
+  const std::vector<std::string> bench = ModelArgs();
+  ExpectCleanFailure(RunTool("sinkserve-decode-bench", Concat(bench, {"--batches", "0"})), "--batches");
+  ExpectCleanFailure(RunTool("sinkserve-decode-bench", Concat(bench, {"--batches", "1,x"})), "--batches");
+  ExpectCleanFailure(RunTool("sinkserve-decode-bench", Concat(bench, {"--tokens", "-1"})), "--tokens");
 }
 
 TEST(ToolsTest, PerplexityRejectsBadIdsAndDenseOverflow) {
