@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "engine/sequence.h"
 #include "engine/status_macros.h"
+#include "engine/turn_rules.h"
 
 namespace sinkserve {
 namespace {
@@ -424,7 +425,7 @@ absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
   turn->min_new = request.min_new_tokens;
   turn->ignore_eos = request.ignore_eos;
   turn->start = Clock::now();
-  for (int32_t id : prompt) PushRecent(s, id);
+  for (int32_t id : prompt) PushRecent(&s.recent, id);
   s.turn = std::move(turn);
   s.carry.clear();
   s.preamble.clear();

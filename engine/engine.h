@@ -124,7 +124,6 @@ class Engine {
   // Ends the running turn. With `emit`, flushes held text and pushes Done.
   void EndTurn(Session& s, FinishReason reason, const std::string& error, bool emit);
   TurnUsage Usage(const Session& s) const;
-  void PushRecent(Session& s, int32_t token);
 
   Backend* backend_;
   const Tokenizer* tokenizer_;

@@ -1,14 +1,14 @@
 // One engine step: Schedule() -> Backend::Forward -> Postprocess(), and the
-// turn bookkeeping that follows sampling. The generation rules are those of
-// tools/generate_main.cc, so a greedy turn yields the same ids: end tokens
-// (EOS, BOS, the template's end-of-message token) finish a turn unless
-// ignore_eos, and before min_new_tokens they are masked out.
+// turn bookkeeping that follows sampling. How a turn ends is
+// engine/turn_rules.h, shared with sinkserve-generate, so a greedy turn
+// yields the same ids.
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_format.h"
 #include "engine/engine.h"
 #include "engine/sequence.h"
+#include "engine/turn_rules.h"
 
 namespace sinkserve {
 
@@ -41,36 +41,24 @@ void Engine::Postprocess(const ScheduledSeq& item, absl::Span<float> logits) {
 
 void Engine::SampleNext(Session& s, absl::Span<float> logits) {
   TurnState& t = *s.turn;
-  for (float l : logits) {
-    if (!std::isfinite(l)) {
-      s.phase = Phase::kIdle;  // nothing sampled, nothing to carry
-      EndTurn(s, FinishReason::kError,
-              absl::StrFormat("the model produced a non-finite logit after %d tokens", s.consumed), true);
-      return;
-    }
+  if (!AllFinite(logits)) {
+    s.phase = Phase::kIdle;  // nothing sampled, nothing to carry
+    EndTurn(s, FinishReason::kError,
+            absl::StrFormat("the model produced a non-finite logit after %d tokens", s.consumed), true);
+    return;
   }
-  const int32_t eos = tokenizer_->eos_id();
-  const int32_t bos = tokenizer_->bos_id();
-  const std::vector<int32_t>& extra_ends = s.chat_template->end_tokens();
-  auto is_end = [&](int32_t id) {
-    return id == eos || id == bos || std::find(extra_ends.begin(), extra_ends.end(), id) != extra_ends.end();
-  };
+  const EndTokens ends(*tokenizer_, s.chat_template->end_tokens());
   const bool may_end = !t.ignore_eos && t.generated >= t.min_new;
-  if (!t.ignore_eos && t.generated < t.min_new) {
-    for (int32_t end : {eos, bos}) {
-      if (end >= 0) logits[end] = -INFINITY;
-    }
-    for (int32_t end : extra_ends) logits[end] = -INFINITY;
-  }
+  if (!t.ignore_eos && t.generated < t.min_new) ends.Mask(logits);
   const int32_t next = t.sampler.Sample(logits, s.recent);
-  if (may_end && is_end(next)) {
+  if (may_end && ends.IsEnd(next)) {
     s.phase = Phase::kIdle;  // the end token is not fed, as in generate
     EndTurn(s, FinishReason::kEos, "", /*emit=*/true);
     return;
   }
   ++t.generated;
   if (t.generated == 1) t.first_token = Clock::now();
-  PushRecent(s, next);
+  PushRecent(&s.recent, next);
   // From here `next` is emitted, so it belongs to the conversation: the
   // decode phase feeds it next step, or EndTurn carries it into the next turn.
   s.phase = Phase::kDecode;
@@ -126,12 +114,6 @@ TurnUsage Engine::Usage(const Session& s) const {
     if (t.generated > 1 && decode_s > 0) u.tokens_per_second = static_cast<double>(t.generated - 1) / decode_s;
   }
   return u;
-}
-
-void Engine::PushRecent(Session& s, int32_t token) {
-  // As generate: keep between 512 and 1024 recent tokens.
-  if (s.recent.size() >= 1024) s.recent.erase(s.recent.begin(), s.recent.begin() + 512);
-  s.recent.push_back(token);
 }
 
 }  // namespace sinkserve

@@ -12,6 +12,7 @@
 #include "engine/sequence.h"
 #include "engine/status_macros.h"
 #include "engine/stop_matcher.h"
+#include "engine/turn_rules.h"
 #include "tools/common/runtime.h"
 
 namespace sinkserve {
@@ -60,6 +61,7 @@ absl::Status Run(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::vector<int32_t> recent(ids);
+  const EndTokens ends(tok);
   std::vector<float> logits;
   const auto start = std::chrono::steady_clock::now();
   auto interval_start = start;
@@ -80,26 +82,16 @@ absl::Status Run(int argc, char** argv) {
   if (report_every > 0) report();
   while (generated < max_new) {
     logits.assign(seq->last_logits().begin(), seq->last_logits().end());
-    for (float l : logits) {
-      if (!std::isfinite(l)) return absl::InternalError(absl::StrFormat("non-finite logit after %d tokens", seq->consumed()));
-    }
-    // End tokens (EOS, and BOS, which a base model emits between documents)
-    // finish the turn, unless --ignore-eos; before --min-new-tokens they are
-    // kept out of reach.
+    if (!AllFinite(logits)) return absl::InternalError(absl::StrFormat("non-finite logit after %d tokens", seq->consumed()));
     const bool may_end = !ignore_eos && generated >= min_new;
-    if (!ignore_eos && generated < min_new) {
-      for (int32_t end : {tok.eos_id(), tok.bos_id()}) {
-        if (end >= 0) logits[end] = -INFINITY;
-      }
-    }
+    if (!ignore_eos && generated < min_new) ends.Mask(absl::MakeSpan(logits));
     const int32_t next = sampler.Sample(absl::MakeSpan(logits), recent);
-    if (may_end && (next == tok.eos_id() || next == tok.bos_id())) {
+    if (may_end && ends.IsEnd(next)) {
       finish = "eos";
       break;
     }
     ++generated;
-    if (recent.size() >= 1024) recent.erase(recent.begin(), recent.begin() + 512);
-    recent.push_back(next);
+    PushRecent(&recent, next);
     if (print_ids) {
       std::printf(generated == 1 ? "%d" : " %d", next);
     } else {

@@ -49,7 +49,9 @@ TEST(ChatTest, ThreeTurnsCountOnlyTheirOwnPromptTokens) {
     ASSERT_TRUE(c.ReadDone(&done, &ids));
     // The first turn also carries the session's BOS: "Once upon a time" is 1 403 407 261 378.
     const uint32_t own = static_cast<uint32_t>(Encode(s, texts[i]).size()) + (i == 0 ? 1 : 0);
-    if (i == 0) EXPECT_EQ(Encode(s, texts[0]), (std::vector<uint32_t>{403, 407, 261, 378}));
+    if (i == 0) {
+      EXPECT_EQ(Encode(s, texts[0]), (std::vector<uint32_t>{403, 407, 261, 378}));
+    }
     EXPECT_EQ(done.turn(), i + 1);
     EXPECT_EQ(done.reason(), v1::FINISH_REASON_LENGTH);
     EXPECT_EQ(done.usage().prompt_tokens(), own) << "turn " << i + 1;
