@@ -4,11 +4,18 @@
 #
 #   DEB_DIR=/path/to/debs PREFIX=/tmp/sinkserve-prefix bench/cuda/run_gpu_checks.sh [--quick]
 #
-# The GPU machine has nvcc, cmake and ninja but not the gRPC / protobuf /
-# abseil / gtest / ICU development packages the top-level CMakeLists.txt asks
-# for. DEB_DIR holds those .deb files (with their runtime libraries); they are
-# unpacked with `dpkg -x` into PREFIX and CMake is pointed there. Without
-# DEB_DIR the system packages are used.
+# From a dev box with the device tool: `bench/cuda/fetch_debs.sh .gpu-debs`
+# (the folder is in .git/info/exclude), then run
+# `DEB_DIR=.gpu-debs bench/cuda/run_gpu_checks.sh` with carry [".gpu-debs"].
+# Checked on the CPU-only dev box: it configures against the unpacked prefix,
+# builds cuda_tests and the benchmark, and every GPU test skips.
+#
+# The GPU machine has nvcc, cmake and ninja but not the abseil / gtest / ICU
+# development packages the engine and its tests need; the gRPC server is not
+# built there (-DSINKSERVE_SERVER=OFF). DEB_DIR holds those .deb files with
+# their runtime libraries (bench/cuda/fetch_debs.sh DIR downloads them on a
+# Debian machine); they are unpacked with `dpkg -x` into PREFIX and CMake is
+# pointed there. Without DEB_DIR the system packages are used.
 #
 # Raw logs go to $OUT (when set, e.g. by the device runner) and to
 # bench/results/cuda-<date>/: gpu.txt, configure.log, build.log,
@@ -38,13 +45,13 @@ if [[ -n "${DEB_DIR:-}" ]]; then
   export LIBRARY_PATH=$LIBDIR${LIBRARY_PATH:+:$LIBRARY_PATH}
   export PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$PREFIX/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
   CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$PREFIX/usr;$LIBDIR/cmake"
-               "-DProtobuf_PROTOC_EXECUTABLE=$PREFIX/usr/bin/protoc"
+               "-DICU_ROOT=$PREFIX/usr"
                "-DCMAKE_BUILD_RPATH=$LIBDIR")
 fi
 
 # CMake 3.25 does not know nvcc's C++20 flag; newer CMake ignores this.
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DSINKSERVE_CUDA=ON -DSINKSERVE_CUDA_ARCHS=90 \
+  -DSINKSERVE_CUDA=ON -DSINKSERVE_CUDA_ARCHS=90 -DSINKSERVE_SERVER=OFF \
   -DCMAKE_CUDA20_STANDARD_COMPILE_OPTION=-std=c++20 "${CMAKE_ARGS[@]}" >"$RESULTS/configure.log" 2>&1 ||
   { tail -40 "$RESULTS/configure.log"; exit 1; }
 ninja -C "$BUILD" -j"$JOBS" cuda_tests sinkserve-cuda-decode-bench >"$RESULTS/build.log" 2>&1 ||
