@@ -294,14 +294,14 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits)
     slice.first = e;
     slice.token_begin = batch.seqs[e].token_begin;
     slice.row_begin = row;
-    // Take entries until this slice holds its share of the tokens, leaving
-    // at least one entry for each later slice.
+    // Take entries while their middle falls within this slice's share of the
+    // tokens, leaving at least one entry for each later slice.
     const int64_t target = total * (p + 1) / parts;
     do {
       row += batch.seqs[e].all_logits ? batch.seqs[e].n_tokens : 1;
       ++e;
     } while (e < n_seqs - (parts - 1 - p) &&
-             (p == parts - 1 || batch.seqs[e].token_begin + batch.seqs[e].n_tokens / 2 <= target));
+             (p == parts - 1 || 2 * int64_t{batch.seqs[e].token_begin} + batch.seqs[e].n_tokens <= 2 * target));
     slice.last = e;
     slice.tokens = (e < n_seqs ? batch.seqs[e].token_begin : static_cast<int32_t>(total)) - slice.token_begin;
     slice.rows = row - slice.row_begin;

@@ -49,20 +49,31 @@ void MatMulTile(float* out, const float* in, const float* wt, int32_t n, int32_t
   }
 }
 
-// Every token over columns [col, col + kVecs * 16): tiles of four tokens (at
-// most four vectors wide, sixteen accumulators), then single tokens (up to
-// eight vectors wide, so one token still has eight chains in flight).
+// kTokens tokens over columns [col, col + kVecs * 16), in tiles at most
+// kMaxVecs vectors wide (so kTokens * kMaxVecs accumulators fit in registers).
+template <int kTokens, int kVecs, int kMaxVecs>
+void MatMulTokens(float* out, const float* in, const float* wt, int32_t n, int32_t n_pad, int32_t k, int32_t col) {
+  constexpr int kStep = kVecs < kMaxVecs ? kVecs : kMaxVecs;
+  for (int32_t v = 0; v < kVecs; v += kStep) MatMulTile<kTokens, kStep>(out, in, wt, n, n_pad, k, col + v * simd::kLanes);
+}
+
+// Every token over columns [col, col + kVecs * 16): tiles of four tokens
+// (four vectors wide, sixteen accumulators), then the one to three left over
+// together (a single token goes eight vectors wide, so it still has eight
+// FMA chains in flight).
 template <int kVecs>
 void MatMulColumns(float* out, const float* in, const float* wt, int32_t tokens, int32_t n, int32_t n_pad,
                    int32_t k, int32_t col) {
-  constexpr int kQuadVecs = kVecs < 4 ? kVecs : 4;
   int32_t t = 0;
-  for (; t + 4 <= tokens; t += 4) {
-    for (int32_t v = 0; v < kVecs; v += kQuadVecs) {
-      MatMulTile<4, kQuadVecs>(out + int64_t{t} * n, in + int64_t{t} * k, wt, n, n_pad, k, col + v * simd::kLanes);
-    }
+  for (; t + 4 <= tokens; t += 4) MatMulTokens<4, kVecs, 4>(out + int64_t{t} * n, in + int64_t{t} * k, wt, n, n_pad, k, col);
+  float* o = out + int64_t{t} * n;
+  const float* x = in + int64_t{t} * k;
+  switch (tokens - t) {
+    case 3: MatMulTokens<3, kVecs, 4>(o, x, wt, n, n_pad, k, col); break;
+    case 2: MatMulTokens<2, kVecs, 4>(o, x, wt, n, n_pad, k, col); break;
+    case 1: MatMulTokens<1, kVecs, 8>(o, x, wt, n, n_pad, k, col); break;
+    default: break;
   }
-  for (; t < tokens; ++t) MatMulTile<1, kVecs>(out + int64_t{t} * n, in + int64_t{t} * k, wt, n, n_pad, k, col);
 }
 
 }  // namespace
