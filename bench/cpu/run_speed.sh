@@ -31,9 +31,9 @@ gcc -O3 -o "$tmp/run" "$tmp/run.c" -lm
     b=$("${theirs[@]}" 2>&1 | sed -n 's/.*achieved tok\/s: \([0-9.]*\).*/\1/p')
     echo "run $i sinkserve_tok_s=$a llama2c_tok_s=$b"
   done
-  echo "\$ ./build/sinkserve-decode-bench --model $m/stories260K.bin --tokenizer $m/tok512.bin --backend cpu --batches 1,16 --tokens 400 --repeats 5 --sinks 4 --window 252"
+  echo "\$ ./build/sinkserve-decode-bench --model $m/stories260K.bin --tokenizer $m/tok512.bin --backend cpu --batches 1,16 --tokens 1000 --repeats 9 --sinks 4 --window 252"
   ./build/sinkserve-decode-bench --model "$m/stories260K.bin" --tokenizer "$m/tok512.bin" --backend cpu \
-    --batches 1,16 --tokens 400 --repeats 5 --sinks 4 --window 252
+    --batches 1,16 --tokens 1000 --repeats 9 --sinks 4 --window 252
 } | tee "$out/raw.txt"
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 ours_median=$(sed -n 's/^run [0-9]* sinkserve_tok_s=\([0-9.]*\) .*/\1/p' "$out/raw.txt" | median)
