@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <limits>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
+#include "kernels/batch_validation.h"
 
 namespace sinkserve {
 
@@ -91,40 +91,10 @@ absl::Status CpuBackend::ResetCache(CacheId id) {
 }
 
 absl::Status CpuBackend::ValidateBatch(const Batch& batch) const {
-  absl::flat_hash_set<CacheId> seen;
-  int64_t covered = 0;
-  for (const SeqEntry& s : batch.seqs) {
-    if (s.cache < 0 || static_cast<size_t>(s.cache) >= caches_.size() || !caches_[s.cache]) {
-      return absl::InvalidArgumentError(absl::StrFormat("batch names unknown cache %d", s.cache));
-    }
-    if (!seen.insert(s.cache).second) {
-      return absl::InvalidArgumentError(absl::StrFormat("cache %d appears twice in one batch", s.cache));
-    }
-    const Cache& c = *caches_[s.cache];
-    if (s.n_past != c.consumed) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "cache %d has consumed %d tokens but the batch says n_past=%d", s.cache, c.consumed, s.n_past));
-    }
-    const int32_t max_chunk = c.geometry.ring - c.geometry.window + 1;
-    if (s.n_tokens < 1 || s.n_tokens > max_chunk) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "cache %d takes 1..%d tokens per step, got %d", s.cache, max_chunk, s.n_tokens));
-    }
-    if (s.token_begin != covered || s.token_begin + int64_t{s.n_tokens} > static_cast<int64_t>(batch.tokens.size())) {
-      return absl::InvalidArgumentError("batch entries must cover Batch::tokens in order");
-    }
-    covered += s.n_tokens;
-  }
-  if (covered != static_cast<int64_t>(batch.tokens.size())) {
-    return absl::InvalidArgumentError("batch has tokens no entry owns");
-  }
-  for (int32_t id : batch.tokens) {
-    if (id < 0 || id >= model_.config.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "token id %d is out of range for a vocabulary of %d", id, model_.config.vocab_size));
-    }
-  }
-  return absl::OkStatus();
+  return sinkserve::ValidateBatch(batch, model_.config.vocab_size, [this](CacheId id) -> const CacheState* {
+    if (id < 0 || static_cast<size_t>(id) >= caches_.size()) return nullptr;
+    return caches_[id].get();
+  });
 }
 
 void CpuBackend::EnsureScratch(Workspace& ws, const Slice& slice) {

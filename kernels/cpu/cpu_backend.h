@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "kernels/batch_validation.h"
 #include "kernels/cpu/fast_ops.h"
 #include "kernels/cpu/thread_pool.h"
 
@@ -28,9 +29,9 @@ class CpuBackend final : public Backend {
   int64_t CacheBytes(const CacheGeometry& geometry) const;
 
  private:
-  struct Cache {
-    CacheGeometry geometry;
-    int64_t consumed = 0;   // tokens appended so far (absolute index of the next)
+  // CacheState (kernels/batch_validation.h) holds the geometry and the tokens
+  // appended so far (the absolute index of the next).
+  struct Cache : CacheState {
     // Slot-minor so attention vectorizes over slots (see cpu::RotatedAttention).
     std::vector<float> k;   // (n_layers, n_kv_heads, head_dim, slots), keys rotated by their slot index
     std::vector<float> v;   // (n_layers, n_kv_heads, head_dim, slots)
