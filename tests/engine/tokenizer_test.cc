@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_join.h"
 #include "engine/model_loader.h"
 #include "engine/unicode.h"
 #include "tests/test_data.h"
@@ -77,11 +78,7 @@ std::string Decode(const Tokenizer& tok, const std::vector<int32_t>& ids) {
   return text;
 }
 
-std::string Join(const std::vector<int32_t>& ids) {
-  std::string s;
-  for (int32_t id : ids) s += (s.empty() ? "" : " ") + std::to_string(id);
-  return s;
-}
+std::string Join(const std::vector<int32_t>& ids) { return absl::StrJoin(ids, " "); }
 
 // Runs every vector; returns how many passed and reports each failure.
 int RunVectors(const Tokenizer& tok, const std::vector<TestCase>& cases) {

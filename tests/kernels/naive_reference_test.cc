@@ -7,6 +7,8 @@
 
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
+
 #include "engine/sequence.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/random_model.h"
@@ -169,7 +171,7 @@ INSTANTIATE_TEST_SUITE_P(SinksAndWindows, NaiveReferenceTest,
                          ::testing::Values(Case{0, 1}, Case{0, 7}, Case{0, 64}, Case{1, 1}, Case{1, 7}, Case{1, 64},
                                            Case{4, 1}, Case{4, 7}, Case{4, 64}),
                          [](const auto& info) {
-                           return "S" + std::to_string(info.param.sinks) + "W" + std::to_string(info.param.window);
+                           return absl::StrCat("S", info.param.sinks, "W", info.param.window);
                          });
 
 }  // namespace
