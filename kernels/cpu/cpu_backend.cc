@@ -65,6 +65,8 @@ absl::StatusOr<CacheId> CpuBackend::CreateCache(const CacheGeometry& geometry) {
   const size_t floats = static_cast<size_t>(CacheBytes(geometry) / 2 / sizeof(float));
   cache->k.assign(floats + cpu::kCachePadding, 0.0f);
   cache->v.assign(floats + cpu::kCachePadding, 0.0f);
+  attention_scratch_ = std::max(attention_scratch_, cpu::RotatedAttentionScratch(geometry, model_.config.head_dim,
+                                                                                model_.config.n_heads / model_.config.n_kv_heads));
   if (cpu::RotatedRopePositions(geometry) > rope_.positions) {
     rope_.Build(model_.config.head_dim, cpu::RotatedRopePositions(geometry), model_.config.rope_theta);
   }
@@ -110,11 +112,7 @@ void CpuBackend::EnsureScratch(Workspace& ws, const Slice& slice) {
   grow(ws.h13, T * 2 * c.hidden_dim);
   grow(ws.hb, T * c.hidden_dim);
   grow(ws.token_seq, T);
-  int64_t per_query = 0;
-  for (const auto& cache : caches_) {
-    if (cache) per_query = std::max(per_query, cpu::RotatedAttentionScratch(cache->geometry, c.head_dim, c.n_heads / c.n_kv_heads));
-  }
-  grow(ws.attn, per_query * pool_.size());
+  grow(ws.attn, attention_scratch_ * pool_.size());
 }
 
 void CpuBackend::MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens, int32_t n,
@@ -170,7 +168,7 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
   // Attention: one work item per (token, kv head), with the query heads that
   // share the kv head.
   const int32_t group = c.n_heads / c.n_kv_heads;
-  const int64_t per_query = static_cast<int64_t>(ws.attn.size()) / pool_.size();
+  const int64_t per_query = attention_scratch_;
   auto attend = [&](int64_t begin, int64_t end, int32_t part) {
     for (int64_t u = begin; u < end; ++u) {
       const int32_t t = static_cast<int32_t>(u / c.n_kv_heads);
@@ -223,7 +221,6 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
 
 void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits) {
   const ModelConfig& c = model_.config;
-  EnsureScratch(ws, slice);
   for (int32_t e = slice.first; e < slice.last; ++e) {
     const SeqEntry& s = batch.seqs[e];
     std::fill_n(ws.token_seq.begin() + (s.token_begin - slice.token_begin), s.n_tokens, e);
@@ -277,11 +274,10 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits)
     slice.rows = row - slice.row_begin;
   }
   if (static_cast<int32_t>(workspaces_.size()) < parts) workspaces_.resize(parts);
+  for (int32_t p = 0; p < parts; ++p) EnsureScratch(workspaces_[p], slices[p]);
   if (parts == 1) {
     RunSlice(batch, slices[0], workspaces_[0], /*parallel_ops=*/true, logits->data());
   } else {
-    // Growing scratch reads the cache list; do it before the threads start.
-    for (int32_t p = 0; p < parts; ++p) EnsureScratch(workspaces_[p], slices[p]);
     pool_.ParallelFor(parts, std::numeric_limits<int64_t>::max(), [&](int64_t begin, int64_t end, int32_t) {
       for (int64_t p = begin; p < end; ++p) {
         RunSlice(batch, slices[p], workspaces_[p], /*parallel_ops=*/false, logits->data());

@@ -62,6 +62,7 @@ class CpuBackend final : public Backend {
   // Runs a slice through every layer and writes its logit rows. With
   // `parallel_ops`, each matmul and the attention spread over the pool;
   // otherwise the caller is already one of several slices run in parallel.
+  // The slice's workspace must have been sized by EnsureScratch.
   void RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits);
   void RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer);
   // out (tokens, n) = in (tokens, k) . wt, wt: (k, n).
@@ -84,6 +85,7 @@ class CpuBackend final : public Backend {
   cpu::RopeTable rope_;
   std::vector<std::unique_ptr<Cache>> caches_;  // indexed by CacheId; null when free
 
+  int64_t attention_scratch_ = 0;       // floats one query's attention needs, for the largest cache made
   std::vector<Workspace> workspaces_;  // one per slice run at once, grown as needed
 };
 
