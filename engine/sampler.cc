@@ -25,9 +25,15 @@ absl::Status SamplingParams::Validate() const {
 }
 
 int32_t Argmax(absl::Span<const float> logits) {
+  if (logits.empty()) return 0;
+  // The running best stays in a register: no reload through `best` per element.
   int32_t best = 0;
+  float best_value = logits[0];
   for (size_t i = 1; i < logits.size(); ++i) {
-    if (logits[i] > logits[best]) best = static_cast<int32_t>(i);
+    if (logits[i] > best_value) {
+      best_value = logits[i];
+      best = static_cast<int32_t>(i);
+    }
   }
   return best;
 }
