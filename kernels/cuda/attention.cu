@@ -33,7 +33,8 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionKernel(AttentionArgs a) 
   const int kvh = blockIdx.y / chunks;
   const int h0 = kvh * group + (blockIdx.y % chunks) * kMaxHeads;  // first query head of this block
   const int nh = min(kMaxHeads, (kvh + 1) * group - h0);
-  const int token = blockIdx.z;
+  const int z = blockIdx.z;  // index among the launch's queries (split-K scratch)
+  const int token = a.token_list ? a.token_list[z] : z;
   const int split = blockIdx.x;
 
   const SeqDesc s = a.seqs[a.token_seq[token]];
@@ -165,7 +166,7 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionKernel(AttentionArgs a) 
       // Every query sees at least itself, so sum > 0 here.
       static_cast<T*>(a.out)[(int64_t{token} * a.n_heads + head) * hd + d] = Storage<T>::FromFloat(out / sum);
     } else {
-      const int64_t part = (int64_t{token} * a.n_heads + head) * a.splits + split;
+      const int64_t part = (int64_t{z} * a.n_heads + head) * a.splits + split;
       a.partial[part * hd + d] = out;
       if (d == 0) {
         float* ml = a.partial + int64_t{a.tokens} * a.n_heads * a.splits * hd;
@@ -176,10 +177,13 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionKernel(AttentionArgs a) 
   }
 }
 
-// grid (tokens * n_heads), block 128: merges the splits of one (token, head).
+// grid (tokens * n_heads), block 128: merges the splits of one (query, head).
 template <typename T>
 __global__ void CombineKernel(AttentionArgs a) {
-  const int64_t th = blockIdx.x;  // token * n_heads + head
+  const int64_t th = blockIdx.x;  // z * n_heads + head, z indexing the launch's queries
+  const int64_t z = th / a.n_heads;
+  const int64_t token = a.token_list ? a.token_list[z] : z;
+  const int64_t out_row = token * a.n_heads + (th - z * a.n_heads);
   const int hd = a.head_dim;
   const float* acc = a.partial + th * a.splits * hd;
   const float* ml = a.partial + int64_t{a.tokens} * a.n_heads * a.splits * hd + th * a.splits * 2;
@@ -193,7 +197,7 @@ __global__ void CombineKernel(AttentionArgs a) {
       sum += ml[2 * sp + 1] * f;
       out += acc[sp * hd + d] * f;
     }
-    static_cast<T*>(a.out)[th * hd + d] = Storage<T>::FromFloat(out / sum);
+    static_cast<T*>(a.out)[out_row * hd + d] = Storage<T>::FromFloat(out / sum);
   }
 }
 

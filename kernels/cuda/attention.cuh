@@ -1,6 +1,7 @@
-// Sink + window attention for every token of a step, decode and prefill alike
-// (a prefill chunk is just several tokens of one session; causality falls out
-// of the geometry, since token t sees only keys <= t).
+// Sink + window attention, one query per block: the step's decode tokens and
+// small chunks (attention_plan.h routes large prefill chunks to the tiled
+// kernel in prefill_attention.cuh). Any token works here; causality falls
+// out of the geometry, since token t sees only keys <= t.
 //
 // Query t of a session sees the sinks 0..SinkCount(t)-1 and the window
 // WindowBegin(t)..t (engine/cache_geometry.h). Keys sit un-rotated in the
@@ -30,14 +31,15 @@ struct AttentionArgs {
   int32_t qkv_stride = 0;
   const void* pool;          // KV pool base; layout per session in step_desc.h
   const SeqDesc* seqs;       // (n_seqs) device
-  const int32_t* token_seq;  // (tokens) device: batch entry of each token
+  const int32_t* token_seq;  // (step tokens) device: batch entry of each token
+  const int32_t* token_list = nullptr;  // (tokens) device: the step tokens to attend for; null = 0 .. tokens-1
   const float* rope_cos;     // (rope_positions, head_dim / 2) device
   const float* rope_sin;     // (rope_positions, head_dim / 2) device
   int32_t rope_positions = 0;  // must be >= every session's MaxPositions()
-  void* out;                 // (tokens, n_heads * head_dim) storage dtype
+  void* out;                 // (step tokens, n_heads * head_dim) storage dtype, rows by step token
   float* partial = nullptr;  // >= AttentionPartialFloats(...) when splits > 1
   int64_t partial_floats = 0;
-  int32_t tokens = 0;
+  int32_t tokens = 0;         // queries in this launch (entries of token_list when given)
   int32_t n_heads = 0;
   int32_t n_kv_heads = 0;
   int32_t head_dim = 0;      // even, <= kMaxAttentionHeadDim

@@ -2,13 +2,17 @@
 // sessions at different ages in one launch: decode and prefill chunks, the
 // first wrap of the ring, sinks only, W = 1, GQA ratios 1/4/8 (and 16, which
 // takes two blocks per kv head), head_dim 8/64/128, split-K forced and auto.
+// The same harness runs the tiled prefill kernel, alone or beside the decode
+// kernel in one step (AttentionPlan), with head_dim up to 256 and GQA 64.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <string>
 
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_plan.h"
 #include "kernels/cuda/kv_append.cuh"
 #include "kernels/cuda/step_desc.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
@@ -30,6 +34,7 @@ struct AttnCase {
   std::vector<Session> sessions;
   int32_t splits = 0;  // 0 = AttentionSplits
   DType dtype = DType::kF16;
+  int32_t prefill_min_tokens = 0;  // entries with this many tokens take the prefill kernel; 0 = none
 };
 
 std::vector<AttnCase> Cases() {
@@ -54,6 +59,31 @@ std::vector<AttnCase> Cases() {
   c.push_back({"splits_1_large_window", 4, 1, 128, 4, 1000, 1, {{1200, 1}}, 1});
   c.push_back({"bf16_prefill", 8, 2, 64, 4, 24, 8, {{0, 8}, {27, 8}, {30, 1}}, 0, DType::kBF16});
   c.push_back({"bf16_splits", 8, 8, 128, 4, 300, 1, {{10, 1}, {4000, 1}}, 16, DType::kBF16});
+  // The prefill kernel for every entry, decode tokens included (min 1).
+  const DType f16 = DType::kF16;
+  c.push_back({"tiled_chunks", 8, 2, 64, 4, 24, 8, {{0, 8}, {2, 5}, {27, 8}, {30, 1}, {1000, 7}}, 0, f16, 1});
+  // Several query tiles and key tiles per entry, key counts not a multiple of
+  // the tile, chunks straddling the sinks and the first wrap.
+  c.push_back({"tiled_gqa4_hd128", 8, 2, 128, 4, 100, 64, {{0, 64}, {37, 64}, {1000, 64}, {5, 1}}, 0, f16, 1});
+  c.push_back({"tiled_gqa1_hd64", 4, 4, 64, 4, 50, 40, {{0, 40}, {30, 40}, {777, 33}}, 0, f16, 1});
+  c.push_back({"tiled_gqa8_hd128", 8, 1, 128, 4, 64, 16, {{0, 16}, {60, 16}, {70, 3}}, 0, f16, 1});
+  c.push_back({"tiled_gqa64_hd64", 64, 1, 64, 4, 40, 8, {{0, 8}, {45, 8}}, 0, f16, 1});  // two head chunks
+  c.push_back({"tiled_hd8_stories", 8, 4, 8, 4, 64, 16, {{0, 16}, {60, 16}, {2000, 16}}, 0, f16, 1});
+  c.push_back({"tiled_hd256", 4, 1, 256, 4, 50, 16, {{0, 16}, {45, 16}}, 0, f16, 1});
+  c.push_back({"tiled_window_one", 4, 2, 64, 4, 1, 8, {{0, 8}, {3, 8}, {100, 8}}, 0, f16, 1});
+  c.push_back({"tiled_sinks_only", 4, 4, 64, 16, 8, 8, {{0, 8}, {10, 8}}, 0, f16, 1});
+  c.push_back({"tiled_no_sinks", 4, 1, 64, 0, 40, 16, {{0, 16}, {39, 16}, {1000, 16}}, 0, f16, 1});
+  c.push_back({"tiled_bf16", 8, 2, 64, 4, 24, 8, {{0, 8}, {27, 8}, {30, 1}}, 0, DType::kBF16, 1});
+  // Groups that do not divide the 32 rows (7: four idle rows; 40: a full
+  // and a partial head chunk), head_dim % 4 == 2, more sinks than a key tile.
+  c.push_back({"tiled_gqa7_hd18", 28, 4, 18, 4, 30, 12, {{0, 12}, {25, 12}, {500, 9}}, 0, f16, 1});
+  c.push_back({"tiled_gqa40_hd64", 40, 1, 64, 4, 20, 4, {{0, 4}, {22, 4}}, 0, f16, 1});
+  c.push_back({"tiled_sinks40", 4, 2, 64, 40, 16, 8, {{0, 8}, {36, 8}, {60, 8}, {300, 8}}, 0, f16, 1});
+  c.push_back({"decode_gqa7_hd18", 28, 4, 18, 4, 30, 1, {{0, 1}, {33, 1}, {500, 1}}});
+  // Both kernels in one step: chunks of >= 4 tiled, the rest one query per
+  // block through a token list, split-K forced on the decode side.
+  c.push_back({"mixed_plan", 8, 2, 64, 4, 32, 8, {{3, 1}, {0, 8}, {40, 2}, {100, 5}, {9999, 1}}, 0, f16, 4});
+  c.push_back({"mixed_plan_splits", 8, 2, 128, 4, 200, 16, {{150, 1}, {10, 16}, {5000, 3}}, 8, f16, 4});
   return c;
 }
 
@@ -111,8 +141,18 @@ TEST_P(AttentionTest, AppendThenAttendMatchesCpuReference) {
     for (int32_t i = q_dim; i < qkv_stride; ++i) qkv[int64_t{t} * qkv_stride + i] = Round(d, qkv[int64_t{t} * qkv_stride + i]);
   }
 
+  // Work split as the backend splits it; without prefill_min_tokens every
+  // token takes the decode kernel with no token list.
+  const AttentionPlan plan =
+      PlanAttention(descs, p.prefill_min_tokens > 0 ? p.prefill_min_tokens : std::numeric_limits<int32_t>::max(),
+                    PrefillQueriesPerTile(p.n_heads, p.n_kv_heads));
+  const int32_t n_decode = static_cast<int32_t>(plan.decode_tokens.size());
+  ASSERT_EQ(plan.AllDecode(T), p.prefill_min_tokens == 0);
+  DevicePtr d_list = plan.AllDecode(T) || n_decode == 0 ? nullptr : Upload(plan.decode_tokens);
+  DevicePtr d_tiles = plan.tiles.empty() ? nullptr : Upload(plan.tiles);
+
   cpu::RopeTable rope;
-  rope.Build(hd, g.MaxPositions(), 10000.0f);
+  rope.Build(hd, PrefillRopePositions(g, PrefillQueriesPerTile(p.n_heads, p.n_kv_heads)), 10000.0f);
   DevicePtr d_pool = Upload(pool_bits), d_qkv = Upload(qkv), d_desc = Upload(descs), d_tseq = Upload(token_seq);
   DevicePtr d_cos = Upload(rope.cos), d_sin = Upload(rope.sin);
   KvAppendArgs append{.dtype = d, .qkv = As<float>(d_qkv), .qkv_stride = qkv_stride, .k_offset = q_dim,
@@ -122,15 +162,23 @@ TEST_P(AttentionTest, AppendThenAttendMatchesCpuReference) {
 
   int32_t max_keys = g.MaxPositions();
   const int64_t partial_cap = AttentionPartialFloats(T, p.n_heads, hd, 128);
-  const int32_t splits = p.splits > 0 ? p.splits : AttentionSplits(T, p.n_heads, p.n_kv_heads, hd, max_keys, 132, partial_cap);
+  const int32_t splits =
+      p.splits > 0 ? p.splits : AttentionSplits(n_decode, p.n_heads, p.n_kv_heads, hd, max_keys, 132, partial_cap);
   DevicePtr out = Poisoned(int64_t{T} * q_dim * 2);
   DevicePtr partial = Poisoned(std::max<int64_t>(partial_cap, 1) * 4);
   LaunchAttention({.dtype = d, .qkv = As<float>(d_qkv), .qkv_stride = qkv_stride, .pool = d_pool.get(),
-                   .seqs = As<SeqDesc>(d_desc), .token_seq = As<int32_t>(d_tseq), .rope_cos = As<float>(d_cos),
-                   .rope_sin = As<float>(d_sin), .rope_positions = rope.positions, .out = out.get(),
-                   .partial = As<float>(partial), .partial_floats = partial_cap, .tokens = T, .n_heads = p.n_heads,
+                   .seqs = As<SeqDesc>(d_desc), .token_seq = As<int32_t>(d_tseq),
+                   .token_list = As<int32_t>(d_list), .rope_cos = As<float>(d_cos), .rope_sin = As<float>(d_sin),
+                   .rope_positions = rope.positions, .out = out.get(), .partial = As<float>(partial),
+                   .partial_floats = partial_cap, .tokens = n_decode, .n_heads = p.n_heads,
                    .n_kv_heads = p.n_kv_heads, .head_dim = hd, .layer = layer, .splits = splits},
                   nullptr);
+  LaunchPrefillAttention({.dtype = d, .qkv = As<float>(d_qkv), .qkv_stride = qkv_stride, .pool = d_pool.get(),
+                          .seqs = As<SeqDesc>(d_desc), .tiles = As<PrefillTile>(d_tiles),
+                          .n_tiles = static_cast<int32_t>(plan.tiles.size()), .rope_cos = As<float>(d_cos),
+                          .rope_sin = As<float>(d_sin), .rope_positions = rope.positions, .out = out.get(),
+                          .n_heads = p.n_heads, .n_kv_heads = p.n_kv_heads, .head_dim = hd, .layer = layer},
+                         nullptr);
   const std::vector<float> got = DownloadAs(d, out, int64_t{T} * q_dim);
 
   // The appended slots hold the step's K/V, rounded.
@@ -169,6 +217,37 @@ TEST_P(AttentionTest, AppendThenAttendMatchesCpuReference) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, AttentionTest, ::testing::ValuesIn(Cases()),
                          [](const auto& info) { return info.param.name; });
+
+TEST(AttentionPlanTest, ChunksTakeTilesAndTheRestTakeTheTokenList) {
+  // Pure host logic: runs without a device.
+  std::vector<SeqDesc> seqs(3);
+  seqs[0].token_begin = 0, seqs[0].n_tokens = 1;
+  seqs[1].token_begin = 1, seqs[1].n_tokens = 20;
+  seqs[2].token_begin = 21, seqs[2].n_tokens = 3;
+  const AttentionPlan plan = PlanAttention(seqs, 4, 8);
+  EXPECT_EQ(plan.decode_tokens, (std::vector<int32_t>{0, 21, 22, 23}));
+  ASSERT_EQ(plan.tiles.size(), 3u);
+  EXPECT_EQ(plan.tiles[0].seq, 1);
+  EXPECT_EQ(plan.tiles[0].first, 1);
+  EXPECT_EQ(plan.tiles[0].count, 8);
+  EXPECT_EQ(plan.tiles[2].first, 17);
+  EXPECT_EQ(plan.tiles[2].count, 4);  // the last tile is short
+  EXPECT_FALSE(plan.AllDecode(24));
+  EXPECT_TRUE(PlanAttention(seqs, 21, 8).AllDecode(24));
+  EXPECT_EQ(PlanAttention(seqs, 1, 8).decode_tokens.size(), 0u);
+}
+
+TEST(AttentionPlanTest, PrefillTilesAndRopeTableSizes) {
+  EXPECT_EQ(PrefillQueriesPerTile(32, 32), kPrefillRows);   // MHA: 32 tokens x 1 head
+  EXPECT_EQ(PrefillQueriesPerTile(32, 8), kPrefillRows / 4);
+  EXPECT_EQ(PrefillQueriesPerTile(28, 4), kPrefillRows / 7);  // 4 tokens x 7 heads, 4 rows idle
+  EXPECT_EQ(PrefillQueriesPerTile(64, 1), 1);                 // two blocks of 32 heads
+  const CacheGeometry g{.sinks = 4, .window = 100, .ring = 163};
+  // Window offsets reach window + queries_per_tile - 2 (first query's window
+  // begin to the last query); cache positions stay below sinks + window.
+  EXPECT_EQ(PrefillRopePositions(g, 8), 107);
+  EXPECT_EQ(PrefillRopePositions(g, 1), 104);
+}
 
 TEST(AttentionSplitsTest, SplitsOnlyWhenTheGridIsSmallAndRespectsScratch) {
   // Pure host logic: runs without a device.
