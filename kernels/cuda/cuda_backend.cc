@@ -3,13 +3,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <optional>
+#include <tuple>
 
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
 #include "kernels/batch_validation.h"
 #include "kernels/cuda/argmax.cuh"
 #include "kernels/cuda/attention.cuh"
+#include "kernels/cuda/attention_plan.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/device_weights.h"
@@ -17,6 +20,7 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/kv_append.cuh"
 #include "kernels/cuda/kv_pool.h"
+#include "kernels/cuda/prefill_attention.cuh"
 #include "kernels/cuda/rms_norm.cuh"
 #include "kernels/cuda/step_desc.h"
 #include "kernels/cuda/swiglu.cuh"
@@ -31,6 +35,9 @@ namespace {
 
 constexpr int64_t kCublasWorkspaceBytes = int64_t{32} << 20;
 constexpr int32_t kMaxStepTokens = 65535;  // attention's grid.z
+constexpr int32_t kMaxGraphTokens = 1024;  // larger steps are prefill-sized: launch overhead is noise
+constexpr size_t kMaxGraphs = 32;          // captured step shapes kept, least recently used evicted
+constexpr size_t kMaxSightings = 4096;     // shapes remembered as seen once, before capture
 
 absl::StatusOr<DType> ParseDType(const std::string& name) {
   if (name == "fp16") return DType::kF16;
@@ -59,6 +66,37 @@ struct CudaBackend::Impl {
     int64_t pool_offset;  // bytes from the pool base
   };
 
+  // Byte offsets of a step's metadata for up to T tokens, in one buffer sent
+  // in one copy. They depend only on T, so a captured graph keeps its pointers:
+  //   ids (T) | token_seq (T) | logit rows (T) | decode tokens (T) | tiles (T) | SeqDesc (T)
+  struct MetaLayout {
+    explicit MetaLayout(int64_t T)
+        : token_seq(4 * T), rows(8 * T), decode(12 * T), tiles(16 * T),
+          seqs((16 * T + T * int64_t{sizeof(cuda::PrefillTile)} + 15) / 16 * 16),
+          bytes(seqs + T * int64_t{sizeof(cuda::SeqDesc)}) {}
+    int64_t ids = 0, token_seq, rows, decode, tiles, seqs, bytes;
+  };
+
+  // One step as the kernels see it: device pointers into the metadata, counts.
+  struct StepView {
+    int32_t tokens = 0, rows = 0, splits = 1;
+    int32_t n_decode = 0, n_tiles = 0;
+    const int32_t* ids = nullptr;
+    const int32_t* token_seq = nullptr;
+    const int32_t* rows_index = nullptr;
+    const int32_t* decode_tokens = nullptr;  // null when every token is a decode token, in order
+    const cuda::PrefillTile* tiles = nullptr;
+    const cuda::SeqDesc* seqs = nullptr;
+    int32_t* out_ids = nullptr;  // greedy ids (rows), in the consumed ids buffer; null = logits only
+  };
+
+  // Executable graphs of whole steps, by shape: (tokens, rows, splits, greedy).
+  using GraphKey = std::tuple<int32_t, int32_t, int32_t, bool>;
+  struct Graph {
+    cudaGraphExec_t exec = nullptr;
+    int64_t last_used = 0;
+  };
+
   // Step scratch for `tokens` tokens (and as many entries and logit rows).
   struct Scratch {
     int32_t tokens = 0;
@@ -68,7 +106,7 @@ struct CudaBackend::Impl {
     DevicePtr partial;  // attention split-K scratch
     int64_t partial_floats = 0;
     DevicePtr meta;     // device copy of `host_meta`
-    PinnedPtr host_meta;  // ids (T) | token_seq (T) | logit rows (T) | SeqDesc (T)
+    PinnedPtr host_meta;  // MetaLayout(T)
     PinnedPtr host_out;   // (T, vocab) fp32 logits or (T) ids coming back
   };
 
@@ -87,11 +125,15 @@ struct CudaBackend::Impl {
   DevicePtr rope_cos, rope_sin;              // (rope_positions, head_dim / 2) fp32
   int32_t rope_positions = 0;
   Scratch scratch;
+  std::map<GraphKey, Graph> graphs;
+  std::map<GraphKey, int32_t> sightings;  // steps seen per shape: a shape is captured on its second
+  CudaBackend::Stats stats;
   cudaEvent_t step_start = nullptr, step_stop = nullptr;
   float last_step_ms = 0.0f;
 
   ~Impl() {
     if (stream) CUDA_CHECK(cudaStreamSynchronize(stream));
+    ClearGraphs();
     if (step_start) cudaEventDestroy(step_start);
     if (step_stop) cudaEventDestroy(step_stop);
     if (cublas) cublasDestroy(cublas);
@@ -146,8 +188,12 @@ struct CudaBackend::Impl {
   }
   int32_t cfg_tokens() const { return std::min(options.max_step_tokens, kMaxStepTokens); }
 
-  int64_t MetaBytes(int32_t t) const {
-    return 3 * int64_t{t} * sizeof(int32_t) + int64_t{t} * static_cast<int64_t>(sizeof(cuda::SeqDesc)) + 64;
+  // Captured graphs hold the scratch and RoPE table pointers: drop them
+  // before either is reallocated.
+  void ClearGraphs() {
+    if (stream) CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (auto& [key, graph] : graphs) CUDA_CHECK(cudaGraphExecDestroy(graph.exec));
+    graphs.clear();
   }
 
   // Grows the step scratch to `tokens` before anything is launched; a failure
@@ -162,7 +208,7 @@ struct CudaBackend::Impl {
     // Split-K scratch for steps up to 64 tokens with up to 64 splits; bigger
     // steps fill the GPU without splitting.
     const int64_t partial = cuda::AttentionPartialFloats(std::min<int32_t>(tokens, 64), c.n_heads, c.head_dim, 64);
-    CUDA_CHECK(cudaStreamSynchronize(stream));
+    ClearGraphs();
     Scratch s;
     s.tokens = tokens;
     s.x = cuda::TryDeviceAlloc(T * c.dim * sizeof(float));
@@ -170,8 +216,8 @@ struct CudaBackend::Impl {
     s.wide = cuda::TryDeviceAlloc(T * wide_width * sizeof(float));
     s.partial = cuda::TryDeviceAlloc(partial * sizeof(float));
     s.partial_floats = partial;
-    s.meta = cuda::TryDeviceAlloc(MetaBytes(tokens));
-    s.host_meta = cuda::TryPinnedAlloc(MetaBytes(tokens));
+    s.meta = cuda::TryDeviceAlloc(MetaLayout(tokens).bytes);
+    s.host_meta = cuda::TryPinnedAlloc(MetaLayout(tokens).bytes);
     s.host_out = cuda::TryPinnedAlloc(T * c.vocab_size * sizeof(float));
     if (!s.x || !s.xb || !s.wide || !s.partial || !s.meta || !s.host_meta || !s.host_out) {
       return absl::ResourceExhaustedError(
@@ -199,7 +245,7 @@ struct CudaBackend::Impl {
     DevicePtr c = cuda::TryDeviceAlloc(cos_host.size() * sizeof(float));
     DevicePtr s = cuda::TryDeviceAlloc(sin_host.size() * sizeof(float));
     if (!c || !s) return absl::ResourceExhaustedError("no GPU memory for the RoPE table");
-    CUDA_CHECK(cudaStreamSynchronize(stream));
+    ClearGraphs();
     CUDA_CHECK(cudaMemcpy(c.get(), cos_host.data(), cos_host.size() * sizeof(float), cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(s.get(), sin_host.data(), sin_host.size() * sizeof(float), cudaMemcpyHostToDevice));
     rope_cos = std::move(c);
@@ -217,13 +263,24 @@ struct CudaBackend::Impl {
     return &caches[id]->state;
   }
 
+  // Rows of the RoPE table a cache of this geometry needs (both attention kernels).
+  int32_t RopePositionsFor(const CacheGeometry& g) const {
+    return cuda::PrefillRopePositions(g, cuda::PrefillQueriesPerTile(config.n_heads, config.n_kv_heads));
+  }
+
   absl::Status Run(const Batch& batch, std::vector<float>* logits, std::vector<int32_t>* ids);
-  void RunLayer(int32_t layer, int32_t tokens, int32_t splits, const int32_t* token_seq, const cuda::SeqDesc* seqs);
+  // Enqueues the whole step on `stream`: no host synchronisation, no allocation.
+  void Enqueue(const StepView& v);
+  void RunLayer(int32_t layer, const StepView& v);
+  // The graph for this step's shape, captured now if the shape is seen for
+  // the second time; null (run it eagerly) the first time, so shapes that
+  // never repeat never pay for a capture.
+  cudaGraphExec_t GraphFor(const StepView& v);
 };
 
-void CudaBackend::Impl::RunLayer(int32_t layer, int32_t T, int32_t splits, const int32_t* token_seq,
-                                 const cuda::SeqDesc* seqs) {
+void CudaBackend::Impl::RunLayer(int32_t layer, const StepView& v) {
   const ModelConfig& c = config;
+  const int32_t T = v.tokens;
   const cuda::DeviceLayer& w = weights.layers[layer];
   const int32_t qkv_dim = c.q_dim() + 2 * c.kv_dim();
   float* x = cuda::As<float>(scratch.x);
@@ -236,17 +293,24 @@ void CudaBackend::Impl::RunLayer(int32_t layer, int32_t T, int32_t splits, const
   // wide = (T, qkv_dim): q | k | v, fp32.
   cuda::Gemm(cublas, {.dtype = dtype, .w = w.wqkv.get(), .in = xb, .out = wide, .tokens = T, .n = qkv_dim, .k = c.dim});
   cuda::LaunchKvAppend({.dtype = dtype, .qkv = wide, .qkv_stride = qkv_dim, .k_offset = c.q_dim(),
-                        .pool = pool_base.get(), .seqs = seqs, .token_seq = token_seq, .tokens = T,
+                        .pool = pool_base.get(), .seqs = v.seqs, .token_seq = v.token_seq, .tokens = T,
                         .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim, .layer = layer},
                        stream);
-  // xb = (T, q_dim) attention output in the storage dtype.
-  cuda::LaunchAttention({.dtype = dtype, .qkv = wide, .qkv_stride = qkv_dim, .pool = pool_base.get(), .seqs = seqs,
-                         .token_seq = token_seq, .rope_cos = cuda::As<float>(rope_cos),
-                         .rope_sin = cuda::As<float>(rope_sin), .rope_positions = rope_positions, .out = xb,
-                         .partial = cuda::As<float>(scratch.partial), .partial_floats = scratch.partial_floats,
-                         .tokens = T, .n_heads = c.n_heads, .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim,
-                         .layer = layer, .splits = splits},
+  // xb = (T, q_dim) attention output in the storage dtype: decode tokens and
+  // prefill tiles write disjoint rows.
+  cuda::LaunchAttention({.dtype = dtype, .qkv = wide, .qkv_stride = qkv_dim, .pool = pool_base.get(), .seqs = v.seqs,
+                         .token_seq = v.token_seq, .token_list = v.decode_tokens,
+                         .rope_cos = cuda::As<float>(rope_cos), .rope_sin = cuda::As<float>(rope_sin),
+                         .rope_positions = rope_positions, .out = xb, .partial = cuda::As<float>(scratch.partial),
+                         .partial_floats = scratch.partial_floats, .tokens = v.n_decode, .n_heads = c.n_heads,
+                         .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim, .layer = layer, .splits = v.splits},
                         stream);
+  cuda::LaunchPrefillAttention({.dtype = dtype, .qkv = wide, .qkv_stride = qkv_dim, .pool = pool_base.get(),
+                                .seqs = v.seqs, .tiles = v.tiles, .n_tiles = v.n_tiles,
+                                .rope_cos = cuda::As<float>(rope_cos), .rope_sin = cuda::As<float>(rope_sin),
+                                .rope_positions = rope_positions, .out = xb, .n_heads = c.n_heads,
+                                .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim, .layer = layer},
+                               stream);
   // x += wo . att (the residual add rides in the GEMM epilogue).
   cuda::Gemm(cublas, {.dtype = dtype, .w = w.wo.get(), .in = xb, .out = x, .tokens = T, .n = c.dim, .k = c.q_dim(),
                       .beta = 1.0f});
@@ -259,6 +323,52 @@ void CudaBackend::Impl::RunLayer(int32_t layer, int32_t T, int32_t splits, const
   cuda::LaunchSwiGlu({.dtype = dtype, .gate_up = wide, .out = xb, .tokens = T, .hidden = c.hidden_dim}, stream);
   cuda::Gemm(cublas, {.dtype = dtype, .w = w.w2.get(), .in = xb, .out = x, .tokens = T, .n = c.dim,
                       .k = c.hidden_dim, .beta = 1.0f});
+}
+
+void CudaBackend::Impl::Enqueue(const StepView& v) {
+  const ModelConfig& c = config;
+  float* x = cuda::As<float>(scratch.x);
+  cuda::LaunchEmbedding(
+      {.dtype = dtype, .table = weights.embedding.get(), .ids = v.ids, .out = x, .tokens = v.tokens, .dim = c.dim},
+      stream);
+  for (int32_t layer = 0; layer < c.n_layers; ++layer) RunLayer(layer, v);
+
+  // Final norm of the rows that want logits, then the classifier: (rows, vocab) fp32.
+  float* d_logits = cuda::As<float>(scratch.wide);
+  cuda::LaunchRmsNorm({.dtype = dtype, .x = x, .weight = cuda::As<float>(weights.final_norm), .rows = v.rows_index,
+                       .out = scratch.xb.get(), .n_rows = v.rows, .dim = c.dim, .eps = c.norm_eps},
+                      stream);
+  cuda::Gemm(cublas, {.dtype = dtype, .w = weights.Classifier(), .in = scratch.xb.get(), .out = d_logits,
+                      .tokens = v.rows, .n = c.vocab_size, .k = c.dim});
+  if (v.out_ids) cuda::LaunchArgmax({.logits = d_logits, .ids = v.out_ids, .rows = v.rows, .vocab = c.vocab_size}, stream);
+}
+
+cudaGraphExec_t CudaBackend::Impl::GraphFor(const StepView& v) {
+  const GraphKey key{v.tokens, v.rows, v.splits, v.out_ids != nullptr};
+  if (auto it = graphs.find(key); it != graphs.end()) {
+    it->second.last_used = stats.steps;
+    return it->second.exec;
+  }
+  if (sightings.size() >= kMaxSightings) sightings.clear();
+  if (++sightings[key] < 2) return nullptr;
+  if (graphs.size() >= kMaxGraphs) {
+    auto oldest = std::min_element(graphs.begin(), graphs.end(), [](const auto& a, const auto& b) {
+      return a.second.last_used < b.second.last_used;
+    });
+    CUDA_CHECK(cudaGraphExecDestroy(oldest->second.exec));
+    graphs.erase(oldest);
+  }
+  // Capture records the step's launches without running them.
+  cudaGraph_t graph = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  Enqueue(v);
+  CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  Graph entry{.exec = nullptr, .last_used = stats.steps};
+  CUDA_CHECK(cudaGraphInstantiate(&entry.exec, graph, 0));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  graphs.emplace(key, entry);
+  ++stats.graph_captures;
+  return entry.exec;
 }
 
 absl::Status CudaBackend::Impl::Run(const Batch& batch, std::vector<float>* logits, std::vector<int32_t>* ids) {
@@ -276,16 +386,15 @@ absl::Status CudaBackend::Impl::Run(const Batch& batch, std::vector<float>* logi
     return absl::ResourceExhaustedError(
         absl::StrFormat("a CUDA step takes at most %d tokens, got %d", kMaxStepTokens, T));
   }
-  RETURN_IF_ERROR(EnsureScratch(T));  // n_seqs <= T and rows <= T
+  RETURN_IF_ERROR(EnsureScratch(T));  // n_seqs <= T, rows <= T, tiles <= T
 
-  // Step metadata, packed into one pinned buffer and sent in one copy:
-  // ids (T) | token_seq (T) | logit rows (rows) padded to T | SeqDesc (n_seqs).
+  // Fill the step's metadata in pinned memory (layout: MetaLayout).
+  const MetaLayout layout(T);
   char* host = static_cast<char*>(scratch.host_meta.get());
-  int32_t* h_ids = reinterpret_cast<int32_t*>(host);
-  int32_t* h_token_seq = h_ids + T;
-  int32_t* h_rows = h_token_seq + T;
-  const int64_t desc_offset = (3 * int64_t{T} * sizeof(int32_t) + 15) / 16 * 16;
-  auto* h_seqs = reinterpret_cast<cuda::SeqDesc*>(host + desc_offset);
+  auto* h_ids = reinterpret_cast<int32_t*>(host + layout.ids);
+  auto* h_token_seq = reinterpret_cast<int32_t*>(host + layout.token_seq);
+  auto* h_rows = reinterpret_cast<int32_t*>(host + layout.rows);
+  auto* h_seqs = reinterpret_cast<cuda::SeqDesc*>(host + layout.seqs);
   std::memcpy(h_ids, batch.tokens.data(), T * sizeof(int32_t));
   int32_t max_keys = 1, row = 0;
   for (int32_t e = 0; e < n_seqs; ++e) {
@@ -300,46 +409,58 @@ absl::Status CudaBackend::Impl::Run(const Batch& batch, std::vector<float>* logi
                  .n_tokens = s.n_tokens};
     max_keys = std::max(max_keys, cache.state.geometry.MaxPositions());
   }
-  char* dev = static_cast<char*>(scratch.meta.get());
-  const auto* d_ids = reinterpret_cast<const int32_t*>(dev);
-  const int32_t* d_token_seq = d_ids + T;
-  const int32_t* d_rows = d_token_seq + T;
-  const auto* d_seqs = reinterpret_cast<const cuda::SeqDesc*>(dev + desc_offset);
-  CUDA_CHECK(cudaEventRecord(step_start, stream));
-  CUDA_CHECK(cudaMemcpyAsync(dev, host, desc_offset + n_seqs * sizeof(cuda::SeqDesc), cudaMemcpyHostToDevice, stream));
+  const cuda::AttentionPlan plan =
+      cuda::PlanAttention(absl::MakeConstSpan(h_seqs, n_seqs), std::max(options.prefill_min_tokens, 1),
+                          cuda::PrefillQueriesPerTile(c.n_heads, c.n_kv_heads));
+  const bool all_decode = plan.AllDecode(T);
+  std::copy(plan.decode_tokens.begin(), plan.decode_tokens.end(), reinterpret_cast<int32_t*>(host + layout.decode));
+  std::copy(plan.tiles.begin(), plan.tiles.end(), reinterpret_cast<cuda::PrefillTile*>(host + layout.tiles));
 
-  const int32_t splits =
-      options.attention_splits > 0
-          ? options.attention_splits
-          : cuda::AttentionSplits(T, c.n_heads, c.n_kv_heads, c.head_dim, max_keys, num_sms, scratch.partial_floats);
-  if (cuda::AttentionPartialFloats(T, c.n_heads, c.head_dim, splits) > scratch.partial_floats) {
-    return absl::InvalidArgumentError(absl::StrFormat("attention_splits=%d does not fit the split-K scratch", splits));
+  StepView v;
+  v.tokens = T;
+  v.rows = rows;
+  v.n_decode = static_cast<int32_t>(plan.decode_tokens.size());
+  v.n_tiles = static_cast<int32_t>(plan.tiles.size());
+  v.splits = options.attention_splits > 0 ? options.attention_splits
+                                          : cuda::AttentionSplits(v.n_decode, c.n_heads, c.n_kv_heads, c.head_dim,
+                                                                  max_keys, num_sms, scratch.partial_floats);
+  if (cuda::AttentionPartialFloats(v.n_decode, c.n_heads, c.head_dim, v.splits) > scratch.partial_floats) {
+    return absl::InvalidArgumentError(absl::StrFormat("attention_splits=%d does not fit the split-K scratch", v.splits));
   }
+  char* dev = static_cast<char*>(scratch.meta.get());
+  v.ids = reinterpret_cast<const int32_t*>(dev + layout.ids);
+  v.token_seq = reinterpret_cast<const int32_t*>(dev + layout.token_seq);
+  v.rows_index = reinterpret_cast<const int32_t*>(dev + layout.rows);
+  v.decode_tokens = all_decode ? nullptr : reinterpret_cast<const int32_t*>(dev + layout.decode);
+  v.tiles = reinterpret_cast<const cuda::PrefillTile*>(dev + layout.tiles);
+  v.seqs = reinterpret_cast<const cuda::SeqDesc*>(dev + layout.seqs);
+  // Greedy ids reuse the step's ids buffer, consumed by the embedding by then.
+  v.out_ids = ids ? reinterpret_cast<int32_t*>(dev + layout.ids) : nullptr;
 
-  float* x = cuda::As<float>(scratch.x);
-  cuda::LaunchEmbedding({.dtype = dtype, .table = weights.embedding.get(), .ids = d_ids, .out = x, .tokens = T, .dim = c.dim},
-                        stream);
-  for (int32_t layer = 0; layer < c.n_layers; ++layer) RunLayer(layer, T, splits, d_token_seq, d_seqs);
+  // A step whose launches depend only on its shape replays a captured graph
+  // (captured here, before the step's clock starts).
+  const cudaGraphExec_t graph = options.cuda_graphs && all_decode && T <= kMaxGraphTokens ? GraphFor(v) : nullptr;
+  CUDA_CHECK(cudaEventRecord(step_start, stream));
+  CUDA_CHECK(cudaMemcpyAsync(dev, host, layout.seqs + n_seqs * sizeof(cuda::SeqDesc), cudaMemcpyHostToDevice, stream));
+  if (graph) {
+    CUDA_CHECK(cudaGraphLaunch(graph, stream));
+    ++stats.graph_launches;
+  } else {
+    Enqueue(v);
+  }
+  ++stats.steps;
 
-  // Final norm of the rows that want logits, then the classifier: (rows, vocab) fp32.
-  float* d_logits = cuda::As<float>(scratch.wide);
-  cuda::LaunchRmsNorm({.dtype = dtype, .x = x, .weight = cuda::As<float>(weights.final_norm), .rows = d_rows,
-                       .out = scratch.xb.get(), .n_rows = rows, .dim = c.dim, .eps = c.norm_eps},
-                      stream);
-  cuda::Gemm(cublas, {.dtype = dtype, .w = weights.Classifier(), .in = scratch.xb.get(), .out = d_logits,
-                      .tokens = rows, .n = c.vocab_size, .k = c.dim});
   if (ids) {
-    // Greedy on the device; the ids reuse the step's (now consumed) ids buffer.
-    int32_t* d_out = reinterpret_cast<int32_t*>(dev);
-    cuda::LaunchArgmax({.logits = d_logits, .ids = d_out, .rows = rows, .vocab = c.vocab_size}, stream);
-    CUDA_CHECK(cudaMemcpyAsync(scratch.host_out.get(), d_out, rows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaMemcpyAsync(scratch.host_out.get(), v.out_ids, rows * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                               stream));
     CUDA_CHECK(cudaEventRecord(step_stop, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
     const auto* out = static_cast<const int32_t*>(scratch.host_out.get());
     ids->assign(out, out + rows);
   } else {
     const int64_t n = int64_t{rows} * c.vocab_size;
-    CUDA_CHECK(cudaMemcpyAsync(scratch.host_out.get(), d_logits, n * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaMemcpyAsync(scratch.host_out.get(), scratch.wide.get(), n * sizeof(float), cudaMemcpyDeviceToHost,
+                               stream));
     CUDA_CHECK(cudaEventRecord(step_stop, stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
     const auto* out = static_cast<const float*>(scratch.host_out.get());
@@ -388,7 +509,7 @@ absl::StatusOr<CacheId> CudaBackend::CreateCache(const CacheGeometry& geometry) 
   }
   Impl& m = *impl_;
   const int64_t bytes = m.CacheBytes(geometry);
-  RETURN_IF_ERROR(m.EnsureRope(geometry.MaxPositions()));
+  RETURN_IF_ERROR(m.EnsureRope(m.RopePositionsFor(geometry)));
   std::optional<int64_t> offset = m.pool->Allocate(bytes);
   if (!offset) {
     return absl::ResourceExhaustedError(absl::StrFormat(
@@ -438,6 +559,7 @@ int64_t CudaBackend::PoolUsedBytes() const { return impl_->pool->used(); }
 int64_t CudaBackend::WeightBytes() const { return impl_->weights.bytes; }
 std::string CudaBackend::DeviceName() const { return impl_->device_name; }
 float CudaBackend::LastStepDeviceMs() const { return impl_->last_step_ms; }
+CudaBackend::Stats CudaBackend::stats() const { return impl_->stats; }
 
 absl::Status CudaBackend::SkipTokensForBenchmark(CacheId id, int64_t n) {
   Impl& m = *impl_;
@@ -446,6 +568,11 @@ absl::Status CudaBackend::SkipTokensForBenchmark(CacheId id, int64_t n) {
   }
   m.caches[id]->state.consumed += n;
   return absl::OkStatus();
+}
+
+void CudaBackend::SetStepPathForBenchmark(bool cuda_graphs, int32_t prefill_min_tokens) {
+  impl_->options.cuda_graphs = cuda_graphs;
+  impl_->options.prefill_min_tokens = std::max(prefill_min_tokens, 1);
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(Model model, const BackendOptions& options) {

@@ -7,6 +7,10 @@
 // batch through cuBLAS GEMMs (fp32 accumulate, fp32 residual stream) and the
 // kernels in this folder, on one stream, with one host synchronisation at the
 // end: the logits (Forward) or the greedy ids (ForwardGreedy) coming back.
+// A step whose kernel launches depend only on its shape (no prefill tiles)
+// is captured as a CUDA graph the second time its shape comes, and replayed
+// from then on: the per-step metadata lives at fixed device addresses and is
+// copied in before the launch.
 //
 // This header carries no CUDA types, so the engine side can include it.
 #pragma once
@@ -37,6 +41,13 @@ struct CudaBackendConfig {
   double gpu_memory_fraction = 0.9;   // of the memory free after weights and scratch
   int32_t max_step_tokens = 2048;     // scratch reserved at startup; larger steps grow it first
   int32_t attention_splits = 0;       // 0 = pick by shape; tests force values
+  // Entries with at least this many new tokens use the tiled prefill
+  // attention kernel; the rest the decode kernel (one query per block).
+  int32_t prefill_min_tokens = 16;
+  // Replay a captured CUDA graph for steps whose launches depend only on
+  // their shape (every entry on the decode kernel); a shape is captured the
+  // second time it is seen.
+  bool cuda_graphs = true;
 };
 
 class CudaBackend final : public Backend {
@@ -73,11 +84,23 @@ class CudaBackend final : public Backend {
   // work on the stream, copy-back included), in milliseconds.
   float LastStepDeviceMs() const;
 
+  struct Stats {
+    int64_t steps = 0;           // successful Forward / ForwardGreedy calls with tokens
+    int64_t graph_launches = 0;  // of those, run as a captured graph
+    int64_t graph_captures = 0;  // graphs captured: a repeated shape, or again after an eviction or
+                                 // after the step scratch or the RoPE table grew
+  };
+  Stats stats() const;
+
   // Benchmark only: counts `n` more tokens as consumed by cache `id` without
   // running them, leaving the cache contents as they are. A step's cost
   // depends on key counts, not key values, so this reaches deep positions
   // (a million tokens in) without a million-token prefill.
   absl::Status SkipTokensForBenchmark(CacheId id, int64_t n);
+  // Benchmark only: how later steps run (CudaBackendConfig's fields of the
+  // same names). Results are the same either way; this allows timing the
+  // paths side by side in one process.
+  void SetStepPathForBenchmark(bool cuda_graphs, int32_t prefill_min_tokens);
 
   struct Impl;
 

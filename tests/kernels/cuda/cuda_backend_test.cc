@@ -4,7 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
+#include <set>
+#include <tuple>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/model_loader.h"
 #include "engine/sampler.h"
@@ -52,14 +57,26 @@ double WorstRowError(const std::vector<float>& got, const std::vector<float>& wa
   return worst;
 }
 
+// What RunMixedBatches saw: the worst row error, the CUDA backend's counters,
+// and the graph replays its steps should have produced: a step whose every
+// entry is below prefill_min_tokens is graph-shaped, and each such shape
+// (tokens, logit rows) replays from its second step on.
+struct MixedRun {
+  double worst = INFINITY;
+  CudaBackend::Stats stats;
+  int64_t expected_graph_launches = 0;
+};
+
 // Drives several sessions through both backends step by step: session e
 // feeds chunks of its own size, so prefill chunks, decode tokens, first
-// wraps and multi-lap rings share batches. Returns the worst row error.
-double RunMixedBatches(const Model& model, const CudaBackendConfig& config, const CacheConfig& policy,
-                       int32_t max_chunk, int32_t steps) {
+// wraps and multi-lap rings share batches; every third step only the
+// one-token sessions run, so decode-only steps come between the others.
+MixedRun RunMixedBatches(const Model& model, const CudaBackendConfig& config, const CacheConfig& policy,
+                         int32_t max_chunk, int32_t steps) {
+  MixedRun run;
   auto cpu = MakeCpu(model);
   auto gpu = MakeCuda(model, config);
-  if (!cpu || !gpu) return INFINITY;
+  if (!cpu || !gpu) return run;
   const int32_t vocab = model.config.vocab_size;
   auto geometry = GeometryFor(policy, max_chunk, model.config.max_seq_len);
   EXPECT_TRUE(geometry.ok());
@@ -70,25 +87,37 @@ double RunMixedBatches(const Model& model, const CudaBackendConfig& config, cons
     gpu_ids.push_back(*gpu->CreateCache(*geometry));
   }
   std::vector<int64_t> past(chunk_of.size(), 0);
-  double worst = 0.0;
+  std::map<std::pair<int32_t, int32_t>, int32_t> graph_shapes;  // (tokens, rows) -> steps
+  run.worst = 0.0;
   for (int32_t step = 0; step < steps; ++step) {
     Batch cpu_batch, gpu_batch;
+    bool graph_shaped = config.cuda_graphs;
     for (size_t e = 0; e < chunk_of.size(); ++e) {
-      if ((step + e) % 5 == 4) continue;  // sessions sit out some steps
+      if ((step + e) % 5 == 4) continue;                  // sessions sit out some steps
+      if (step % 3 == 2 && chunk_of[e] > 1) continue;   // decode-only steps
       const std::vector<int32_t> ids = RandomTokens(chunk_of[e], vocab, step * 31 + e);
       const bool all = e == 0;
       cpu_batch.Add(cpu_ids[e], past[e], ids, all);
       gpu_batch.Add(gpu_ids[e], past[e], ids, all);
       past[e] += chunk_of[e];
+      graph_shaped = graph_shaped && chunk_of[e] < config.prefill_min_tokens;
+    }
+    if (graph_shaped) {
+      const int32_t seen = graph_shapes[{static_cast<int32_t>(gpu_batch.tokens.size()), gpu_batch.LogitRows()}]++;
+      run.expected_graph_launches += seen >= 1;
     }
     std::vector<float> want, got;
     EXPECT_TRUE(cpu->Forward(cpu_batch, &want).ok());
     absl::Status st = gpu->Forward(gpu_batch, &got);
     EXPECT_TRUE(st.ok()) << st;
-    if (!st.ok()) return INFINITY;
-    worst = std::max(worst, WorstRowError(got, want, vocab));
+    if (!st.ok()) {
+      run.worst = INFINITY;
+      return run;
+    }
+    run.worst = std::max(run.worst, WorstRowError(got, want, vocab));
   }
-  return worst;
+  run.stats = gpu->stats();
+  return run;
 }
 
 struct ModelCase {
@@ -98,24 +127,169 @@ struct ModelCase {
   double tolerance;
 };
 
-class CudaVsCpuTest : public ::testing::TestWithParam<ModelCase> {};
+// How a step's attention runs: which kernel takes chunks, and graphs or not.
+struct PathCase {
+  const char* name;
+  int32_t prefill_min_tokens;
+  bool cuda_graphs;
+};
+
+class CudaVsCpuTest : public ::testing::TestWithParam<std::tuple<ModelCase, PathCase>> {};
 
 TEST_P(CudaVsCpuTest, MixedPrefillAndDecodeBatchesMatchCpu) {
   REQUIRE_CUDA_DEVICE();
-  const ModelCase& p = GetParam();
+  const auto& [p, path] = GetParam();
   ModelConfig c = TinyConfig(p.dim, p.heads, p.kv_heads, 2, 97, 2 * p.dim + 16);
   const Model model = RandomModel(c, 7, 1.0f / std::sqrt(static_cast<float>(p.dim)));
-  const double worst = RunMixedBatches(model, SmallPool(p.dtype), {CachePolicy::kSinkWindow, 3, 13}, 6, 30);
-  EXPECT_LE(worst, p.tolerance) << "worst per-row relative logit error";
+  CudaBackendConfig config = SmallPool(p.dtype);
+  config.prefill_min_tokens = path.prefill_min_tokens;
+  config.cuda_graphs = path.cuda_graphs;
+  const MixedRun run = RunMixedBatches(model, config, {CachePolicy::kSinkWindow, 3, 13}, 6, 30);
+  EXPECT_LE(run.worst, p.tolerance) << "worst per-row relative logit error";
+  EXPECT_EQ(run.stats.steps, 30);
+  EXPECT_EQ(run.stats.graph_launches, run.expected_graph_launches);
+  if (path.cuda_graphs) {
+    EXPECT_GT(run.stats.graph_launches, 0);
+  }
 }
 
-// GQA 1/4/8 with head_dim 8/64/128; bf16 rounds 8x coarser than fp16.
+// GQA 1/4/8 with head_dim 8/64/128; bf16 rounds 8x coarser than fp16. Each
+// model through: decode kernel + graphs; chunks of >= 2 on the prefill kernel
+// (graphs for the decode-only steps); everything on the prefill kernel, eager.
 INSTANTIATE_TEST_SUITE_P(
     Models, CudaVsCpuTest,
-    ::testing::Values(ModelCase{"hd8_gqa2", 32, 4, 2, "fp16", 1e-2}, ModelCase{"hd64_gqa1", 256, 4, 4, "fp16", 1e-2},
-                      ModelCase{"hd64_gqa4", 256, 4, 1, "fp16", 1e-2}, ModelCase{"hd128_gqa8", 1024, 8, 1, "fp16", 1e-2},
-                      ModelCase{"hd64_gqa4_bf16", 256, 4, 1, "bf16", 4e-2}),
-    [](const auto& info) { return std::string(info.param.name); });
+    ::testing::Combine(
+        ::testing::Values(ModelCase{"hd8_gqa2", 32, 4, 2, "fp16", 1e-2}, ModelCase{"hd64_gqa1", 256, 4, 4, "fp16", 1e-2},
+                          ModelCase{"hd64_gqa4", 256, 4, 1, "fp16", 1e-2},
+                          ModelCase{"hd128_gqa8", 1024, 8, 1, "fp16", 1e-2},
+                          ModelCase{"hd64_gqa4_bf16", 256, 4, 1, "bf16", 4e-2}),
+        ::testing::Values(PathCase{"decode_graphs", 1 << 30, true}, PathCase{"mixed", 2, true},
+                          PathCase{"prefill_eager", 1, false})),
+    [](const auto& info) {
+      return absl::StrCat(std::get<0>(info.param).name, "_", std::get<1>(info.param).name);
+    });
+
+TEST(CudaBackendTest, GraphReplaysMatchEagerStepsAsSessionsComeAndGo) {
+  REQUIRE_CUDA_DEVICE();
+  const Model model = RandomModel(TinyConfig(64, 4, 2, 2, 200, 96), 9);
+  CudaBackendConfig eager_config = SmallPool(), graph_config = SmallPool();
+  eager_config.cuda_graphs = false;
+  auto eager = MakeCuda(model, eager_config);
+  auto graphs = MakeCuda(model, graph_config);
+  ASSERT_TRUE(eager && graphs);
+  const CacheGeometry g{.sinks = 2, .window = 9, .ring = 9};
+  constexpr int kSessions = 4;
+  std::vector<CacheId> ids_e, ids_g;
+  for (int e = 0; e < kSessions; ++e) {
+    ids_e.push_back(*eager->CreateCache(g));
+    ids_g.push_back(*graphs->CreateCache(g));
+  }
+  // Each step decodes a different subset of sessions, so a shape (1..4
+  // tokens) is replayed with other caches, other ages and other tokens than
+  // it was captured with.
+  std::vector<int64_t> past(kSessions, 0);
+  std::set<size_t> sizes;
+  constexpr int kSteps = 60;
+  for (int step = 0; step < kSteps; ++step) {
+    Batch be, bg;
+    for (int e = 0; e < kSessions; ++e) {
+      if ((step * 7 + e * 3) % (e + 2) == 0 && e != step % kSessions) continue;
+      const std::vector<int32_t> token = RandomTokens(1, 200, step * 100 + e);
+      be.Add(ids_e[e], past[e], token);
+      bg.Add(ids_g[e], past[e], token);
+      ++past[e];
+    }
+    sizes.insert(bg.seqs.size());
+    std::vector<float> want, got;
+    ASSERT_TRUE(eager->Forward(be, &want).ok());
+    ASSERT_TRUE(graphs->Forward(bg, &got).ok());
+    ASSERT_EQ(got.size(), want.size());
+    // Same kernels on the same data; only cuBLAS's choice under capture
+    // could differ (rounding, ~1e-3). A stale replay is off by O(1).
+    EXPECT_LE(WorstRowError(got, want, 200), 1e-3) << "step " << step;
+  }
+  const CudaBackend::Stats stats = graphs->stats();
+  // Every step but the first of each batch size replays; sizes seen twice are captured.
+  EXPECT_EQ(stats.graph_launches, kSteps - static_cast<int64_t>(sizes.size()));
+  EXPECT_LE(stats.graph_captures, static_cast<int64_t>(sizes.size()));
+  EXPECT_EQ(eager->stats().graph_launches, 0);
+}
+
+// Twin backends, graphs on and off, stepped alike; every step's logits must agree.
+struct GraphTwins {
+  std::unique_ptr<CudaBackend> eager, graphs;
+  std::vector<CacheId> caches;  // the same ids in both
+  std::vector<int64_t> past;
+
+  GraphTwins(const Model& model, CudaBackendConfig config) {
+    config.cuda_graphs = false;
+    eager = MakeCuda(model, config);
+    config.cuda_graphs = true;
+    graphs = MakeCuda(model, config);
+  }
+  void AddCache(const CacheGeometry& g) {
+    const CacheId a = *eager->CreateCache(g);
+    ASSERT_EQ(a, *graphs->CreateCache(g));
+    caches.push_back(a);
+    past.push_back(0);
+  }
+  // One step: `tokens` new tokens for each listed cache.
+  void Step(const std::vector<int32_t>& which, int32_t tokens, uint64_t seed) {
+    Batch batch;
+    for (int32_t c : which) {
+      batch.Add(caches[c], past[c], RandomTokens(tokens, eager->config().vocab_size, seed + c));
+      past[c] += tokens;
+    }
+    std::vector<float> want, got;
+    ASSERT_TRUE(eager->Forward(batch, &want).ok());
+    ASSERT_TRUE(graphs->Forward(batch, &got).ok());
+    EXPECT_LE(WorstRowError(got, want, eager->config().vocab_size), 1e-3) << "seed " << seed;
+  }
+};
+
+TEST(CudaBackendTest, GraphsAreRecapturedAfterTheRopeTableOrScratchGrows) {
+  REQUIRE_CUDA_DEVICE();
+  GraphTwins twins(RandomModel(TinyConfig(64, 4, 2, 2, 200, 96), 12), SmallPool());  // scratch: 256 tokens
+  ASSERT_TRUE(twins.eager && twins.graphs);
+  const CacheGeometry small{.sinks = 2, .window = 9, .ring = 9};
+  twins.AddCache(small);
+  twins.AddCache(small);
+  for (int i = 0; i < 4; ++i) twins.Step({0, 1}, 1, 100 + i);
+  EXPECT_EQ(twins.graphs->stats().graph_captures, 1);
+  EXPECT_EQ(twins.graphs->stats().graph_launches, 3);
+  // A much larger window grows the RoPE table the graph points at.
+  twins.AddCache({.sinks = 4, .window = 600, .ring = 899});
+  for (int i = 0; i < 3; ++i) twins.Step({0, 1}, 1, 200 + i);
+  EXPECT_EQ(twins.graphs->stats().graph_captures, 2);
+  // A 300-token step grows the step scratch past its 256 tokens.
+  twins.Step({2}, 300, 300);
+  for (int i = 0; i < 3; ++i) twins.Step({0, 1}, 1, 400 + i);
+  EXPECT_EQ(twins.graphs->stats().graph_captures, 3);
+  EXPECT_EQ(twins.graphs->stats().graph_launches, 3 + 3 + 3);
+}
+
+TEST(CudaBackendTest, GraphCacheEvictsTheLeastRecentlyUsedShape) {
+  REQUIRE_CUDA_DEVICE();
+  GraphTwins twins(RandomModel(TinyConfig(64, 4, 2, 2, 200, 96), 13), SmallPool());
+  ASSERT_TRUE(twins.eager && twins.graphs);
+  constexpr int kShapes = 40;  // more than the cache holds
+  std::vector<int32_t> all;
+  for (int i = 0; i < kShapes; ++i) {
+    twins.AddCache({.sinks = 2, .window = 16, .ring = 16});
+    all.push_back(i);
+  }
+  // Batch sizes 1..40, each twice: 40 captures, the oldest evicted on the way.
+  for (int n = 1; n <= kShapes; ++n) {
+    const std::vector<int32_t> first(all.begin(), all.begin() + n);
+    twins.Step(first, 1, 1000 + 2 * n);
+    twins.Step(first, 1, 1001 + 2 * n);
+  }
+  EXPECT_EQ(twins.graphs->stats().graph_captures, kShapes);
+  // Batch size 1 was evicted: it is captured again, and still right.
+  twins.Step({0}, 1, 5000);
+  EXPECT_EQ(twins.graphs->stats().graph_captures, kShapes + 1);
+  EXPECT_EQ(twins.graphs->stats().graph_launches, kShapes + 1);
+}
 
 TEST(CudaBackendTest, RejectsTheSameBatchesAsCpuWithTheSameMessages) {
   REQUIRE_CUDA_DEVICE();
@@ -206,6 +380,9 @@ TEST(CudaBackendTest, GreedyOnDeviceEqualsArgmaxOfCopiedLogits) {
     past += static_cast<int64_t>(feed.size());
     feed = {ids.back()};
   }
+  // Graphs on (the default): from the second step of each shape on, both
+  // the logits path and the device-greedy path replayed a graph.
+  EXPECT_EQ(gpu->stats().graph_launches, 2 * (40 - 2));
 }
 
 TEST(CudaBackendTest, Stories260KGreedyAgreesWithCpuAcrossWindowWraps) {
@@ -249,8 +426,11 @@ TEST(CudaBackendTest, RealisticDimensionsMatchCpu) {
   const Model model = RandomModel(c, 11, 1.0f / 64.0f);
   CudaBackendConfig config = SmallPool();
   config.gpu_memory_gib = 1.0;
-  const double worst = RunMixedBatches(model, config, {CachePolicy::kSinkWindow, 4, 16}, 8, 8);
-  EXPECT_LE(worst, 1e-2) << "worst per-row relative logit error";
+  EXPECT_LE(RunMixedBatches(model, config, {CachePolicy::kSinkWindow, 4, 16}, 8, 8).worst, 1e-2)
+      << "worst per-row relative logit error";
+  config.prefill_min_tokens = 4;  // the 8- and 4-token chunks on the prefill kernel
+  EXPECT_LE(RunMixedBatches(model, config, {CachePolicy::kSinkWindow, 4, 16}, 8, 8).worst, 1e-2)
+      << "worst per-row relative logit error, tiled prefill";
 }
 
 }  // namespace
