@@ -5,6 +5,9 @@
 // Sections, per model:
 //   batch1     ms/token against the roofline (weight + KV bytes) / copy bandwidth
 //   sampling   greedy on the device (ids back) vs logits copied back + host Sampler
+//   graphs     decode steps replayed as CUDA graphs vs launched one by one
+//   prefill    time to first token for a 2,000-token prompt: tiled prefill
+//              attention vs the decode kernel, and the GEMM rate it implies
 //   batch      batches 1..256 x W 1024/4096: tokens/s and fraction of roofline
 //   flat       per-token time at 10K (real prefill), 100K and 1M tokens
 //   recompute  StreamingLLM vs sliding window with re-computation at cache 4096
@@ -113,15 +116,17 @@ struct Bench {
   double gbps;  // measured copy bandwidth (read + write)
   const char* model;
 
-  absl::StatusOr<std::vector<CacheId>> Caches(int32_t n, const CacheGeometry& g) {
+  // `n` caches, each fast-forwarded to `age` tokens consumed.
+  absl::StatusOr<std::vector<CacheId>> Caches(int32_t n, const CacheGeometry& g, int64_t age = 0) {
     std::vector<CacheId> ids;
     for (int32_t i = 0; i < n; ++i) {
       auto id = b.CreateCache(g);
-      if (!id.ok()) {
-        for (CacheId x : ids) b.DestroyCache(x);
-        return id.status();
+      absl::Status st = id.ok() ? b.SkipTokensForBenchmark(*id, age) : id.status();
+      if (id.ok()) ids.push_back(*id);
+      if (!st.ok()) {
+        Free(ids);
+        return st;
       }
-      ids.push_back(*id);
     }
     return ids;
   }
@@ -132,14 +137,13 @@ struct Bench {
   // Batch of `n` sessions, each fast-forwarded to a full window.
   absl::Status BatchPoint(int32_t n, int32_t window, const char* section) {
     const CacheGeometry g{.sinks = 4, .window = window, .ring = window};
-    auto caches = Caches(n, g);
+    std::vector<int64_t> past(n, 3 * int64_t{window} + 7);
+    auto caches = Caches(n, g, past[0]);
     if (!caches.ok()) {
       std::printf("%s model=%s batch=%d W=%d skipped: %s\n", section, model, n, window,
                   std::string(caches.status().message()).c_str());
       return absl::OkStatus();
     }
-    std::vector<int64_t> past(n, 3 * int64_t{window} + 7);
-    for (size_t i = 0; i < caches->size(); ++i) RETURN_IF_ERROR(b.SkipTokensForBenchmark((*caches)[i], past[i]));
     ASSIGN_OR_RETURN(StepTimes t, Decode(b, *caches, past, 3, 15));
     const double bytes = StepBytes(b, n, g.MaxPositions());
     const double roofline_ms = bytes / (gbps * 1e9) * 1e3;
@@ -155,9 +159,8 @@ struct Bench {
   absl::Status Sampling() {
     for (int32_t n : {1, 64}) {
       const CacheGeometry g{.sinks = 4, .window = 1024, .ring = 1024};
-      ASSIGN_OR_RETURN(auto caches, Caches(n, g));
+      ASSIGN_OR_RETURN(auto caches, Caches(n, g, 2000));
       std::vector<int64_t> past(n, 2000);
-      for (CacheId id : caches) RETURN_IF_ERROR(b.SkipTokensForBenchmark(id, 2000));
       ASSIGN_OR_RETURN(StepTimes dev_greedy, Decode(b, caches, past, 3, 20, false));
       ASSIGN_OR_RETURN(StepTimes host, Decode(b, caches, past, 3, 20, true));
       std::printf("sampling model=%s batch=%d W=1024 device_greedy_wall_ms=%.3f "
@@ -166,6 +169,65 @@ struct Bench {
       std::fflush(stdout);
       Free(caches);
     }
+    return absl::OkStatus();
+  }
+
+  // Same steps, graphs on then off, interleaved so drift hits both alike.
+  absl::Status Graphs() {
+    for (int32_t n : {1, 64}) {
+      const CacheGeometry g{.sinks = 4, .window = 1024, .ring = 1024};
+      ASSIGN_OR_RETURN(auto caches, Caches(n, g, 2000));
+      std::vector<int64_t> past(n, 2000);
+      std::vector<double> on_wall, off_wall, on_dev, off_dev;
+      for (int32_t round = 0; round < 5; ++round) {
+        for (bool graphs : {true, false}) {
+          b.SetStepPathForBenchmark(graphs, CudaBackendConfig().prefill_min_tokens);
+          ASSIGN_OR_RETURN(StepTimes t, Decode(b, caches, past, 2, 10));
+          (graphs ? on_wall : off_wall).push_back(t.wall_ms);
+          (graphs ? on_dev : off_dev).push_back(t.dev_ms);
+        }
+      }
+      b.SetStepPathForBenchmark(true, CudaBackendConfig().prefill_min_tokens);
+      std::printf("graphs model=%s batch=%d W=1024 graph_wall_ms=%.3f eager_wall_ms=%.3f graph_dev_ms=%.3f "
+                  "eager_dev_ms=%.3f eager_over_graph=%.3f fast_forwarded=1\n",
+                  model, n, Median(on_wall), Median(off_wall), Median(on_dev), Median(off_dev),
+                  Median(off_wall) / Median(on_wall));
+      std::fflush(stdout);
+      Free(caches);
+    }
+    return absl::OkStatus();
+  }
+
+  // A fresh session's 2,000-token prompt in one chunk, greedy id back: the
+  // time to first token. Tiled prefill attention against the decode kernel
+  // (one query per block), alternating, on fresh caches each time.
+  absl::Status Prefill(double layer_params) {
+    constexpr int32_t kPrompt = 2000;
+    const CacheGeometry g{.sinks = 4, .window = 4092, .ring = 4092 + kPrompt - 1};
+    std::vector<int32_t> prompt(kPrompt), ids;
+    for (int32_t i = 0; i < kPrompt; ++i) prompt[i] = i * 7919 % b.config().vocab_size;
+    std::vector<double> tiled, per_query;
+    for (int32_t round = 0; round < 6; ++round) {
+      for (bool use_tiles : {true, false}) {
+        b.SetStepPathForBenchmark(true, use_tiles ? CudaBackendConfig().prefill_min_tokens : (1 << 30));
+        ASSIGN_OR_RETURN(auto caches, Caches(1, g));
+        Batch batch;
+        batch.Add(caches[0], 0, prompt);
+        const double t0 = NowMs();
+        RETURN_IF_ERROR(b.ForwardGreedy(batch, &ids));
+        if (round > 0) (use_tiles ? tiled : per_query).push_back(NowMs() - t0);
+        Free(caches);
+      }
+    }
+    b.SetStepPathForBenchmark(true, CudaBackendConfig().prefill_min_tokens);
+    const double ttft = Median(tiled);
+    // Layer matmul FLOPs alone (2 per weight per token; the classifier runs
+    // on one row), over the whole step's time: a lower bound on the GEMMs' rate.
+    std::printf("prefill model=%s prompt=%d ttft_tiled_ms=%.3f ttft_decode_kernel_ms=%.3f "
+                "decode_kernel_over_tiled=%.2f matmul_tflops_lower_bound=%.1f\n",
+                model, kPrompt, ttft, Median(per_query), Median(per_query) / ttft,
+                2.0 * layer_params * kPrompt / (ttft * 1e-3) / 1e12);
+    std::fflush(stdout);
     return absl::OkStatus();
   }
 
@@ -245,6 +307,11 @@ absl::Status RunModel(const Shape& shape, double gbps, bool quick) {
   std::printf("batch1 model=%s weights_only_roofline_ms=%.3f\n", shape.name,
               b->WeightBytes() / (gbps * 1e9) * 1e3);
   RETURN_IF_ERROR(bench.Sampling());
+  RETURN_IF_ERROR(bench.Graphs());
+  const ModelConfig& c = b->config();
+  const double layer_params = static_cast<double>(c.n_layers) *
+                              (2.0 * c.dim * c.q_dim() + 2.0 * c.dim * c.kv_dim() + 3.0 * c.dim * c.hidden_dim);
+  RETURN_IF_ERROR(bench.Prefill(layer_params));
   for (int32_t window : {1024, 4096}) {
     for (int32_t n : {1, 8, 32, 64, 128, 256}) {
       if (quick && n > 8) continue;

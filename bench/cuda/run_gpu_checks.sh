@@ -19,7 +19,7 @@
 #
 # Raw logs go to $OUT (when set, e.g. by the device runner) and to
 # bench/results/cuda-<date>/: gpu.txt, configure.log, build.log,
-# cuda_tests.log (+ .xml), decode_bench.log.
+# cuda_tests.log (+ .xml), sanitizer_{memcheck,racecheck}.log, decode_bench.log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -64,6 +64,18 @@ fi
 status=0
 "$BUILD/tests/cuda_tests" --gtest_output=xml:"$RESULTS/cuda_tests.xml" >"$RESULTS/cuda_tests.log" 2>&1 || status=$?
 tail -25 "$RESULTS/cuda_tests.log"
+# The kernel tests again under compute-sanitizer: an index one past a buffer
+# inside a larger allocation (a RoPE row, a ring slot) reads garbage without
+# faulting; memcheck reports it, racecheck the shared-memory reuse.
+if command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool "$tool" --error-exitcode 3 "$BUILD/tests/cuda_tests" \
+      --gtest_filter='Cases/AttentionTest.*' >"$RESULTS/sanitizer_$tool.log" 2>&1 || status=$?
+    tail -3 "$RESULTS/sanitizer_$tool.log"
+  done
+else
+  echo "compute-sanitizer not found: sanitizer runs skipped" | tee "$RESULTS/sanitizer_skipped.log"
+fi
 "$BUILD/bench/cuda/sinkserve-cuda-decode-bench" "${BENCH_ARGS[@]}" >"$RESULTS/decode_bench.log" 2>&1 || status=$?
 cat "$RESULTS/decode_bench.log"
 
