@@ -1,6 +1,7 @@
 #include "client/args.h"
 
 #include <cmath>
+#include <iostream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -62,6 +63,13 @@ absl::StatusOr<double> Args::Double(const std::string& name, double fallback) co
     return absl::InvalidArgumentError(absl::StrFormat("--%s expects a number, got '%s'", name, String(name)));
   }
   return v;
+}
+
+int ClientMain(const char* tool, absl::Status (*run)(int, char**), int argc, char** argv) {
+  const absl::Status status = run(argc, argv);
+  if (status.ok()) return 0;
+  std::cerr << tool << ": error: " << status.message() << std::endl;
+  return 1;
 }
 
 }  // namespace sinkserve::client

@@ -34,4 +34,8 @@ class Args {
   std::set<std::string> set_switches_;
 };
 
+// A client's main(): runs `run`; a failed status becomes one line,
+// "<tool>: error: <message>", on stderr and exit status 1.
+int ClientMain(const char* tool, absl::Status (*run)(int, char**), int argc, char** argv);
+
 }  // namespace sinkserve::client

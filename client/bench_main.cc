@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <iostream>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -233,10 +232,5 @@ absl::Status Run(int argc, char** argv) {
 }  // namespace sinkserve::client
 
 int main(int argc, char** argv) {
-  absl::Status status = sinkserve::client::Run(argc, argv);
-  if (!status.ok()) {
-    std::cerr << sinkserve::client::kTool << ": error: " << status.message() << std::endl;
-    return 1;
-  }
-  return 0;
+  return sinkserve::client::ClientMain(sinkserve::client::kTool, sinkserve::client::Run, argc, argv);
 }
