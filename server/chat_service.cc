@@ -18,15 +18,19 @@ namespace sinkserve {
 //           neither an open nor a turn awaits its answer.
 // Protocol errors the reactor detects itself go through the outbox as an
 // EndEvent too, so they are ordered after every response already queued.
-// Deltas queued while a write is in flight are merged, up to this many ids.
+// Deltas queued while a write is in flight (or before the pump reaches the
+// stream) are merged, up to this many ids.
 constexpr size_t kMaxTokensPerDelta = 64;
 
-class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse> {
+class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>,
+                          public WritePump::Stream {
  public:
   explicit ChatReactor(ChatServiceImpl* service)
       : service_(service), engine_(service->engine_), outbox_(engine_->NewOutbox()) {
     service_->open_streams_.fetch_add(1);
-    outbox_->SetNotify([this] { TryWrite(); });
+    // The hook runs on the engine thread: it only queues this stream for the
+    // pump, which calls PumpWrite.
+    outbox_->SetNotify([this] { service_->pump_.Kick(this); });
     StartRead(&request_);
   }
 
@@ -68,7 +72,8 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
   }
 
   void OnDone() override {
-    outbox_->ClearNotify();  // no hook runs after this returns
+    outbox_->ClearNotify();  // no hook runs after this returns, so no new kick
+    service_->pump_.Forget(this);
     engine_->Detach(outbox_);
     service_->open_streams_.fetch_sub(1);
     delete this;
@@ -111,8 +116,10 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
     return absl::InvalidArgumentError("empty ChatRequest: set one of open, turn or cancel");
   }
 
+  void PumpWrite() override { TryWrite(); }
+
   // Starts the next write, or finishes the stream. Called from reactions and
-  // from the outbox hook (engine thread); never blocks beyond mu_.
+  // from the write pump; never blocks beyond mu_.
   void TryWrite() {
     std::unique_lock<std::mutex> lock(mu_);
     if (writing_ || finished_) return;

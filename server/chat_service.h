@@ -1,12 +1,13 @@
 // The gRPC service: one ChatReactor per Chat stream (gRPC's callback API),
 // unary handlers that answer from the engine thread. No reaction blocks: each
 // hands a command to the engine and returns; the engine answers through the
-// stream's Outbox, whose notify hook only starts a write.
+// stream's Outbox, whose notify hook only queues the stream on the WritePump.
 #pragma once
 
 #include <atomic>
 
 #include "engine/engine.h"
+#include "server/write_pump.h"
 #include "sinkserve/v1/chat.grpc.pb.h"
 
 namespace sinkserve {
@@ -34,6 +35,7 @@ class ChatServiceImpl final : public v1::ChatService::CallbackService {
   Engine* engine_;
   const v1::ServerInfo info_;
   std::atomic<int64_t> open_streams_{0};
+  WritePump pump_;  // starts the writes the engine's events call for
 };
 
 }  // namespace sinkserve
