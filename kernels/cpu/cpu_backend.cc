@@ -20,6 +20,9 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(Model model, int3
 
 namespace {
 
+// Tokens per slice when a batch is split across threads (see Forward).
+constexpr int64_t kSliceTokens = 4;
+
 // Rows of b appended under the rows of a: both (rows, k) row-major.
 std::vector<float> StackRows(std::vector<float> a, const std::vector<float>& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -249,13 +252,17 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits)
   const int32_t n_seqs = static_cast<int32_t>(batch.seqs.size());
   logits->resize(int64_t{batch.LogitRows()} * model_.config.vocab_size);
 
-  // Slices of contiguous entries with about equal token counts: one per
-  // thread when there are enough sequences, so each thread runs whole
-  // sequences through every layer with no synchronisation inside the step;
-  // otherwise one slice whose ops spread over the pool.
-  const int32_t parts = std::min(n_seqs, pool_.size());
-  std::vector<Slice> slices(parts);
+  // Slices of contiguous entries with about equal token counts. With several
+  // sequences, each slice runs whole sequences through every layer with no
+  // synchronisation inside the step, and the threads take slices as they
+  // free up; a slice keeps ~kSliceTokens tokens, so its matmuls still fill
+  // whole 4-token tiles. A single sequence is one slice whose ops spread over
+  // the pool.
+  const int32_t threads = pool_.size();
   const int64_t total = static_cast<int64_t>(batch.tokens.size());
+  const int32_t parts = threads == 1 ? 1 : static_cast<int32_t>(std::min<int64_t>(
+                                               n_seqs, std::max<int64_t>(threads, total / kSliceTokens)));
+  std::vector<Slice> slices(parts);
   for (int32_t p = 0, e = 0, row = 0; p < parts; ++p) {
     Slice& slice = slices[p];
     slice.first = e;
@@ -273,15 +280,20 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits)
     slice.tokens = (e < n_seqs ? batch.seqs[e].token_begin : static_cast<int32_t>(total)) - slice.token_begin;
     slice.rows = row - slice.row_begin;
   }
-  if (static_cast<int32_t>(workspaces_.size()) < parts) workspaces_.resize(parts);
-  for (int32_t p = 0; p < parts; ++p) EnsureScratch(workspaces_[p], slices[p]);
+  // One workspace per thread, sized for the largest slice.
+  Slice largest;
+  for (const Slice& slice : slices) {
+    largest.tokens = std::max(largest.tokens, slice.tokens);
+    largest.rows = std::max(largest.rows, slice.rows);
+  }
+  const int32_t workers = std::min(parts, threads);
+  if (static_cast<int32_t>(workspaces_.size()) < workers) workspaces_.resize(workers);
+  for (int32_t w = 0; w < workers; ++w) EnsureScratch(workspaces_[w], largest);
   if (parts == 1) {
     RunSlice(batch, slices[0], workspaces_[0], /*parallel_ops=*/true, logits->data());
   } else {
-    pool_.ParallelFor(parts, std::numeric_limits<int64_t>::max(), [&](int64_t begin, int64_t end, int32_t) {
-      for (int64_t p = begin; p < end; ++p) {
-        RunSlice(batch, slices[p], workspaces_[p], /*parallel_ops=*/false, logits->data());
-      }
+    pool_.ForEach(parts, [&](int64_t p, int32_t thread) {
+      RunSlice(batch, slices[p], workspaces_[thread], /*parallel_ops=*/false, logits->data());
     });
   }
   for (const SeqEntry& s : batch.seqs) caches_[s.cache]->consumed += s.n_tokens;

@@ -1,6 +1,7 @@
 #include "kernels/cpu/thread_pool.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace sinkserve {
 namespace {
@@ -54,6 +55,15 @@ void ThreadPool::ParallelFor(int64_t n, int64_t work,
   for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
     if (spins > kSpinIterations / 10) std::this_thread::yield();
   }
+}
+
+void ThreadPool::ForEach(int64_t n, const std::function<void(int64_t, int32_t)>& fn) {
+  std::atomic<int64_t> next{0};
+  ParallelFor(std::min<int64_t>(n, size()), std::numeric_limits<int64_t>::max(), [&](int64_t, int64_t, int32_t part) {
+    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n; i = next.fetch_add(1, std::memory_order_relaxed)) {
+      fn(i, part);
+    }
+  });
 }
 
 void ThreadPool::WorkerLoop(int32_t index) {

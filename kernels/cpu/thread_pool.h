@@ -28,6 +28,11 @@ class ThreadPool {
   // point where waking a thread pays.
   void ParallelFor(int64_t n, int64_t work, const std::function<void(int64_t, int64_t, int32_t)>& fn);
 
+  // Calls fn(i, part) for every i in [0, n), each thread taking the next
+  // index as it finishes the last: a thread the OS delays (the machine runs
+  // gRPC and clients too) takes fewer items instead of holding up the rest.
+  void ForEach(int64_t n, const std::function<void(int64_t, int32_t)>& fn);
+
  private:
   void WorkerLoop(int32_t index);
   void RunShare(int32_t index);

@@ -153,7 +153,7 @@ TEST(CpuBackendTest, BatchingIsBitwiseInvariant) {
     return rows;
   };
   const auto alone = run(1, 1);
-  for (auto [threads, together] : {std::pair{1, 5}, {2, 1}, {2, 2}, {2, 3}, {2, 16}, {2, 17}}) {
+  for (auto [threads, together] : {std::pair{1, 5}, {2, 1}, {2, 2}, {2, 3}, {2, 16}, {2, 17}, {3, 17}}) {
     EXPECT_EQ(run(threads, together), alone) << "threads=" << threads << " batch=" << together;
   }
 }
