@@ -38,6 +38,9 @@ class WritePump {
 
   // Drops `stream` from the queue and returns once no PumpWrite of it runs,
   // so the caller may destroy it. The stream must not be kicked afterwards.
+  // Not to be called from inside PumpWrite: a ChatReactor calls it from
+  // OnDone, which gRPC runs on its own executor (the reactor is not
+  // InternalInlineable), never inside the Finish a PumpWrite may call.
   void Forget(Stream* stream);
 
  private:

@@ -4,7 +4,8 @@
 # writes raw JSON and table output to bench/results/server/:
 #   1. 64 concurrent sessions x 3 turns x 64 tokens (must have zero errors)
 #   2. 1 session then 16 sessions, same turns, in one run (aggregate tok/s ratio)
-#   3. the same ratio with 256-token turns (longer phases, steadier figures)
+#   3. the same ratio with 256-token turns, and 4. with 2048-token turns
+#      (longer phases, steadier figures)
 # Usage: bench/server/run_server_bench.sh [BUILD_DIR] (default: build)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,7 +13,7 @@ build=${1:-build}
 models=${SINKSERVE_SHARED_DIR:-../shared}/models/stories260K
 out=bench/results/server
 port=${PORT:-50561}
-threads=${THREADS:-1}
+threads=${THREADS:-0}
 mkdir -p "$out"
 
 "$build/sinkserve-server" --model "$models/stories260K.bin" --tokenizer "$models/tok512.bin" \
@@ -26,7 +27,7 @@ done
 
 (
   echo "# machine: $(nproc)-core CPU dev box ($(lscpu | sed -n 's/^Model name: *//p')), no GPU, shared with other builds"
-  echo "# server: --backend cpu --threads $threads, defaults (sink_window S=4 W=252, chunk 64, step budget 512)"
+  echo "# server: --backend cpu --threads $threads (0 = all cores), defaults (sink_window S=4 W=252, chunk 64, step budget 512)"
   echo "# date: $(date -u +%Y-%m-%dT%H:%M:%SZ) commit: $(git rev-parse --short HEAD)"
   set -x
   "$build/sinkserve-bench" --server "127.0.0.1:$port" --sessions 64 --turns 3 --max-new-tokens 64 \
@@ -35,5 +36,7 @@ done
     --label "1 vs 16 sessions, 3 turns x 64 tokens, CPU stories260K" --json "$out/cpu_1v16_64.json"
   "$build/sinkserve-bench" --server "127.0.0.1:$port" --sessions 1,16 --turns 3 --max-new-tokens 256 \
     --label "1 vs 16 sessions, 3 turns x 256 tokens, CPU stories260K" --json "$out/cpu_1v16_256.json"
+  "$build/sinkserve-bench" --server "127.0.0.1:$port" --sessions 1,16 --turns 3 --max-new-tokens 2048 \
+    --label "1 vs 16 sessions, 3 turns x 2048 tokens, CPU stories260K" --json "$out/cpu_1v16_2048.json"
 ) > "$out/bench.txt" 2>&1
 cat "$out/bench.txt"
