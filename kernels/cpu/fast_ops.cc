@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 
 #include "kernels/cpu/simd.h"
 
@@ -89,6 +90,18 @@ void MatMulTransposed(float* out, const float* in, const float* wt, int32_t toke
     MatMulColumns<4>(out, in, wt, tokens, n, n_pad, k, col);
   }
   for (; col < n_end; col += kMatMulColumns) MatMulColumns<1>(out, in, wt, tokens, n, n_pad, k, col);
+}
+
+void SoftmaxExp(float* out, const float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + simd::kLanes <= n; i += simd::kLanes) simd::Store(out + i, simd::ExpNonPositive(simd::Load(x + i)));
+  if (i < n) {  // the tail through one vector padded with -inf
+    float tail[simd::kLanes];
+    std::fill(std::begin(tail), std::end(tail), -INFINITY);
+    std::copy(x + i, x + n, tail);
+    const Vec16 e = simd::ExpNonPositive(simd::Load(tail));
+    std::memcpy(out + i, &e, sizeof(float) * (n - i));
+  }
 }
 
 void FastSwiGlu(float* out, const float* gate, const float* up, int64_t n) {
@@ -201,7 +214,7 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
     float* s = scores + int64_t{g} * row;
     Vec16 sum = {};
     for (int32_t i = 0; i < used; i += L) {
-      const Vec16 e = simd::Exp(simd::Load(s + i) - max_score);
+      const Vec16 e = simd::ExpNonPositive(simd::Load(s + i) - max_score);
       simd::Store(s + i, e);
       sum += e;
     }

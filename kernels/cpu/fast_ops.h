@@ -74,6 +74,11 @@ inline int64_t RotatedAttentionScratch(const CacheGeometry& g, int32_t head_dim,
 // 16-lane blocks, up to 15 floats beyond the last key it uses.
 inline constexpr int32_t kCachePadding = 16;
 
+// out[i] = exp(x[i]) for softmax arguments (x <= 0 or -inf), exactly as
+// RotatedAttention computes them: within a few ulp, and exactly 0 below -87.
+// Compiled with the backend's -march, so tests see the backend's code path.
+void SoftmaxExp(float* out, const float* x, int64_t n);
+
 // out[i] = silu(gate[i]) * up[i], with a vectorized exp. (n)
 void FastSwiGlu(float* out, const float* gate, const float* up, int64_t n);
 

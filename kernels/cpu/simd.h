@@ -7,6 +7,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace sinkserve::cpu::simd {
 
 typedef float Vec16 __attribute__((vector_size(64)));
@@ -74,6 +78,41 @@ inline Vec16 Exp(Vec16 x) {
   Vec16 scale;
   std::memcpy(&scale, &exponent, sizeof(scale));
   return underflow ? Splat(0.0f) : p * scale;
+}
+
+// exp(x) for softmax arguments, x <= 0 or -inf: Exp's polynomial, with
+// AVX-512's scalef building 2^n * p, so the clamps, the integer exponent
+// arithmetic and the underflow select go away. Lanes below -87, -inf
+// included, are exactly 0 as in Exp, so masked keys weigh nothing. Measured
+// 6-7% off the attention kernel (bench/results/cpu/attention-experiments.txt).
+// Without AVX-512 it is Exp.
+inline Vec16 ExpNonPositive(Vec16 x) {
+#if defined(__AVX512F__)
+  // (The zero-masked forms of max and roundscale with a full mask: GCC 12
+  // warns about the unmasked ones' undefined pass-through operand.)
+  constexpr __mmask16 kAll = 0xFFFF;
+  __m512 v;
+  std::memcpy(&v, &x, sizeof(v));
+  const __mmask16 live = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+  v = _mm512_maskz_max_ps(kAll, v, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_maskz_roundscale_ps(kAll, _mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  const __m512 e = _mm512_maskz_scalef_ps(live, p, n);
+  Vec16 out;
+  std::memcpy(&out, &e, sizeof(out));
+  return out;
+#else
+  return Exp(x);
+#endif
 }
 
 // Scalar exp with the same formula, for tails.

@@ -32,6 +32,27 @@ TEST(FastOpsTest, MatMulTransposedMatchesReference) {
   }
 }
 
+TEST(FastOpsTest, SoftmaxExpMatchesStdExp) {
+  // Softmax arguments: a dense grid over [-100, 0], random points, and -inf;
+  // an odd count, so the padded tail runs too.
+  std::vector<float> xs = {0.0f, -0.0f, -1e-30f, -86.99f, -87.0f, -87.01f, -88.0f, -1e30f, -INFINITY};
+  for (int i = 0; i <= 100000; ++i) xs.push_back(-100.0f * static_cast<float>(i) / 100000.0f);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-90.0f, 0.0f);
+  for (int i = 0; i < 10001; ++i) xs.push_back(dist(rng));
+  std::vector<float> e(xs.size(), NAN);
+  SoftmaxExp(e.data(), xs.data(), static_cast<int64_t>(xs.size()));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const float x = xs[i];
+    if (x < -87.0f) {
+      ASSERT_EQ(e[i], 0.0f) << "x=" << x;  // masked keys weigh exactly nothing
+    } else {
+      const double want = std::exp(static_cast<double>(x));
+      ASSERT_NEAR(e[i], want, 4e-7 * want) << "x=" << x;
+    }
+  }
+}
+
 TEST(FastOpsTest, FastSwiGluMatchesReference) {
   std::mt19937 rng(2);
   std::vector<float> gate = Random(37, rng), up = Random(37, rng);
