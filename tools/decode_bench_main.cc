@@ -61,7 +61,7 @@ absl::StatusOr<Throughput> Measure(Backend& backend, const CacheConfig& cache, c
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const double cpu_secs = ProcessCpuSeconds() - cpu_start;
   for (CacheId id : caches) backend.DestroyCache(id);
-  const double total = double{sessions} * tokens;
+  const double total = static_cast<double>(sessions) * tokens;
   return Throughput{total / secs, total / cpu_secs};
 }
 
@@ -85,24 +85,37 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(flags));
   const std::vector<int32_t> prompt = rt.tokenizer->Encode(flags.String("prompt", "Once upon a time"), true);
 
-  std::printf("backend=%s policy=%s sinks=%d window=%d tokens_per_session=%d repeats=%d (median)\n",
+  std::printf("backend=%s policy=%s sinks=%d window=%d tokens_per_session=%d repeats=%d (interleaved; medians)\n",
               std::string(rt.backend->name()).c_str(), CachePolicyName(cache.policy), cache.sinks, cache.window,
               static_cast<int>(tokens), static_cast<int>(repeats));
-  double batch1 = 0.0;
-  for (int32_t b : batches) {
-    std::vector<double> wall, cpu;
-    for (int64_t r = 0; r < repeats; ++r) {
-      ASSIGN_OR_RETURN(Throughput tp, Measure(*rt.backend, cache, prompt, b, static_cast<int32_t>(tokens)));
-      wall.push_back(tp.wall_tok_s);
-      cpu.push_back(tp.cpu_tok_s);
+  // Rounds interleave the batch sizes, so a noisy neighbour slows them
+  // alike; each size reports its median, and each size after the first also
+  // the median over rounds of its ratio to batch 1 in the same round.
+  const size_t n = batches.size();
+  std::vector<std::vector<double>> wall(n), cpu(n), ratio(n);
+  for (int64_t r = 0; r < repeats; ++r) {
+    double batch1 = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+      ASSIGN_OR_RETURN(Throughput tp, Measure(*rt.backend, cache, prompt, batches[i], static_cast<int32_t>(tokens)));
+      wall[i].push_back(tp.wall_tok_s);
+      cpu[i].push_back(tp.cpu_tok_s);
+      if (batches[i] == 1) batch1 = tp.wall_tok_s;
+      if (batch1 > 0) ratio[i].push_back(tp.wall_tok_s / batch1);
     }
-    std::sort(wall.begin(), wall.end());
-    std::sort(cpu.begin(), cpu.end());
-    const double median = wall[wall.size() / 2];
-    if (b == 1) batch1 = median;
-    std::printf("batch=%d aggregate_tok_s=%.1f per_session_tok_s=%.1f tok_per_cpu_s=%.1f%s\n", b, median,
-                median / b, cpu[cpu.size() / 2],
-                batch1 > 0 && b != 1 ? absl::StrFormat(" vs_batch1=%.2fx", median / batch1).c_str() : "");
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const double tok_s = median(wall[i]);
+    std::printf("batch=%d aggregate_tok_s=%.1f per_session_tok_s=%.1f tok_per_cpu_s=%.1f%s\n", batches[i], tok_s,
+                tok_s / batches[i], median(cpu[i]),
+                batches[i] != 1 && !ratio[i].empty()
+                    ? absl::StrFormat(" vs_batch1=%.2fx (min %.2fx max %.2fx)", median(ratio[i]),
+                                      *std::min_element(ratio[i].begin(), ratio[i].end()),
+                                      *std::max_element(ratio[i].begin(), ratio[i].end())).c_str()
+                    : "");
   }
   return absl::OkStatus();
 }
