@@ -38,7 +38,8 @@ int main() {
       RotatedAttention(args, 0, kHeads);
       checksum += out[0];
     }
-    const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count() / kCalls;
+    const std::chrono::duration<double, std::nano> elapsed = std::chrono::steady_clock::now() - start;
+    const double ns = elapsed.count() / kCalls;
     if (ns < best_ns) best_ns = ns;
   }
   std::printf("ns_per_layer=%.0f us_per_token_5_layers=%.2f checksum=%g\n", best_ns, best_ns * 5 / 1000, checksum);

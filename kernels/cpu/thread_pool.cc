@@ -60,7 +60,9 @@ void ThreadPool::ParallelFor(int64_t n, int64_t work,
 void ThreadPool::ForEach(int64_t n, const std::function<void(int64_t, int32_t)>& fn) {
   std::atomic<int64_t> next{0};
   ParallelFor(std::min<int64_t>(n, size()), std::numeric_limits<int64_t>::max(), [&](int64_t, int64_t, int32_t part) {
-    for (int64_t i = next.fetch_add(1, std::memory_order_relaxed); i < n; i = next.fetch_add(1, std::memory_order_relaxed)) {
+    for (;;) {
+      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n) return;
       fn(i, part);
     }
   });
