@@ -50,6 +50,18 @@ inline float HorizontalMax(Vec16 v) {
   return m01 > m23 ? m01 : m23;
 }
 
+// e^r for r in [-ln2/2, ln2/2]: Cephes' degree-6 polynomial, shared by the
+// two exps below.
+inline Vec16 ExpOfReduced(Vec16 r) {
+  Vec16 p = Splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return p * r * r + r + 1.0f;
+}
+
 // exp(x) as 2^n * e^r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2],
 // with Cephes' degree-6 polynomial for e^r: within a few ulp of std::exp on
 // [-87, 88]. Below -87 (where exp is under 2^-125) the result is 0, so -inf
@@ -62,14 +74,7 @@ inline Vec16 Exp(Vec16 x) {
   const Vec16 shifter = Splat(12582912.0f);  // 1.5 * 2^23
   const Vec16 biased = x * 1.44269504088896341f + shifter;
   const Vec16 n = biased - shifter;
-  const Vec16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  Vec16 p = Splat(1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
+  const Vec16 p = ExpOfReduced(x - n * 0.693359375f + n * 2.12194440e-4f);
   IVec16 bits;
   std::memcpy(&bits, &biased, sizeof(bits));
   IVec16 shifter_bits;
@@ -99,13 +104,11 @@ inline Vec16 ExpNonPositive(Vec16 x) {
                                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), v);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  Vec16 reduced;
+  std::memcpy(&reduced, &r, sizeof(reduced));
+  const Vec16 poly = ExpOfReduced(reduced);
+  __m512 p;
+  std::memcpy(&p, &poly, sizeof(p));
   const __m512 e = _mm512_maskz_scalef_ps(live, p, n);
   Vec16 out;
   std::memcpy(&out, &e, sizeof(out));
