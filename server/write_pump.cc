@@ -14,15 +14,12 @@ WritePump::~WritePump() {
 }
 
 void WritePump::Kick(Stream* stream) {
-  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!queued_.insert(stream).second) return;
     queue_.push_back(stream);
-    wake = sleeping_;  // a pump that is awake drains the queue before it sleeps
-    sleeping_ = false;
   }
-  if (wake) work_.notify_one();
+  work_.notify_one();  // no syscall when the pump is not waiting
 }
 
 void WritePump::Forget(Stream* stream) {
@@ -34,12 +31,8 @@ void WritePump::Forget(Stream* stream) {
 void WritePump::Loop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    if (queue_.empty()) {
-      if (stop_) return;
-      sleeping_ = true;
-      work_.wait(lock, [&] { return !sleeping_ || stop_; });
-      continue;
-    }
+    work_.wait(lock, [&] { return !queue_.empty() || stop_; });
+    if (queue_.empty()) return;  // stopped, with nothing left to start
     Stream* stream = queue_.front();
     queue_.pop_front();
     queued_.erase(stream);

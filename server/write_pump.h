@@ -52,7 +52,6 @@ class WritePump {
   std::deque<Stream*> queue_;
   std::unordered_set<Stream*> queued_;
   Stream* running_ = nullptr;
-  bool sleeping_ = false;
   bool stop_ = false;
   std::thread thread_;  // last: starts after the state above exists
 };
