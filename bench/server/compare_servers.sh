@@ -14,6 +14,8 @@ tokens=${TOKENS:-1024}
 threads=${THREADS:-0}
 bench=${BENCH:-build/sinkserve-bench}
 port=${PORT:-50581}
+source bench/server/start_server.sh
+trap stop_server EXIT
 
 {
 echo "# machine: $(nproc)-core CPU box ($(lscpu | sed -n 's/^Model name: *//p')), no GPU; server and client share the cores"
@@ -24,17 +26,10 @@ for ((r = 0; r < rounds; r++)); do
   for spec in "$@"; do
     label=${spec%%=*}
     binary=${spec#*=}
-    "$binary" --model "$models/stories260K.bin" --tokenizer "$models/tok512.bin" --backend cpu \
-      --threads "$threads" --listen "127.0.0.1:$port" 2>/dev/null &
-    server=$!
-    for _ in $(seq 100); do
-      build/sinkserve-chat --server "127.0.0.1:$port" --health --timeout 0.2 2>/dev/null && break
-      sleep 0.1
-    done
+    start_server "$binary" "$port" "$threads" /dev/null
     "$bench" --server "127.0.0.1:$port" --sessions 1,16 --turns 3 --max-new-tokens "$tokens" \
       | awk -v r="$r" -v l="$label" '$1 == 1 || $1 == 16 { printf "round=%d server=%s sessions=%s errors=%s tok_s=%s ttft_p50_ms=%s itl_p50_ms=%s\n", r, l, $1, $3, $6, $8, $10 }'
-    kill -TERM "$server"
-    wait "$server" 2>/dev/null || true
+    stop_server
   done
 done
 } | tee /dev/stderr | awk '

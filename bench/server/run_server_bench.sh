@@ -16,14 +16,10 @@ port=${PORT:-50561}
 threads=${THREADS:-0}
 mkdir -p "$out"
 
-"$build/sinkserve-server" --model "$models/stories260K.bin" --tokenizer "$models/tok512.bin" \
-  --backend cpu --threads "$threads" --listen "127.0.0.1:$port" 2> "$out/server.log" &
-server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  "$build/sinkserve-chat" --server "127.0.0.1:$port" --health --timeout 0.2 2>/dev/null && break
-  sleep 0.1
-done
+chat=$build/sinkserve-chat
+source bench/server/start_server.sh
+trap stop_server EXIT
+start_server "$build/sinkserve-server" "$port" "$threads" "$out/server.log"
 
 (
   echo "# machine: $(nproc)-core CPU dev box ($(lscpu | sed -n 's/^Model name: *//p')), no GPU, shared with other builds"
