@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/cache_geometry.h"
-#include "engine/model.h"
+#include "engine/model/model.h"
 
 namespace sinkserve {
 
@@ -75,11 +75,5 @@ class Backend {
   // token id, unknown cache, wrong n_past), with nothing appended.
   virtual absl::Status Forward(const Batch& batch, std::vector<float>* logits) = 0;
 };
-
-// Geometry for a policy: the sinks/window/ring a session's cache needs.
-// `max_chunk` is the most new tokens one step may bring (prefill chunk size);
-// `context` is the model's trained context (the dense capacity).
-absl::StatusOr<CacheGeometry> GeometryFor(const CacheConfig& config, int32_t max_chunk,
-                                          int32_t context);
 
 }  // namespace sinkserve

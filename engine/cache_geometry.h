@@ -1,4 +1,5 @@
 // StreamingLLM cache geometry: pure index math, usable from host and device.
+// Which policy makes which geometry is engine/cache_policy.h.
 //
 // A session's cache holds `sinks` attention-sink slots that are never evicted,
 // then a ring of `ring` slots for the rolling window. Token t (its absolute
@@ -69,22 +70,15 @@ struct CacheGeometry {
   SINKSERVE_HD int32_t QueryPosition(int64_t t) const { return KeyPosition(t, t); }
   // Largest position any query can take: positions lie in [0, MaxPositions()).
   SINKSERVE_HD int32_t MaxPositions() const { return sinks + window; }
-};
 
-// How a session's cache is managed. The geometry above covers the first three.
-enum class CachePolicy {
-  kSinkWindow,  // S sinks + window W (StreamingLLM, the default)
-  kWindow,      // window only: S = 0
-  kDense,       // S = 0, W = capacity: grows until the context ends, then errors
-  kRecompute,   // sliding window with re-computation (benchmark baseline only)
-};
-
-const char* CachePolicyName(CachePolicy policy);
-
-struct CacheConfig {
-  CachePolicy policy = CachePolicy::kSinkWindow;
-  int32_t sinks = 4;
-  int32_t window = 252;
+  // Of a session that has consumed `consumed` tokens: the keys its latest
+  // query saw, min(consumed, sinks + window), and the tokens no query can see
+  // any more.
+  SINKSERVE_HD int64_t VisibleTokens(int64_t consumed) const {
+    const int64_t visible = int64_t{sinks} + window;
+    return consumed < visible ? consumed : visible;
+  }
+  SINKSERVE_HD int64_t EvictedTokens(int64_t consumed) const { return consumed - VisibleTokens(consumed); }
 };
 
 }  // namespace sinkserve

@@ -11,17 +11,15 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "engine/cache_geometry.h"
+#include "engine/cache_policy.h"
 
 namespace sinkserve {
 
 struct OpenRequest {
-  std::string session_id;             // empty: create; else resume
-  std::optional<CachePolicy> policy;  // unset: the server default
-  int32_t sinks = 0;                  // 0: the default for the policy
-  int32_t window = 0;                 // 0: the server default
+  std::string session_id;     // empty: create; else resume
+  CacheRequest cache;         // unset fields: the server default
   std::string system_prompt;
-  std::string chat_template;          // empty: the server default
+  std::string chat_template;  // empty: the server default
 };
 
 // Per-turn overrides of the server's default sampling parameters.
@@ -50,7 +48,7 @@ const char* FinishReasonName(FinishReason reason);
 struct TurnUsage {
   int64_t prompt_tokens = 0;     // this turn's new prompt tokens only
   int64_t generated_tokens = 0;
-  int64_t session_tokens = 0;    // all tokens the session consumed, all turns
+  int64_t session_tokens = 0;    // the session's length: every turn's tokens
   int64_t cache_tokens = 0;      // tokens the latest query could see
   int64_t evicted_tokens = 0;    // tokens no query can see any more
   double time_to_first_token_ms = 0;
@@ -61,7 +59,7 @@ struct OpenedEvent {
   std::string session_id;
   CacheConfig cache;
   std::string model;
-  int64_t position = 0;  // tokens consumed so far
+  int64_t length = 0;  // the conversation's length in tokens so far
   bool resumed = false;
 };
 
@@ -78,7 +76,9 @@ struct DoneEvent {
   std::string error;  // set when reason == kError
 };
 
-// Ends the stream with this status (protocol misuse, takeover, shutdown).
+// Ends the stream with this status: OK after the client half-closed and its
+// last turn ended; an error for protocol misuse, takeover or shutdown. Only
+// the engine pushes it, and it detaches the stream's session when it does.
 struct EndEvent {
   absl::Status status;
 };
@@ -89,7 +89,7 @@ using ChatEvent = std::variant<OpenedEvent, DeltaEvent, DoneEvent, EndEvent>;
 struct SessionSnapshot {
   std::string session_id;
   CacheConfig cache;
-  int64_t position = 0;
+  int64_t length = 0;  // the conversation's length in tokens
   int64_t cache_tokens = 0;
   int64_t evicted_tokens = 0;
   int64_t turns = 0;

@@ -9,9 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_format.h"
-#include "engine/sequence.h"
 #include "engine/status_macros.h"
-#include "engine/turn_rules.h"
 
 namespace sinkserve {
 namespace {
@@ -57,9 +55,7 @@ absl::Status EngineConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrFormat("default max new tokens must be in [1, %d], got %d",
                                                       max_new_tokens, default_max_new_tokens));
   }
-  if (default_cache.policy == CachePolicy::kRecompute) {
-    return absl::InvalidArgumentError("the recompute policy is a benchmark baseline, not served");
-  }
+  if (absl::Status servable = CheckServable(default_cache.policy); !servable.ok()) return servable;
   if (default_cache.policy != CachePolicy::kDense && default_cache.window > max_window) {
     return absl::InvalidArgumentError(absl::StrFormat("default window %d exceeds max window %d",
                                                       default_cache.window, max_window));
@@ -143,6 +139,14 @@ void Engine::Cancel(std::shared_ptr<Outbox> outbox) {
   });
 }
 
+void Engine::HalfClose(std::shared_ptr<Outbox> outbox) {
+  Post([this, outbox = std::move(outbox)] { DoHalfClose(outbox); });
+}
+
+void Engine::EndStream(std::shared_ptr<Outbox> outbox, absl::Status status) {
+  Post([this, outbox = std::move(outbox), status = std::move(status)] { DoEndStream(outbox, status); });
+}
+
 void Engine::Detach(std::shared_ptr<Outbox> outbox) {
   Post([this, outbox = std::move(outbox)] { DoDetach(outbox.get()); });
 }
@@ -160,9 +164,9 @@ void Engine::GetSession(std::string id, std::function<void(absl::StatusOr<Sessio
     SessionSnapshot snap;
     snap.session_id = s.id;
     snap.cache = s.cache;
-    snap.position = s.position();
+    snap.length = s.length();
     snap.cache_tokens = s.cache_tokens();
-    snap.evicted_tokens = s.consumed - s.cache_tokens();
+    snap.evicted_tokens = s.evicted_tokens();
     snap.turns = s.turns;
     snap.attached = s.outbox != nullptr;
     snap.generating = s.phase != Phase::kIdle;
@@ -181,9 +185,8 @@ void Engine::DeleteSession(std::string id, std::function<void(absl::Status)> don
     }
     Session& s = *it->second;
     if (s.outbox != nullptr) {
-      s.outbox->Push(EndEvent{absl::AbortedError(
-          "this session was deleted by a DeleteSession call; open a new session to continue")});
-      DetachSession(s);
+      EndStreamOf(s, absl::AbortedError(
+          "this session was deleted by a DeleteSession call; open a new session to continue"));
     }
     DestroySession(id);
     done(absl::OkStatus());
@@ -247,8 +250,8 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
     outbox->Push(EndEvent{Unavailable("new streams")});
     return;
   }
-  if (Attached(outbox.get()) != nullptr) {
-    outbox->Push(EndEvent{absl::FailedPreconditionError("this stream already opened a session; send turns")});
+  if (Session* open = Attached(outbox.get()); open != nullptr) {
+    EndStreamOf(*open, absl::FailedPreconditionError("open was already sent on this stream; send turns"));
     return;
   }
   Session* s = nullptr;
@@ -267,8 +270,7 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
     if (s->outbox != nullptr) {
       // The newest stream wins (a client reconnecting before the server saw
       // its old stream die); the old one is told why it ends.
-      s->outbox->Push(EndEvent{absl::AbortedError("this session was resumed on another stream")});
-      DetachSession(*s);
+      EndStreamOf(*s, absl::AbortedError("this session was resumed on another stream"));
     }
   } else {
     ExpireIdle(Clock::now());
@@ -290,37 +292,12 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
   }
   s->outbox = outbox;
   attached_[outbox.get()] = s;
-  outbox->Push(OpenedEvent{s->id, s->cache, model_name_, s->position(), resumed});
+  outbox->Push(OpenedEvent{s->id, s->cache, model_name_, s->length(), resumed});
 }
 
 absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& request) {
   auto s = std::make_unique<Session>();
-  CacheConfig& cache = s->cache;
-  cache.policy = request.policy.value_or(config_.default_cache.policy);
-  if (cache.policy == CachePolicy::kRecompute) {
-    return absl::InvalidArgumentError("the recompute policy is not served; use sink_window, window or dense");
-  }
-  const int32_t default_sinks = config_.default_cache.policy == CachePolicy::kSinkWindow ? config_.default_cache.sinks : 4;
-  cache.sinks = cache.policy == CachePolicy::kSinkWindow ? (request.sinks > 0 ? request.sinks : default_sinks) : 0;
-  if (cache.policy != CachePolicy::kSinkWindow && request.sinks > 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "sink_tokens=%d only applies to the sink_window policy; leave it 0", request.sinks));
-  }
-  if (cache.policy == CachePolicy::kDense) {
-    if (request.window > 0) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "window_tokens=%d does not apply to the dense policy (its window is the model's context of %d); leave it 0",
-          request.window, context_));
-    }
-    cache.window = context_;
-  } else {
-    const int32_t default_window = config_.default_cache.policy == CachePolicy::kDense ? 252 : config_.default_cache.window;
-    cache.window = request.window > 0 ? request.window : default_window;
-    if (cache.window > config_.max_window) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "window_tokens=%d exceeds this server's limit of %d; ask for a smaller window", cache.window, config_.max_window));
-    }
-  }
+  ASSIGN_OR_RETURN(s->cache, ResolveCacheConfig(request.cache, config_.default_cache, config_.max_window, context_));
   if (static_cast<int64_t>(request.system_prompt.size()) > config_.max_prompt_bytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the system prompt has %d bytes, over this server's limit of %d", request.system_prompt.size(),
@@ -331,7 +308,7 @@ absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& r
     ASSIGN_OR_RETURN(kind, ParseChatTemplate(request.chat_template));
   }
   s->chat_template = templates_[static_cast<size_t>(kind)].get();
-  absl::StatusOr<CacheGeometry> geometry = GeometryFor(cache, config_.scheduler.prefill_chunk, context_);
+  absl::StatusOr<CacheGeometry> geometry = GeometryFor(s->cache, config_.scheduler.prefill_chunk, context_);
   if (!geometry.ok()) return absl::InvalidArgumentError(geometry.status().message());
   s->geometry = *geometry;
   absl::StatusOr<CacheId> id = backend_->CreateCache(s->geometry);
@@ -353,13 +330,12 @@ void Engine::DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& re
     return;
   }
   if (s == nullptr) {
-    outbox->Push(EndEvent{absl::FailedPreconditionError(
-        "a turn arrived before the session was opened; send open first")});
+    outbox->Push(EndEvent{absl::FailedPreconditionError("a turn arrived before open; send open first")});
     return;
   }
   if (s->phase != Phase::kIdle) {
-    outbox->Push(EndEvent{absl::FailedPreconditionError(absl::StrFormat(
-        "turn %d is still running on this session; wait for its done message or send cancel", s->turns))});
+    EndStreamOf(*s, absl::FailedPreconditionError(absl::StrFormat(
+        "turn %d is already running on this stream; wait for its done message or send cancel", s->turns)));
     return;
   }
   ++s->turns;
@@ -374,36 +350,7 @@ void Engine::DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& re
 }
 
 absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
-  if (static_cast<int64_t>(request.text.size()) > config_.max_prompt_bytes) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the turn's text has %d bytes, over this server's limit of %d; send it in smaller turns",
-        request.text.size(), config_.max_prompt_bytes));
-  }
-  const int64_t max_new = request.max_new_tokens > 0 ? request.max_new_tokens : config_.default_max_new_tokens;
-  if (max_new > config_.max_new_tokens) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "max_new_tokens=%d exceeds this server's cap of %d", max_new, config_.max_new_tokens));
-  }
-  if (request.min_new_tokens > max_new) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "min_new_tokens=%d exceeds max_new_tokens=%d", request.min_new_tokens, max_new));
-  }
-  SamplingParams params = config_.default_sampling;
-  const SamplingOverrides& o = request.sampling;
-  if (o.temperature) params.temperature = *o.temperature;
-  if (o.top_k) {
-    if (*o.top_k > (int64_t{1} << 30)) return absl::InvalidArgumentError("top_k is too large");
-    params.top_k = static_cast<int32_t>(*o.top_k);
-  }
-  if (o.top_p) params.top_p = *o.top_p;
-  if (o.min_p) params.min_p = *o.min_p;
-  if (o.repetition_penalty) params.repetition_penalty = *o.repetition_penalty;
-  if (o.seed) {
-    params.seed = *o.seed;
-    params.has_seed = true;
-  }
-  RETURN_IF_ERROR(params.Validate());
-
+  ASSIGN_OR_RETURN(TurnOptions options, ResolveTurn(request, config_.turn_defaults()));
   const bool first = !s.started;
   std::vector<int32_t> prompt = first ? s.preamble : std::vector<int32_t>{};
   const ChatTemplate& tmpl = *s.chat_template;
@@ -417,13 +364,10 @@ absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
   feed.insert(feed.end(), prompt.begin(), prompt.end());
   RETURN_IF_ERROR(CheckCacheCapacity(s.cache, s.consumed, static_cast<int64_t>(feed.size()), context_));
 
-  auto turn = std::make_unique<TurnState>(params, vocab_size_, request.stop, *tokenizer_);
+  auto turn = std::make_unique<TurnState>(std::move(options), *tokenizer_, tmpl.end_tokens(), vocab_size_);
   turn->number = s.turns;
   turn->feed = std::move(feed);
   turn->prompt_tokens = static_cast<int64_t>(prompt.size());
-  turn->max_new = max_new;
-  turn->min_new = request.min_new_tokens;
-  turn->ignore_eos = request.ignore_eos;
   turn->start = Clock::now();
   for (int32_t id : prompt) PushRecent(&s.recent, id);
   s.turn = std::move(turn);
@@ -431,6 +375,32 @@ absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
   s.preamble.clear();
   s.started = true;
   return absl::OkStatus();
+}
+
+void Engine::DoHalfClose(const std::shared_ptr<Outbox>& outbox) {
+  Session* s = Attached(outbox.get());
+  if (s == nullptr) {
+    // Never opened, or already ended (then this OK comes too late to count).
+    outbox->Push(EndEvent{absl::OkStatus()});
+  } else if (s->phase == Phase::kIdle) {
+    EndStreamOf(*s, absl::OkStatus());
+  } else {
+    s->closing = true;  // EndTurn ends the stream after the turn's done
+  }
+}
+
+void Engine::DoEndStream(const std::shared_ptr<Outbox>& outbox, const absl::Status& status) {
+  if (Session* s = Attached(outbox.get()); s != nullptr) {
+    EndStreamOf(*s, status);
+  } else {
+    outbox->Push(EndEvent{status});
+  }
+}
+
+void Engine::EndStreamOf(Session& s, const absl::Status& status) {
+  std::shared_ptr<Outbox> outbox = s.outbox;
+  DetachSession(s);
+  outbox->Push(EndEvent{status});
 }
 
 void Engine::DoDetach(Outbox* outbox) {
@@ -442,6 +412,7 @@ void Engine::DetachSession(Session& s) {
   if (s.phase != Phase::kIdle) EndTurn(s, FinishReason::kCancelled, "", /*emit=*/false);
   attached_.erase(s.outbox.get());
   s.outbox = nullptr;
+  s.closing = false;
   s.detached_at = Clock::now();
 }
 
@@ -470,11 +441,7 @@ void Engine::EndAll(const absl::Status& status) {
   // done message pushed first could race the reactor's normal finish).
   std::vector<Session*> attached;
   for (const auto& [outbox, s] : attached_) attached.push_back(s);
-  for (Session* s : attached) {
-    std::shared_ptr<Outbox> outbox = s->outbox;
-    DetachSession(*s);
-    outbox->Push(EndEvent{status});
-  }
+  for (Session* s : attached) EndStreamOf(*s, status);
 }
 
 }  // namespace sinkserve

@@ -11,9 +11,14 @@
 // through their Outbox; unary queries through a callback that runs on the
 // engine thread (it must not block).
 //
+// The engine alone keeps a stream's protocol state (opened or not, a turn
+// running, half-closed): a front door forwards what the client sends and
+// writes what the outbox yields, and every stream ends with the EndEvent the
+// engine pushes.
+//
 // Per-token eviction is exactly Sequence's: the cache geometry comes from
 // GeometryFor with the prefill chunk, and dense caches are capped by
-// CheckCacheCapacity.
+// CheckCacheCapacity (engine/cache_policy.h).
 #pragma once
 
 #include <atomic>
@@ -31,13 +36,15 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/backend.h"
-#include "engine/chat_template.h"
+#include "engine/cache_policy.h"
 #include "engine/chat_types.h"
 #include "engine/outbox.h"
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/session.h"
-#include "engine/tokenizer.h"
+#include "engine/text/chat_template.h"
+#include "engine/text/tokenizer.h"
+#include "engine/turn.h"
 
 namespace sinkserve {
 
@@ -56,6 +63,10 @@ struct EngineConfig {
   size_t outbox_capacity = 64;             // events per stream before it pauses
 
   absl::Status Validate() const;
+  // The turn defaults and caps this config sets (engine/turn.h).
+  TurnDefaults turn_defaults() const {
+    return {default_sampling, max_new_tokens, default_max_new_tokens, max_prompt_bytes};
+  }
 };
 
 struct EngineStats {
@@ -77,10 +88,18 @@ class Engine {
   // A fresh outbox for one stream, wired to wake this engine.
   std::shared_ptr<Outbox> NewOutbox();
 
-  // Stream commands; answers arrive in the outbox.
+  // Stream commands, in the order the client sent them; answers arrive in
+  // the outbox. Open twice, a turn before open and a turn while one runs end
+  // the stream with FAILED_PRECONDITION; a cancel with no turn does nothing.
   void Open(std::shared_ptr<Outbox> outbox, OpenRequest request);
   void StartTurn(std::shared_ptr<Outbox> outbox, TurnRequest request);
   void Cancel(std::shared_ptr<Outbox> outbox);
+  // The client will send nothing more: the stream ends with OK once its turn
+  // (if one runs) is done.
+  void HalfClose(std::shared_ptr<Outbox> outbox);
+  // Ends the stream with `status` (a request the front door could not read),
+  // after everything already queued for it.
+  void EndStream(std::shared_ptr<Outbox> outbox, absl::Status status);
   // The stream is gone: stop generating at once and keep the session for
   // the idle TTL. Idempotent.
   void Detach(std::shared_ptr<Outbox> outbox);
@@ -110,8 +129,12 @@ class Engine {
   absl::StatusOr<std::unique_ptr<Session>> NewSession(const OpenRequest& request);
   void DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& request);
   absl::Status PrepareTurn(Session& s, const TurnRequest& request);
+  void DoHalfClose(const std::shared_ptr<Outbox>& outbox);
+  void DoEndStream(const std::shared_ptr<Outbox>& outbox, const absl::Status& status);
   void DoDetach(Outbox* outbox);
   void DetachSession(Session& s);
+  // Detaches `s` from its stream and ends that stream with `status`.
+  void EndStreamOf(Session& s, const absl::Status& status);
   void DestroySession(const std::string& id);
   void ExpireIdle(Clock::time_point now);
   void EndAll(const absl::Status& status);
@@ -121,7 +144,8 @@ class Engine {
   bool Step();
   void Postprocess(const ScheduledSeq& item, absl::Span<float> logits);
   void SampleNext(Session& s, absl::Span<float> logits);
-  // Ends the running turn. With `emit`, flushes held text and pushes Done.
+  // Ends the running turn. With `emit`, flushes held text and pushes Done,
+  // then ends the stream if the client had half-closed.
   void EndTurn(Session& s, FinishReason reason, const std::string& error, bool emit);
   TurnUsage Usage(const Session& s) const;
 
@@ -144,9 +168,9 @@ class Engine {
   absl::flat_hash_map<const Outbox*, Session*> attached_;
   std::vector<Session*> active_;  // sessions with a running turn
   Scheduler scheduler_;
-  Batch batch_;
-  std::vector<ScheduledSeq> plan_;
-  std::vector<float> logits_;     // (plan_.size(), vocab)
+  std::vector<ScheduledSeq> plan_;  // this step's sessions, in batch order
+  Batch batch_;                     // built from plan_ for the backend
+  std::vector<float> logits_;       // (plan_.size(), vocab)
   std::vector<std::unique_ptr<ChatTemplate>> templates_;  // one per ChatTemplateKind
   bool draining_ = false;
   bool stopping_ = false;  // the destructor asked the loop to end

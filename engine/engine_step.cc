@@ -1,20 +1,19 @@
 // One engine step: Schedule() -> Backend::Forward -> Postprocess(), and the
-// turn bookkeeping that follows sampling. How a turn ends is
-// engine/turn_rules.h, shared with sinkserve-generate, so a greedy turn
+// turn bookkeeping that follows sampling. What a sampled token does to its
+// turn is engine/turn.h, shared with sinkserve-generate, so a greedy turn
 // yields the same ids.
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_format.h"
 #include "engine/engine.h"
-#include "engine/sequence.h"
-#include "engine/turn_rules.h"
 
 namespace sinkserve {
 
 bool Engine::Step() {
   if (active_.empty()) return false;
-  if (scheduler_.Schedule(active_, &batch_, &plan_) == 0) return false;
+  if (scheduler_.Schedule(active_, &plan_) == 0) return false;
+  BuildBatch(plan_, &batch_);
   if (absl::Status status = backend_->Forward(batch_, &logits_); !status.ok()) {
     // Nothing was appended; the sessions in this batch cannot go on safely.
     const std::string message = absl::StrFormat("internal error in the forward pass: %s", status.message());
@@ -41,36 +40,26 @@ void Engine::Postprocess(const ScheduledSeq& item, absl::Span<float> logits) {
 
 void Engine::SampleNext(Session& s, absl::Span<float> logits) {
   TurnState& t = *s.turn;
-  if (!AllFinite(logits)) {
-    s.phase = Phase::kIdle;  // nothing sampled, nothing to carry
-    EndTurn(s, FinishReason::kError,
-            absl::StrFormat("the model produced a non-finite logit after %d tokens", s.consumed), true);
+  const Turn::Step step = t.generation.Next(logits, &s.recent);
+  if (!step.emitted) {
+    // An end token (not fed) or non-finite logits (nothing sampled): nothing
+    // to carry into the next turn.
+    s.phase = Phase::kIdle;
+    const std::string error =
+        step.finish == FinishReason::kError
+            ? absl::StrFormat("the model produced a non-finite logit after %d tokens", s.consumed)
+            : "";
+    EndTurn(s, *step.finish, error, /*emit=*/true);
     return;
   }
-  const EndTokens ends(*tokenizer_, s.chat_template->end_tokens());
-  const bool may_end = !t.ignore_eos && t.generated >= t.min_new;
-  if (!t.ignore_eos && t.generated < t.min_new) ends.Mask(logits);
-  const int32_t next = t.sampler.Sample(logits, s.recent);
-  if (may_end && ends.IsEnd(next)) {
-    s.phase = Phase::kIdle;  // the end token is not fed, as in generate
-    EndTurn(s, FinishReason::kEos, "", /*emit=*/true);
-    return;
-  }
-  ++t.generated;
-  if (t.generated == 1) t.first_token = Clock::now();
-  PushRecent(&s.recent, next);
-  // From here `next` is emitted, so it belongs to the conversation: the
+  if (t.generation.generated() == 1) t.first_token = Clock::now();
+  // From here the token is emitted, so it belongs to the conversation: the
   // decode phase feeds it next step, or EndTurn carries it into the next turn.
   s.phase = Phase::kDecode;
-  s.next_token = next;
-
-  bool stopped = false;
-  std::string text = t.stopper.Push(t.decoder.Push(next), &stopped);
-  s.outbox->Push(DeltaEvent{std::move(text), {next}, t.number});
-  if (stopped) {
-    EndTurn(s, FinishReason::kStop, "", /*emit=*/true);
-  } else if (t.generated >= t.max_new) {
-    EndTurn(s, FinishReason::kLength, "", /*emit=*/true);
+  s.next_token = step.token;
+  s.outbox->Push(DeltaEvent{step.text, {step.token}, t.number});
+  if (step.finish) {
+    EndTurn(s, *step.finish, "", /*emit=*/true);
   } else if (absl::Status room = CheckCacheCapacity(s.cache, s.consumed, 1, context_); !room.ok()) {
     EndTurn(s, FinishReason::kError, std::string(room.message()), /*emit=*/true);
   }
@@ -86,32 +75,31 @@ void Engine::EndTurn(Session& s, FinishReason reason, const std::string& error, 
   std::erase(active_, &s);  // safe mid-step: the step iterates plan_
   running_turns_.fetch_sub(1);
   if (emit && s.outbox != nullptr) {
-    // Held-back text ends the turn, except after a stop string (whatever
-    // follows it is dropped) and after an error.
-    if (reason != FinishReason::kStop && reason != FinishReason::kError) {
-      std::string rest = t.stopper.Flush();
-      rest += t.decoder.Flush();
-      if (!rest.empty()) s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
+    if (std::string rest = t.generation.Flush(reason); !rest.empty()) {
+      s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
     }
     s.outbox->Push(DoneEvent{reason, Usage(s), t.number, error});
   }
   s.turn.reset();
+  // Without `emit` the stream is being detached already.
+  if (emit && s.closing && s.outbox != nullptr) EndStreamOf(s, absl::OkStatus());
 }
 
 TurnUsage Engine::Usage(const Session& s) const {
   TurnUsage u;
-  u.session_tokens = s.position();
+  u.session_tokens = s.length();
   u.cache_tokens = s.cache_tokens();
-  u.evicted_tokens = s.consumed - s.cache_tokens();
+  u.evicted_tokens = s.evicted_tokens();
   if (s.turn == nullptr) return u;
   const TurnState& t = *s.turn;
   u.prompt_tokens = t.prompt_tokens;
-  u.generated_tokens = t.generated;
-  if (t.generated > 0) {
+  const int64_t generated = t.generation.generated();
+  u.generated_tokens = generated;
+  if (generated > 0) {
     const Clock::time_point now = Clock::now();
     u.time_to_first_token_ms = std::chrono::duration<double, std::milli>(t.first_token - t.start).count();
     const double decode_s = std::chrono::duration<double>(now - t.first_token).count();
-    if (t.generated > 1 && decode_s > 0) u.tokens_per_second = static_cast<double>(t.generated - 1) / decode_s;
+    if (generated > 1 && decode_s > 0) u.tokens_per_second = static_cast<double>(generated - 1) / decode_s;
   }
   return u;
 }

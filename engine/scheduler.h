@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "engine/backend.h"
 #include "engine/session.h"
 
@@ -21,11 +22,16 @@ struct SchedulerConfig {
                                     // always runs; prefill gets at least 1)
 };
 
-// One session's share of a step: its entry i in the batch is plan[i].
+// One session's share of a step. A step's plan is one list of these, passed
+// through schedule, forward and postprocess: the backend's batch is built
+// from it (BuildBatch) and logits row i goes back to plan[i].
 struct ScheduledSeq {
   Session* session = nullptr;
   int32_t n_tokens = 0;
   bool decode = false;  // true: next_token; false: a prefill chunk
+
+  // The tokens this entry feeds: next_token, or the next chunk of the feed.
+  absl::Span<const int32_t> tokens() const;
 };
 
 class Scheduler {
@@ -35,9 +41,9 @@ class Scheduler {
   // True when the session has work and its client can take more output.
   static bool Runnable(const Session& s);
 
-  // Fills `batch` and `plan` (cleared first) from `active`. Returns the
-  // number of scheduled sessions (0: nothing to do).
-  size_t Schedule(const std::vector<Session*>& active, Batch* batch, std::vector<ScheduledSeq>* plan);
+  // Fills `plan` (cleared first) from `active`. Returns the number of
+  // scheduled sessions (0: nothing to do).
+  size_t Schedule(const std::vector<Session*>& active, std::vector<ScheduledSeq>* plan);
 
   const SchedulerConfig& config() const { return config_; }
 
@@ -45,5 +51,9 @@ class Scheduler {
   SchedulerConfig config_;
   size_t prefill_cursor_ = 0;  // round-robin start among prefilling sessions
 };
+
+// The backend's plain-data batch for a plan (cleared first): entry i is
+// plan[i], and each entry asks for its last logits row only.
+void BuildBatch(absl::Span<const ScheduledSeq> plan, Batch* batch);
 
 }  // namespace sinkserve

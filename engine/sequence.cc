@@ -22,21 +22,6 @@ Sequence::Sequence(Backend* backend, const CacheConfig& config, const CacheGeome
 
 Sequence::~Sequence() { backend_->DestroyCache(cache_); }
 
-int64_t Sequence::cache_tokens() const {
-  const int64_t visible = int64_t{geometry_.sinks} + geometry_.window;
-  return std::min(consumed_, visible);
-}
-
-absl::Status CheckCacheCapacity(const CacheConfig& config, int64_t consumed, int64_t n, int32_t context) {
-  if (config.policy == CachePolicy::kDense && consumed + n > context) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "dense cache is full: %d tokens consumed + %d new exceed the model's context of %d tokens "
-        "(use the sink_window policy for endless sessions)",
-        consumed, n, context));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Sequence::CheckAppend(int64_t n) const { return CheckCacheCapacity(config_, consumed_, n, context_); }
 
 absl::Status Sequence::Feed(absl::Span<const int32_t> tokens, std::vector<float>* all_logits) {

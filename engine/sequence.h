@@ -2,8 +2,9 @@
 // session path used by the offline tools and tests. It chunks long inputs to
 // the cache's chunk size, enforces the dense capacity, and implements the
 // sliding-window-with-re-computation baseline. The server's engine thread
-// batches many sessions itself but applies the same rules (GeometryFor with
-// its prefill chunk, CheckCacheCapacity).
+// batches many sessions itself but applies the same rules
+// (engine/cache_policy.h: GeometryFor with its prefill chunk,
+// CheckCacheCapacity).
 #pragma once
 
 #include <cstdint>
@@ -15,13 +16,9 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/backend.h"
+#include "engine/cache_policy.h"
 
 namespace sinkserve {
-
-// OK when a cache under `config` that has consumed `consumed` tokens can take
-// `n` more: only a dense cache can be full (RESOURCE_EXHAUSTED past `context`).
-// Shared by Sequence and the server's engine thread.
-absl::Status CheckCacheCapacity(const CacheConfig& config, int64_t consumed, int64_t n, int32_t context);
 
 class Sequence {
  public:
@@ -44,9 +41,9 @@ class Sequence {
   absl::Span<const float> last_logits() const { return last_logits_; }
   int64_t consumed() const { return consumed_; }
   // Tokens in the cache that the latest query saw: min(consumed, S + W).
-  int64_t cache_tokens() const;
+  int64_t cache_tokens() const { return geometry_.VisibleTokens(consumed_); }
   // Tokens no query can see any more.
-  int64_t evicted() const { return consumed_ - cache_tokens(); }
+  int64_t evicted() const { return geometry_.EvictedTokens(consumed_); }
   const CacheConfig& config() const { return config_; }
   const CacheGeometry& geometry() const { return geometry_; }
 

@@ -1,5 +1,5 @@
-// A chat session as the engine thread sees it: its cache, its position in
-// the conversation, and the state of the turn it is running. Plain data owned
+// A chat session as the engine thread sees it: its cache, the conversation's
+// length, the stream attached to it, and the state of the turn it is running. Plain data owned
 // by the engine thread; nothing here is shared with other threads except the
 // outbox pointer.
 #pragma once
@@ -10,13 +10,14 @@
 #include <string>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "engine/backend.h"
-#include "engine/chat_template.h"
+#include "engine/cache_policy.h"
 #include "engine/chat_types.h"
 #include "engine/outbox.h"
-#include "engine/sampler.h"
-#include "engine/stop_matcher.h"
-#include "engine/tokenizer.h"
+#include "engine/text/chat_template.h"
+#include "engine/text/tokenizer.h"
+#include "engine/turn.h"
 
 namespace sinkserve {
 
@@ -30,21 +31,16 @@ enum class Phase {
   kDecode,   // feeding next_token, the token it sampled last step
 };
 
+// A running turn: its generation pipeline and where its prompt is.
 struct TurnState {
-  TurnState(const SamplingParams& params, int32_t vocab, std::vector<std::string> stops, const Tokenizer& tok)
-      : sampler(params, vocab), stopper(std::move(stops)), decoder(tok) {}
+  TurnState(TurnOptions options, const Tokenizer& tokenizer, absl::Span<const int32_t> end_tokens, int32_t vocab)
+      : generation(std::move(options), tokenizer, end_tokens, vocab) {}
 
   uint32_t number = 0;           // the session's turn count, from 1
   std::vector<int32_t> feed;     // carried token(s) + this turn's prompt
   size_t fed = 0;                // how much of feed is in the cache
   int64_t prompt_tokens = 0;     // this turn's own prompt tokens (no carry)
-  int64_t generated = 0;
-  int64_t max_new = 0;
-  int64_t min_new = 0;
-  bool ignore_eos = false;
-  Sampler sampler;
-  StopMatcher stopper;
-  StreamDecoder decoder;
+  Turn generation;               // sampling, end tokens, stops, text
   Clock::time_point start;
   Clock::time_point first_token;
 };
@@ -57,9 +53,9 @@ struct Session {
   const ChatTemplate* chat_template = nullptr;  // owned by the engine
   std::string system_prompt;
 
-  // Conversation position. Every emitted token enters the cache: the token a
-  // finished turn sampled last (never fed by that turn) is carried into the
-  // next turn's feed, so `consumed + carry.size()` is the session's length.
+  // The conversation's length. Every emitted token enters the cache: the
+  // token a finished turn sampled last (never fed by that turn) is carried
+  // into the next turn's feed, so `consumed + carry.size()` is the length.
   int64_t consumed = 0;
   std::vector<int32_t> carry;
   std::vector<int32_t> preamble;  // BOS + system block, fed with the first turn
@@ -70,17 +66,18 @@ struct Session {
   // The stream attached to this session, or null while detached.
   std::shared_ptr<Outbox> outbox;
   Clock::time_point detached_at;
+  bool closing = false;  // the client half-closed: end the stream once idle
 
   Phase phase = Phase::kIdle;
   std::unique_ptr<TurnState> turn;
   int32_t next_token = -1;  // kDecode: the sampled token to feed this step
 
-  int64_t position() const { return consumed + static_cast<int64_t>(carry.size()); }
+  // Tokens in the conversation so far, every turn's prompt and output.
+  int64_t length() const { return consumed + static_cast<int64_t>(carry.size()); }
   // Tokens the latest query could see: min(consumed, S + W).
-  int64_t cache_tokens() const {
-    const int64_t visible = int64_t{geometry.sinks} + geometry.window;
-    return consumed < visible ? consumed : visible;
-  }
+  int64_t cache_tokens() const { return geometry.VisibleTokens(consumed); }
+  // Tokens no query can see any more.
+  int64_t evicted_tokens() const { return geometry.EvictedTokens(consumed); }
 };
 
 }  // namespace sinkserve

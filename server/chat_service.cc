@@ -8,20 +8,20 @@
 
 namespace sinkserve {
 
-// One Chat stream. State machine, all under mu_:
-//   reads:  one StartRead outstanding until the client half-closes, the call
-//           dies, or a protocol error ends the stream;
-//   writes: at most one StartWrite outstanding; each OnWriteDone (or the
-//           outbox's notify hook) pops the next event;
-//   finish: exactly once, when no write is outstanding: on an EndEvent from
-//           the outbox, on cancellation, or once the client half-closed and
-//           neither an open nor a turn awaits its answer.
-// Protocol errors the reactor detects itself go through the outbox as an
-// EndEvent too, so they are ordered after every response already queued.
 // Deltas queued while a write is in flight (or before the pump reaches the
 // stream) are merged, up to this many ids.
 constexpr size_t kMaxTokensPerDelta = 64;
 
+// One Chat stream. It forwards every request to the engine, in order, and
+// writes what the outbox yields; the engine alone keeps the conversation's
+// protocol state and ends the stream with an EndEvent. What the reactor
+// holds is only what gRPC needs, under mu_:
+//   writing_:   a StartWrite is outstanding (gRPC allows one at a time);
+//   dead_:      the call is cancelled or the client is gone, so the next
+//               chance to finish takes it;
+//   finished_:  Finish was called (exactly once).
+// Reads: one StartRead outstanding until the client half-closes, the call
+// dies, or a request cannot be read.
 class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>,
                           public WritePump::Stream {
  public:
@@ -36,16 +36,11 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
 
   void OnReadDone(bool ok) override {
     if (!ok) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        read_done_ = true;
-      }
-      TryWrite();
+      engine_->HalfClose(outbox_);  // the stream ends once its turn is done
       return;
     }
-    absl::Status status = Handle(request_);
-    if (!status.ok()) {
-      outbox_->Push(EndEvent{status});  // stops reading; notify writes it
+    if (absl::Status status = Forward(request_); !status.ok()) {
+      engine_->EndStream(outbox_, status);  // and read no more
       return;
     }
     StartRead(&request_);
@@ -55,18 +50,17 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
     {
       std::lock_guard<std::mutex> lock(mu_);
       writing_ = false;
-      if (!ok) cancelled_ = true;  // the client is gone
+      if (!ok) dead_ = true;  // the client is gone
     }
-    if (!ok) engine_->Detach(outbox_);
     TryWrite();
   }
 
   void OnCancel() override {
-    // Client disconnect or deadline: generation stops at once.
-    engine_->Detach(outbox_);
+    // Client disconnect or deadline: finishing detaches the session (OnDone),
+    // which stops its generation at once.
     {
       std::lock_guard<std::mutex> lock(mu_);
-      cancelled_ = true;
+      dead_ = true;
     }
     TryWrite();
   }
@@ -74,41 +68,26 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
   void OnDone() override {
     outbox_->ClearNotify();  // no hook runs after this returns, so no new kick
     service_->pump_.Forget(this);
-    engine_->Detach(outbox_);
+    engine_->Detach(outbox_);  // the one place a stream leaves its session
     service_->open_streams_.fetch_sub(1);
     delete this;
   }
 
  private:
-  absl::Status Handle(const v1::ChatRequest& request) {
+  // Hands one request to the engine; an error for a request it cannot read.
+  absl::Status Forward(const v1::ChatRequest& request) {
     switch (request.kind_case()) {
       case v1::ChatRequest::kOpen: {
-        if (opened_) return absl::FailedPreconditionError("open was already sent on this stream; send turns");
         absl::StatusOr<OpenRequest> open = FromProto(request.open());
         if (!open.ok()) return open.status();
-        opened_ = true;
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          open_pending_ = true;
-        }
         engine_->Open(outbox_, *std::move(open));
         return absl::OkStatus();
       }
-      case v1::ChatRequest::kTurn: {
-        if (!opened_) return absl::FailedPreconditionError("a turn arrived before open; send open first");
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          if (turn_running_) {
-            return absl::FailedPreconditionError(
-                "a turn is already running on this stream; wait for its done message or send cancel");
-          }
-          turn_running_ = true;
-        }
+      case v1::ChatRequest::kTurn:
         engine_->StartTurn(outbox_, FromProto(request.turn()));
         return absl::OkStatus();
-      }
       case v1::ChatRequest::kCancel:
-        if (opened_) engine_->Cancel(outbox_);  // a cancel with no turn is a no-op
+        engine_->Cancel(outbox_);
         return absl::OkStatus();
       case v1::ChatRequest::KIND_NOT_SET:
         break;
@@ -123,31 +102,21 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
   void TryWrite() {
     std::unique_lock<std::mutex> lock(mu_);
     if (writing_ || finished_) return;
-    if (cancelled_) {
+    if (dead_) {
       finished_ = true;
       lock.unlock();
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled (client gone or deadline passed)"));
       return;
     }
     std::optional<ChatEvent> event = outbox_->PopMerged(kMaxTokensPerDelta);
-    if (!event) {
-      if (read_done_ && !turn_running_ && !open_pending_) {
-        finished_ = true;
-        lock.unlock();
-        Finish(grpc::Status::OK);
-      }
-      return;
-    }
+    if (!event) return;
     if (const auto* end = std::get_if<EndEvent>(&*event)) {
       finished_ = true;
       const grpc::Status status = ToGrpcStatus(end->status);
       lock.unlock();
-      engine_->Detach(outbox_);
       Finish(status);
       return;
     }
-    if (std::holds_alternative<DoneEvent>(*event)) turn_running_ = false;
-    if (std::holds_alternative<OpenedEvent>(*event)) open_pending_ = false;
     ToProto(*event, &response_);
     writing_ = true;
     lock.unlock();
@@ -157,16 +126,12 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
   ChatServiceImpl* service_;
   Engine* engine_;
   std::shared_ptr<Outbox> outbox_;
-  v1::ChatRequest request_;   // the outstanding read's target
-  bool opened_ = false;       // reads are serialized: no lock needed
+  v1::ChatRequest request_;  // the outstanding read's target
   std::mutex mu_;
   v1::ChatResponse response_;  // the outstanding write's source
   bool writing_ = false;
+  bool dead_ = false;
   bool finished_ = false;
-  bool read_done_ = false;
-  bool cancelled_ = false;
-  bool turn_running_ = false;  // from a turn request to its done message
-  bool open_pending_ = false;  // from the open request to its answer
 };
 
 grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>* ChatServiceImpl::Chat(grpc::CallbackServerContext*) {

@@ -16,19 +16,19 @@ absl::StatusOr<OpenRequest> FromProto(const v1::Open& open) {
   r.session_id = open.session_id();
   switch (open.cache().policy()) {
     case v1::CACHE_POLICY_UNSPECIFIED: break;
-    case v1::CACHE_POLICY_SINK_WINDOW: r.policy = CachePolicy::kSinkWindow; break;
-    case v1::CACHE_POLICY_WINDOW: r.policy = CachePolicy::kWindow; break;
-    case v1::CACHE_POLICY_DENSE: r.policy = CachePolicy::kDense; break;
+    case v1::CACHE_POLICY_SINK_WINDOW: r.cache.policy = CachePolicy::kSinkWindow; break;
+    case v1::CACHE_POLICY_WINDOW: r.cache.policy = CachePolicy::kWindow; break;
+    case v1::CACHE_POLICY_DENSE: r.cache.policy = CachePolicy::kDense; break;
     default:
       return absl::InvalidArgumentError(absl::StrFormat(
           "unknown cache policy %d; use SINK_WINDOW, WINDOW or DENSE", static_cast<int>(open.cache().policy())));
   }
-  constexpr uint32_t kMaxTokens = 1u << 24;
+  constexpr uint32_t kMaxTokens = kMaxCacheTokens;
   if (open.cache().sink_tokens() > kMaxTokens || open.cache().window_tokens() > kMaxTokens) {
     return absl::InvalidArgumentError(absl::StrFormat("sink_tokens and window_tokens must be at most %d", kMaxTokens));
   }
-  r.sinks = static_cast<int32_t>(open.cache().sink_tokens());
-  r.window = static_cast<int32_t>(open.cache().window_tokens());
+  r.cache.sinks = static_cast<int32_t>(open.cache().sink_tokens());
+  r.cache.window = static_cast<int32_t>(open.cache().window_tokens());
   r.system_prompt = open.system_prompt();
   r.chat_template = open.chat_template();
   return r;
@@ -92,7 +92,7 @@ void ToProto(const TurnUsage& u, v1::Usage* out) {
 void ToProto(const SessionSnapshot& s, v1::SessionInfo* out) {
   out->set_session_id(s.session_id);
   ToProto(s.cache, out->mutable_cache());
-  out->set_position(static_cast<uint64_t>(s.position));
+  out->set_position(static_cast<uint64_t>(s.length));  // the wire name of the length
   out->set_cache_tokens(static_cast<uint32_t>(s.cache_tokens));
   out->set_evicted_tokens(static_cast<uint64_t>(s.evicted_tokens));
   out->set_turns(static_cast<uint32_t>(s.turns));
@@ -109,7 +109,7 @@ bool ToProto(const ChatEvent& event, v1::ChatResponse* out) {
     o->set_session_id(e->session_id);
     ToProto(e->cache, o->mutable_cache());
     o->set_model(e->model);
-    o->set_position(static_cast<uint64_t>(e->position));
+    o->set_position(static_cast<uint64_t>(e->length));  // the wire name of the length
     o->set_resumed(e->resumed);
     return true;
   }

@@ -6,28 +6,19 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 
 #include "absl/strings/str_format.h"
+#include "common/runtime.h"
 #include "engine/engine.h"
-#include "engine/model_loader.h"
 #include "engine/status_macros.h"
-#include "kernels/backend_factory.h"
 #include "server/chat_server.h"
 #include "server/convert.h"
-#include "tools/common/runtime.h"
 
 namespace sinkserve {
 namespace {
 
 constexpr char kTool[] = "sinkserve-server";
-
-absl::StatusOr<int64_t> IntFlag(const Flags& flags, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
-  ASSIGN_OR_RETURN(int64_t v, flags.Int(name, fallback));
-  if (v < lo || v > hi) return absl::InvalidArgumentError(absl::StrFormat("--%s must be in [%d, %d], got %d", name, lo, hi, v));
-  return v;
-}
 
 absl::StatusOr<double> SecondsFlag(const Flags& flags, const char* name, double fallback) {
   ASSIGN_OR_RETURN(double v, flags.Double(name, fallback));
@@ -66,56 +57,46 @@ absl::Status Run(int argc, char** argv) {
   EngineConfig config;
   ASSIGN_OR_RETURN(config.default_cache, ParseCacheConfig(flags));
   ASSIGN_OR_RETURN(config.scheduler.prefill_chunk, ParseChunk(flags));
-  ASSIGN_OR_RETURN(config.scheduler.step_token_budget, IntFlag(flags, "step-tokens", 512, 1, 1 << 20));
-  ASSIGN_OR_RETURN(config.max_sessions, IntFlag(flags, "max-sessions", 256, 1, 1 << 20));
-  ASSIGN_OR_RETURN(config.max_window, IntFlag(flags, "max-window", 65536, 1, 1 << 24));
-  ASSIGN_OR_RETURN(config.max_prompt_bytes, IntFlag(flags, "max-prompt-bytes", 1 << 20, 1, 1 << 30));
-  ASSIGN_OR_RETURN(config.max_new_tokens, IntFlag(flags, "max-new-tokens", 1000000, 1, 0xffffffffLL));
+  ASSIGN_OR_RETURN(config.scheduler.step_token_budget, flags.IntInRange("step-tokens", 512, 1, 1 << 20));
+  ASSIGN_OR_RETURN(config.max_sessions, flags.IntInRange("max-sessions", 256, 1, 1 << 20));
+  ASSIGN_OR_RETURN(config.max_window, flags.IntInRange("max-window", 65536, 1, 1 << 24));
+  ASSIGN_OR_RETURN(config.max_prompt_bytes, flags.IntInRange("max-prompt-bytes", 1 << 20, 1, 1 << 30));
+  ASSIGN_OR_RETURN(config.max_new_tokens, flags.IntInRange("max-new-tokens", 1000000, 1, 0xffffffffLL));
   ASSIGN_OR_RETURN(config.default_max_new_tokens,
-                   IntFlag(flags, "default-max-new-tokens", config.max_new_tokens, 1, config.max_new_tokens));
-  ASSIGN_OR_RETURN(int64_t max_message, IntFlag(flags, "max-message-bytes", 4 << 20, 1024, 1 << 30));
+                   flags.IntInRange("default-max-new-tokens", config.max_new_tokens, 1, config.max_new_tokens));
+  ASSIGN_OR_RETURN(int64_t max_message, flags.IntInRange("max-message-bytes", 4 << 20, 1024, 1 << 30));
   ASSIGN_OR_RETURN(config.session_ttl_seconds, SecondsFlag(flags, "session-ttl", 600));
   ASSIGN_OR_RETURN(double drain_timeout, SecondsFlag(flags, "drain-timeout", 30));
-  ASSIGN_OR_RETURN(int64_t outbox, IntFlag(flags, "outbox", 64, 1, 1 << 20));
+  ASSIGN_OR_RETURN(int64_t outbox, flags.IntInRange("outbox", 64, 1, 1 << 20));
   config.outbox_capacity = static_cast<size_t>(outbox);
   ASSIGN_OR_RETURN(config.default_sampling, ParseSampling(flags));
-  if (config.default_cache.policy == CachePolicy::kRecompute) {
-    return absl::InvalidArgumentError("--policy recompute is an offline baseline; serve sink_window, window or dense");
-  }
   if (config.max_prompt_bytes > max_message) {
     return absl::InvalidArgumentError("--max-prompt-bytes must not exceed --max-message-bytes");
   }
+  RETURN_IF_ERROR(config.Validate());  // before the model loads: a bad flag fails fast
 
-  ASSIGN_OR_RETURN(std::string model_path, flags.Required("model"));
-  ASSIGN_OR_RETURN(Model model, LoadModel(model_path));
+  ASSIGN_OR_RETURN(Runtime runtime, LoadRuntime(flags));
   const std::string template_flag = flags.String("chat-template", "auto");
   if (template_flag == "auto") {
-    config.default_template = DetectChatTemplate(model.chat_template);
+    config.default_template = DetectChatTemplate(runtime.chat_template);
   } else {
     ASSIGN_OR_RETURN(config.default_template, ParseChatTemplate(template_flag));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer, LoadTokenizer(flags));
-  BackendOptions backend_options;
-  backend_options.kind = flags.String("backend", "auto");
-  ASSIGN_OR_RETURN(int64_t threads, IntFlag(flags, "threads", 0, 0, 1024));
-  backend_options.threads = static_cast<int32_t>(threads);
-  // llama2.c checkpoints carry no name: the file's stem says more.
-  const std::string stem = std::filesystem::path(model_path).stem().string();
-  const std::string model_name = model.config.name.empty() || model.config.name == "llama2.c" ? stem : model.config.name;
-  config.model_name = model_name;
-  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, CreateBackend(std::move(model), backend_options));
-  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(backend.get(), tokenizer.get(), config));
+  config.model_name = runtime.model_name;
+  const Backend& backend = *runtime.backend;
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                   Engine::Create(runtime.backend.get(), runtime.tokenizer.get(), config));
 
   ChatServerOptions options;
   options.listen = flags.String("listen", "127.0.0.1:50051");
   options.max_message_bytes = max_message;
   ASSIGN_OR_RETURN(std::unique_ptr<ChatServer> server,
-                   ChatServer::Start(engine.get(), Info(config, *backend, model_name, max_message), options));
+                   ChatServer::Start(engine.get(), Info(config, backend, config.model_name, max_message), options));
   const CacheConfig& c = config.default_cache;
   std::cerr << absl::StrFormat(
       "%s: serving model=%s backend=%s cache=%s sinks=%d window=%d chunk=%d template=%s max_sessions=%d "
       "session_ttl=%gs listen=%s\n",
-      kTool, model_name, backend->name(), CachePolicyName(c.policy), c.sinks, c.window,
+      kTool, config.model_name, backend.name(), CachePolicyName(c.policy), c.sinks, c.window,
       config.scheduler.prefill_chunk, ChatTemplateName(config.default_template), config.max_sessions,
       config.session_ttl_seconds, server->address());
 
@@ -131,7 +112,7 @@ absl::Status Run(int argc, char** argv) {
                                signal_number == SIGTERM ? "SIGTERM" : "SIGINT", drain_timeout);
   server->Drain(absl::Seconds(drain_timeout));
   server.reset();
-  engine.reset();
+  engine.reset();  // before the backend and tokenizer it uses
   std::cerr << absl::StrFormat("%s: stopped\n", kTool);
   return absl::OkStatus();
 }

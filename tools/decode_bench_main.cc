@@ -12,7 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/sampler.h"
 #include "engine/status_macros.h"
-#include "tools/common/runtime.h"
+#include "common/runtime.h"
 
 namespace sinkserve {
 namespace {

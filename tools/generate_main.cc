@@ -11,9 +11,8 @@
 #include "absl/strings/str_format.h"
 #include "engine/sequence.h"
 #include "engine/status_macros.h"
-#include "engine/stop_matcher.h"
-#include "engine/turn_rules.h"
-#include "tools/common/runtime.h"
+#include "engine/turn.h"
+#include "common/runtime.h"
 
 namespace sinkserve {
 namespace {
@@ -50,23 +49,25 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(auto seq, Sequence::Create(rt.backend.get(), cache, chunk));
   RETURN_IF_ERROR(seq->Feed(ids));
 
-  StreamDecoder decoder(tok);
-  StopMatcher stopper(stops);
-  Sampler sampler(sampling, rt.backend->config().vocab_size);
+  TurnOptions options;
+  options.sampling = sampling;
+  options.max_new_tokens = max_new;
+  options.min_new_tokens = min_new;
+  options.ignore_eos = ignore_eos;
+  options.stop = stops;
+  Turn turn(options, tok, {}, rt.backend->config().vocab_size);
   if (!print_ids) {
     // Echo the prompt as the model saw it, then stream the continuation.
     std::string echoed;
-    for (int32_t id : ids) echoed += decoder.Push(id);
+    for (int32_t id : ids) echoed += turn.Echo(id);
     std::fputs(echoed.c_str(), stdout);
     std::fflush(stdout);
   }
   std::vector<int32_t> recent(ids);
-  const EndTokens ends(tok);
   std::vector<float> logits;
   const auto start = std::chrono::steady_clock::now();
   auto interval_start = start;
-  int64_t generated = 0;
-  std::string finish = "length";
+  FinishReason finish = FinishReason::kLength;
   // Progress lines on stderr. One goes out before the first token, so the
   // reporting code's own first-use memory (iostreams, /proc reads) is in
   // every later peak-RSS figure and not mistaken for growth.
@@ -75,45 +76,40 @@ absl::Status Run(int argc, char** argv) {
     const double interval_ms = std::chrono::duration<double, std::milli>(now - interval_start).count();
     const double total_s = std::chrono::duration<double>(now - start).count();
     std::cerr << absl::StrFormat("report tokens=%d elapsed_s=%.3f ms_per_token=%.5f peak_rss_kib=%d cache_tokens=%d\n",
-                                 generated, total_s, generated ? interval_ms / report_every : 0.0, PeakRssKib(),
-                                 seq->cache_tokens());
+                                 turn.generated(), total_s, turn.generated() ? interval_ms / report_every : 0.0,
+                                 PeakRssKib(), seq->cache_tokens());
     interval_start = now;
   };
   if (report_every > 0) report();
-  while (generated < max_new) {
+  while (max_new > 0) {
     logits.assign(seq->last_logits().begin(), seq->last_logits().end());
-    if (!AllFinite(logits)) return absl::InternalError(absl::StrFormat("non-finite logit after %d tokens", seq->consumed()));
-    const bool may_end = !ignore_eos && generated >= min_new;
-    if (!ignore_eos && generated < min_new) ends.Mask(absl::MakeSpan(logits));
-    const int32_t next = sampler.Sample(absl::MakeSpan(logits), recent);
-    if (may_end && ends.IsEnd(next)) {
-      finish = "eos";
+    const Turn::Step step = turn.Next(absl::MakeSpan(logits), &recent);
+    if (step.finish == FinishReason::kError) {
+      return absl::InternalError(absl::StrFormat("non-finite logit after %d tokens", seq->consumed()));
+    }
+    if (step.emitted) {
+      if (print_ids) {
+        std::printf(turn.generated() == 1 ? "%d" : " %d", step.token);
+      } else {
+        std::fputs(step.text.c_str(), stdout);
+      }
+      std::fflush(stdout);
+      if (report_every > 0 && turn.generated() % report_every == 0) report();
+    }
+    if (step.finish) {
+      finish = *step.finish;
       break;
     }
-    ++generated;
-    PushRecent(&recent, next);
-    if (print_ids) {
-      std::printf(generated == 1 ? "%d" : " %d", next);
-    } else {
-      bool stopped = false;
-      std::fputs(stopper.Push(decoder.Push(next), &stopped).c_str(), stdout);
-      if (stopped) {
-        finish = "stop";
-        break;
-      }
-    }
-    std::fflush(stdout);
-    if (report_every > 0 && generated % report_every == 0) report();
-    if (generated == max_new) break;
-    RETURN_IF_ERROR(seq->Feed({next}));
+    RETURN_IF_ERROR(seq->Feed({step.token}));
   }
-  if (!print_ids) std::fputs(stopper.Flush().append(decoder.Flush()).c_str(), stdout);
+  if (!print_ids) std::fputs(turn.Flush(finish).c_str(), stdout);
   std::printf("\n");
+  const int64_t generated = turn.generated();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!flags.Switch("quiet")) {
     std::cerr << absl::StrFormat("%s: %d tokens in %.3f s (%.1f tok/s), finish=%s, backend=%s, policy=%s S=%d W=%d, "
                                  "cache_tokens=%d evicted=%d peak_rss_kib=%d\n",
-                                 kTool, generated, secs, generated / std::max(secs, 1e-9), finish, rt.backend->name(),
+                                 kTool, generated, secs, generated / std::max(secs, 1e-9), FinishReasonName(finish), rt.backend->name(),
                                  CachePolicyName(cache.policy), seq->geometry().sinks, seq->geometry().window,
                                  seq->cache_tokens(), seq->evicted(), PeakRssKib());
   }

@@ -11,10 +11,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "engine/sequence.h"
 #include "engine/status_macros.h"
-#include "tools/common/runtime.h"
+#include "common/runtime.h"
 
 namespace sinkserve {
 namespace {

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "engine/status_macros.h"
-#include "tools/common/runtime.h"
+#include "common/runtime.h"
 
 namespace sinkserve {
 namespace {

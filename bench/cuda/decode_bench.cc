@@ -29,7 +29,7 @@
 #include "engine/sampler.h"
 #include "engine/sequence.h"
 #include "engine/status_macros.h"
-#include "kernels/cuda/bench_util.h"
+#include "bench/cuda/bench_util.h"
 #include "kernels/cuda/cuda_backend.h"
 
 namespace sinkserve {

@@ -1,10 +1,10 @@
-#include "engine/chat_template.h"
+#include "engine/text/chat_template.h"
 
 #include <gtest/gtest.h>
 
 #include "tests/engine/tiny_vocab.h"
 #include "tests/test_data.h"
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 
 namespace sinkserve::testing {
 namespace {

@@ -1,4 +1,4 @@
-#include "engine/gguf.h"
+#include "engine/model/gguf.h"
 
 #include <gtest/gtest.h>
 
@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/llama2c.h"
-#include "engine/model_loader.h"
+#include "engine/model/llama2c.h"
+#include "engine/model/model_loader.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {

@@ -1,4 +1,4 @@
-#include "engine/llama2c.h"
+#include "engine/model/llama2c.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <map>
 
-#include "engine/stop_matcher.h"
+#include "engine/text/stop_matcher.h"
 
 namespace sinkserve {
 namespace {

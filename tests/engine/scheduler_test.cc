@@ -15,7 +15,7 @@ class SchedulerTest : public ::testing::Test {
     s->cache_id = static_cast<CacheId>(sessions_.size());
     s->consumed = consumed;
     s->outbox = std::make_shared<Outbox>(2, nullptr);
-    s->turn = std::make_unique<TurnState>(SamplingParams{}, tok_->size(), std::vector<std::string>{}, *tok_);
+    s->turn = std::make_unique<TurnState>(TurnOptions{}, *tok_, absl::Span<const int32_t>{}, tok_->size());
     if (prompt > 0) {
       s->phase = Phase::kPrefill;
       s->turn->feed.assign(prompt, 7);
@@ -26,6 +26,13 @@ class SchedulerTest : public ::testing::Test {
     sessions_.push_back(std::move(s));
     active_.push_back(sessions_.back().get());
     return active_.back();
+  }
+
+  // Schedules a step and builds its batch, as the engine does.
+  size_t Schedule(Scheduler& scheduler) {
+    const size_t n = scheduler.Schedule(active_, &plan_);
+    BuildBatch(plan_, &batch_);
+    return n;
   }
 
   std::unique_ptr<Tokenizer> tok_ = TinyTokenizer();
@@ -40,7 +47,7 @@ TEST_F(SchedulerTest, DecodeTokensFirstThenChunkedPrefillUnderTheBudget) {
   Session* long_prompt = Add(30);
   Session* d1 = Add(0, 5);
   Session* d2 = Add(0, 9);
-  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 3u);
+  ASSERT_EQ(Schedule(scheduler), 3u);
   EXPECT_EQ(plan_[0].session, d1);
   EXPECT_TRUE(plan_[0].decode);
   EXPECT_EQ(plan_[1].session, d2);
@@ -58,7 +65,7 @@ TEST_F(SchedulerTest, PrefillContinuesWhereItStoppedAndRotates) {
   Session* a = Add(20);
   Session* b = Add(20);
   a->turn->fed = 15;  // 5 left
-  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 2u);
+  ASSERT_EQ(Schedule(scheduler), 2u);
   EXPECT_EQ(plan_[0].session, a);
   EXPECT_EQ(plan_[0].n_tokens, 5);
   EXPECT_EQ(plan_[1].session, b);
@@ -68,7 +75,7 @@ TEST_F(SchedulerTest, PrefillContinuesWhereItStoppedAndRotates) {
   a->phase = Phase::kIdle;
   b->turn->fed = 5;
   Session* c = Add(3);
-  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 2u);
+  ASSERT_EQ(Schedule(scheduler), 2u);
   EXPECT_EQ(plan_[0].session, c);
   EXPECT_EQ(plan_[1].session, b);
   EXPECT_EQ(plan_[1].n_tokens, 7);
@@ -84,11 +91,11 @@ TEST_F(SchedulerTest, SkipsIdleDetachedAndBackpressuredSessions) {
   full->outbox->Push(DeltaEvent{});
   full->outbox->Push(DeltaEvent{});  // capacity 2: its client is not reading
   Session* ok = Add(0);
-  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 1u);
+  ASSERT_EQ(Schedule(scheduler), 1u);
   EXPECT_EQ(plan_[0].session, ok);
   // Draining the outbox makes the session runnable again.
   ASSERT_TRUE(full->outbox->Pop().has_value());
-  EXPECT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 2u);
+  EXPECT_EQ(Schedule(scheduler), 2u);
 }
 
 TEST_F(SchedulerTest, DecodesAlwaysRunAndPrefillStillProgresses) {
@@ -97,7 +104,7 @@ TEST_F(SchedulerTest, DecodesAlwaysRunAndPrefillStillProgresses) {
   Add(0);
   Add(0);
   Session* p = Add(10);
-  ASSERT_EQ(scheduler.Schedule(active_, &batch_, &plan_), 4u);
+  ASSERT_EQ(Schedule(scheduler), 4u);
   EXPECT_EQ(plan_[3].session, p);
   EXPECT_EQ(plan_[3].n_tokens, 1);
 }

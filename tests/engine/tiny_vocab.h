@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
-#include "engine/tokenizer.h"
+#include "engine/text/tokenizer.h"
 
 namespace sinkserve::testing {
 

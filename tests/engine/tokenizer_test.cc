@@ -1,4 +1,4 @@
-#include "engine/tokenizer.h"
+#include "engine/text/tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -12,8 +12,9 @@
 #include <vector>
 
 #include "absl/strings/str_join.h"
-#include "engine/model_loader.h"
-#include "engine/unicode.h"
+#include "engine/model/model_loader.h"
+#include "engine/text/stream_decoder.h"
+#include "engine/text/unicode.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {

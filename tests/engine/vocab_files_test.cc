@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_loader.h"
-#include "engine/tokenizer.h"
+#include "engine/model/model_loader.h"
+#include "engine/text/tokenizer.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {

@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "engine/model_loader.h"
+#include "engine/model/model_loader.h"
 #include "engine/sampler.h"
 #include "engine/sequence.h"
 #include "tests/golden.h"

@@ -8,9 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/runtime.h"
 #include "engine/engine.h"
-#include "engine/model_loader.h"
-#include "kernels/backend_factory.h"
 #include "server/chat_server.h"
 #include "sinkserve/v1/chat.grpc.pb.h"
 #include "tests/test_data.h"
@@ -24,19 +23,15 @@ class TestServer {
  public:
   // Loads stories260K and starts a server; check ok() (fails with a message).
   explicit TestServer(EngineConfig config = {}) {
-    auto model = LoadModel(SharedPath(kModel));
-    if (!model.ok()) { Fail(model.status()); return; }
-    auto vocab = LoadVocab(SharedPath(kVocab));
-    if (!vocab.ok()) { Fail(vocab.status()); return; }
-    auto tok = Tokenizer::Create(*std::move(vocab));
-    if (!tok.ok()) { Fail(tok.status()); return; }
-    tokenizer_ = *std::move(tok);
-    BackendOptions options;
-    options.kind = "cpu";
-    options.threads = 1;
-    auto backend = CreateBackend(*std::move(model), options);
-    if (!backend.ok()) { Fail(backend.status()); return; }
-    backend_ = *std::move(backend);
+    RuntimeOptions runtime_options;
+    runtime_options.model = SharedPath(kModel);
+    runtime_options.tokenizer = SharedPath(kVocab);
+    runtime_options.backend.kind = "cpu";
+    runtime_options.backend.threads = 1;
+    auto runtime = LoadRuntime(runtime_options);
+    if (!runtime.ok()) { Fail(runtime.status()); return; }
+    tokenizer_ = std::move(runtime->tokenizer);
+    backend_ = std::move(runtime->backend);
     config.model_name = "stories260K";
     auto engine = Engine::Create(backend_.get(), tokenizer_.get(), config);
     if (!engine.ok()) { Fail(engine.status()); return; }

@@ -11,7 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/model_loader.h"
+#include "engine/cache_policy.h"
+#include "engine/model/model_loader.h"
 #include "engine/sampler.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/kernels/cuda/cuda_test_util.h"

@@ -1,0 +1,298 @@
+// GGUF architecture `llama` -> Model, and `tokenizer.ggml.*` -> Vocab.
+//
+// GGUF lists dims fastest-first: a matrix with ne=[in, out] is row-major
+// (out, in), which is our layout, so weights are copied without transposes.
+// GGUF llama q/k weights are already in the Meta interleaved RoPE layout (the
+// converters un-permute HF checkpoints), so no permutation is applied either.
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "engine/model/gguf.h"
+#include "engine/status_macros.h"
+
+namespace sinkserve::gguf {
+namespace {
+
+// An optional integer key: nullopt when absent, an error when mistyped.
+absl::StatusOr<std::optional<int64_t>> OptionalInt(const File& f, std::string_view key) {
+  if (f.Find(key) == nullptr) return std::nullopt;
+  ASSIGN_OR_RETURN(int64_t v, f.GetInt(key));
+  return v;
+}
+
+// A size key that must fit a positive int32.
+absl::StatusOr<int32_t> PositiveI32(std::string_view key, int64_t v) {
+  if (v <= 0 || v > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("GGUF: metadata '%s' is %d; must be in [1, 2^31)", key, v));
+  }
+  return static_cast<int32_t>(v);
+}
+
+absl::StatusOr<int32_t> RequiredSize(const File& f, std::string_view key) {
+  ASSIGN_OR_RETURN(int64_t v, f.GetInt(key));
+  return PositiveI32(key, v);
+}
+
+absl::StatusOr<int32_t> OptionalSize(const File& f, std::string_view key, int32_t fallback) {
+  ASSIGN_OR_RETURN(std::optional<int64_t> v, OptionalInt(f, key));
+  if (!v) return fallback;
+  return PositiveI32(key, *v);
+}
+
+absl::StatusOr<float> OptionalFloat(const File& f, std::string_view key, float fallback) {
+  if (f.Find(key) == nullptr) return fallback;
+  ASSIGN_OR_RETURN(double v, f.GetFloat(key));
+  return static_cast<float>(v);
+}
+
+std::string DimsString(const std::vector<uint64_t>& dims) {
+  return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
+}
+
+// Tensor `name` as fp32 after checking its ggml dims equal `ne` (fastest
+// first, trailing 1s ignored on both sides).
+absl::StatusOr<std::vector<float>> LoadTensor(const File& f, const std::string& name,
+                                              std::vector<uint64_t> ne) {
+  const TensorInfo* t = f.FindTensor(name);
+  if (t == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("GGUF: tensor '%s' is missing", name));
+  }
+  std::vector<uint64_t> got = t->dims;
+  while (!got.empty() && got.back() == 1) got.pop_back();
+  while (!ne.empty() && ne.back() == 1) ne.pop_back();
+  if (got != ne) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "GGUF: tensor '%s' has ne=%s, the config implies ne=%s (ggml order, fastest first)",
+        name, DimsString(t->dims), DimsString(ne)));
+  }
+  return f.ReadTensorF32(*t);
+}
+
+absl::StatusOr<ModelConfig> ReadLlamaConfig(const File& f) {
+  ModelConfig c;
+  c.arch = "llama";
+  if (f.Find("general.name") != nullptr) {
+    ASSIGN_OR_RETURN(c.name, f.GetString("general.name"));
+  }
+  ASSIGN_OR_RETURN(c.dim, RequiredSize(f, "llama.embedding_length"));
+  ASSIGN_OR_RETURN(c.hidden_dim, RequiredSize(f, "llama.feed_forward_length"));
+  ASSIGN_OR_RETURN(c.n_layers, RequiredSize(f, "llama.block_count"));
+  ASSIGN_OR_RETURN(c.n_heads, RequiredSize(f, "llama.attention.head_count"));
+  ASSIGN_OR_RETURN(c.n_kv_heads, OptionalSize(f, "llama.attention.head_count_kv", c.n_heads));
+  ASSIGN_OR_RETURN(c.max_seq_len, RequiredSize(f, "llama.context_length"));
+
+  // head_dim: key_length, else the RoPE dimension count, else dim / n_heads.
+  ASSIGN_OR_RETURN(std::optional<int64_t> key_length,
+                   OptionalInt(f, "llama.attention.key_length"));
+  ASSIGN_OR_RETURN(std::optional<int64_t> rope_dims, OptionalInt(f, "llama.rope.dimension_count"));
+  if (key_length) {
+    ASSIGN_OR_RETURN(c.head_dim, PositiveI32("llama.attention.key_length", *key_length));
+  } else if (rope_dims) {
+    ASSIGN_OR_RETURN(c.head_dim, PositiveI32("llama.rope.dimension_count", *rope_dims));
+  } else {
+    if (c.dim % c.n_heads != 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "GGUF: embedding_length %d is not a multiple of head_count %d and no key_length is "
+          "given",
+          c.dim, c.n_heads));
+    }
+    c.head_dim = c.dim / c.n_heads;
+  }
+  if (rope_dims && *rope_dims != c.head_dim) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "GGUF: llama.rope.dimension_count %d != head_dim %d (partial RoPE is not supported)",
+        *rope_dims, c.head_dim));
+  }
+  ASSIGN_OR_RETURN(std::optional<int64_t> value_length,
+                   OptionalInt(f, "llama.attention.value_length"));
+  if (value_length && *value_length != c.head_dim) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "GGUF: llama.attention.value_length %d != key length %d is not supported", *value_length,
+        c.head_dim));
+  }
+  if (f.Find("llama.rope.scaling.type") != nullptr) {
+    ASSIGN_OR_RETURN(std::string scaling, f.GetString("llama.rope.scaling.type"));
+    if (scaling != "none") {
+      return absl::UnimplementedError(
+          absl::StrCat("GGUF: RoPE scaling '", scaling, "' is not supported"));
+    }
+  }
+  if (f.FindTensor("rope_freqs.weight") != nullptr) {
+    return absl::UnimplementedError(
+        "GGUF: tensor 'rope_freqs.weight' (Llama 3.1 RoPE frequency factors) is not supported");
+  }
+  ASSIGN_OR_RETURN(c.rope_theta, OptionalFloat(f, "llama.rope.freq_base", 10000.0f));
+  ASSIGN_OR_RETURN(c.norm_eps,
+                   OptionalFloat(f, "llama.attention.layer_norm_rms_epsilon", 1e-5f));
+
+  // The vocabulary size is the embedding's row count.
+  const TensorInfo* embd = f.FindTensor("token_embd.weight");
+  if (embd == nullptr) return absl::NotFoundError("GGUF: tensor 'token_embd.weight' is missing");
+  if (embd->dims.size() != 2) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "GGUF: tensor 'token_embd.weight' has ne=%s, expected [dim, vocab]",
+        DimsString(embd->dims)));
+  }
+  // Parse() guarantees every dim fits int64.
+  ASSIGN_OR_RETURN(c.vocab_size,
+                   PositiveI32("token_embd.weight rows", static_cast<int64_t>(embd->dims[1])));
+  ASSIGN_OR_RETURN(std::optional<int64_t> vocab_key, OptionalInt(f, "llama.vocab_size"));
+  if (vocab_key && *vocab_key != c.vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("GGUF: llama.vocab_size is %d but token_embd.weight has %d rows",
+                        *vocab_key, c.vocab_size));
+  }
+  c.tied_classifier = f.FindTensor("output.weight") == nullptr;
+  RETURN_IF_ERROR(c.Validate());
+  return c;
+}
+
+absl::StatusOr<LayerWeights> LoadLayer(const File& f, const ModelConfig& c, int l) {
+  const uint64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
+  auto name = [l](std::string_view part) { return absl::StrCat("blk.", l, ".", absl::string_view(part.data(), part.size()), ".weight"); };
+  LayerWeights w;
+  ASSIGN_OR_RETURN(w.attn_norm, LoadTensor(f, name("attn_norm"), {dim}));
+  ASSIGN_OR_RETURN(w.wq, LoadTensor(f, name("attn_q"), {dim, q}));
+  ASSIGN_OR_RETURN(w.wk, LoadTensor(f, name("attn_k"), {dim, kv}));
+  ASSIGN_OR_RETURN(w.wv, LoadTensor(f, name("attn_v"), {dim, kv}));
+  ASSIGN_OR_RETURN(w.wo, LoadTensor(f, name("attn_output"), {q, dim}));
+  ASSIGN_OR_RETURN(w.ffn_norm, LoadTensor(f, name("ffn_norm"), {dim}));
+  ASSIGN_OR_RETURN(w.w1, LoadTensor(f, name("ffn_gate"), {dim, hidden}));
+  ASSIGN_OR_RETURN(w.w2, LoadTensor(f, name("ffn_down"), {hidden, dim}));
+  ASSIGN_OR_RETURN(w.w3, LoadTensor(f, name("ffn_up"), {dim, hidden}));
+  return w;
+}
+
+// A special-token id: absent or all-ones (llama.cpp's "none") -> -1.
+absl::StatusOr<int32_t> SpecialId(const File& f, std::string_view key, int32_t n_vocab) {
+  const Value* v = f.Find(key);
+  if (v == nullptr) return -1;
+  if (const auto* u = std::get_if<uint64_t>(&v->data);
+      u && (*u == 0xFFFFFFFFu || *u == std::numeric_limits<uint64_t>::max())) {
+    return -1;
+  }
+  ASSIGN_OR_RETURN(int64_t id, f.GetInt(key));
+  if (id < 0) return -1;
+  if (id >= n_vocab) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "GGUF: %s is %d, outside the vocabulary of %d tokens", key, id, n_vocab));
+  }
+  return static_cast<int32_t>(id);
+}
+
+absl::StatusOr<bool> OptionalBool(const File& f, std::string_view key, bool fallback) {
+  if (f.Find(key) == nullptr) return fallback;
+  return f.GetBool(key);
+}
+
+}  // namespace
+
+absl::StatusOr<Vocab> VocabFromGguf(const File& f) {
+  Vocab v;
+  ASSIGN_OR_RETURN(std::string model, f.GetString("tokenizer.ggml.model"));
+  if (model == "llama") {
+    v.type = VocabType::kSentencePiece;
+  } else if (model == "gpt2") {
+    v.type = VocabType::kGpt2;
+  } else {
+    return absl::UnimplementedError(absl::StrCat(
+        "GGUF: tokenizer.ggml.model '", model, "' is not supported (only 'llama' and 'gpt2')"));
+  }
+  ASSIGN_OR_RETURN(v.tokens, f.GetStringArray("tokenizer.ggml.tokens"));
+  if (v.tokens.empty() || v.tokens.size() > static_cast<size_t>(INT32_MAX)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("GGUF: tokenizer.ggml.tokens has %d entries", v.tokens.size()));
+  }
+  const size_t n = v.tokens.size();
+  if (f.Find("tokenizer.ggml.scores") != nullptr) {
+    ASSIGN_OR_RETURN(v.scores, f.GetFloatArray("tokenizer.ggml.scores"));
+    if (v.scores.size() != n) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "GGUF: tokenizer.ggml.scores has %d entries for %d tokens", v.scores.size(), n));
+    }
+  }
+  if (f.Find("tokenizer.ggml.token_type") != nullptr) {
+    ASSIGN_OR_RETURN(std::vector<int64_t> types, f.GetIntArray("tokenizer.ggml.token_type"));
+    if (types.size() != n) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "GGUF: tokenizer.ggml.token_type has %d entries for %d tokens", types.size(), n));
+    }
+    v.token_types.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (types[i] < 0 || types[i] > static_cast<int64_t>(TokenType::kByte)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "GGUF: tokenizer.ggml.token_type[%d] is %d, not a known token type", i, types[i]));
+      }
+      v.token_types.push_back(static_cast<TokenType>(types[i]));
+    }
+  }
+  if (f.Find("tokenizer.ggml.merges") != nullptr) {
+    ASSIGN_OR_RETURN(v.merges, f.GetStringArray("tokenizer.ggml.merges"));
+  }
+  if (v.type == VocabType::kGpt2 && v.merges.empty()) {
+    return absl::InvalidArgumentError("GGUF: a gpt2 tokenizer needs tokenizer.ggml.merges");
+  }
+  const int32_t n_vocab = static_cast<int32_t>(n);
+  ASSIGN_OR_RETURN(v.bos_id, SpecialId(f, "tokenizer.ggml.bos_token_id", n_vocab));
+  ASSIGN_OR_RETURN(v.eos_id, SpecialId(f, "tokenizer.ggml.eos_token_id", n_vocab));
+  ASSIGN_OR_RETURN(v.unk_id, SpecialId(f, "tokenizer.ggml.unknown_token_id", n_vocab));
+  ASSIGN_OR_RETURN(v.pad_id, SpecialId(f, "tokenizer.ggml.padding_token_id", n_vocab));
+  // Defaults follow llama.cpp: SentencePiece adds BOS and a dummy space prefix,
+  // GPT-2 byte-level BPE does neither.
+  const bool spm = v.type == VocabType::kSentencePiece;
+  ASSIGN_OR_RETURN(v.add_bos, OptionalBool(f, "tokenizer.ggml.add_bos_token", spm));
+  ASSIGN_OR_RETURN(v.add_space_prefix, OptionalBool(f, "tokenizer.ggml.add_space_prefix", spm));
+  return v;
+}
+
+absl::StatusOr<Model> LlamaModelFromGguf(const File& f) {
+  ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
+  if (arch != "llama") {
+    return absl::UnimplementedError(
+        absl::StrCat("GGUF: architecture '", arch, "' is not supported (only 'llama')"));
+  }
+  Model m;
+  ASSIGN_OR_RETURN(m.config, ReadLlamaConfig(f));
+  const ModelConfig& c = m.config;
+  // Refuse before allocating per-layer storage when the tensors cannot exist.
+  const uint64_t needed = 9ull * static_cast<uint64_t>(c.n_layers) + 2 + (c.tied_classifier ? 0 : 1);
+  if (f.tensors.size() < needed) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "GGUF: %d layers need %d tensors but the file has %d", c.n_layers, needed,
+        f.tensors.size()));
+  }
+  const uint64_t dim = c.dim, vocab = c.vocab_size;
+  ASSIGN_OR_RETURN(m.weights.token_embedding, LoadTensor(f, "token_embd.weight", {dim, vocab}));
+  m.weights.layers.reserve(c.n_layers);
+  for (int l = 0; l < c.n_layers; ++l) {
+    ASSIGN_OR_RETURN(LayerWeights w, LoadLayer(f, c, l));
+    m.weights.layers.push_back(std::move(w));
+  }
+  ASSIGN_OR_RETURN(m.weights.final_norm, LoadTensor(f, "output_norm.weight", {dim}));
+  if (!c.tied_classifier) {
+    ASSIGN_OR_RETURN(m.weights.classifier, LoadTensor(f, "output.weight", {dim, vocab}));
+  }
+  if (f.Find("tokenizer.ggml.model") != nullptr) {
+    ASSIGN_OR_RETURN(Vocab v, VocabFromGguf(f));
+    if (v.size() != c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "GGUF: the vocabulary has %d tokens but token_embd.weight has %d rows", v.size(),
+          c.vocab_size));
+    }
+    m.vocab = std::move(v);
+  }
+  if (f.Find("tokenizer.chat_template") != nullptr) {
+    ASSIGN_OR_RETURN(m.chat_template, f.GetString("tokenizer.chat_template"));
+  }
+  RETURN_IF_ERROR(m.ValidateWeights());
+  return m;
+}
+
+}  // namespace sinkserve::gguf

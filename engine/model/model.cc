@@ -1,0 +1,126 @@
+// ModelConfig::Validate and Model::ValidateWeights: the last line of defence
+// between a (possibly hostile) model file and code that indexes weights.
+#include "engine/model/model.h"
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_format.h"
+
+namespace sinkserve {
+namespace {
+
+// A model larger than this many weights is refused as absurd (4 TiB of fp32).
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
+// a * b, false on int64 overflow or when the product exceeds kMaxElements.
+bool MulCapped(int64_t a, int64_t b, int64_t* out) {
+  return !__builtin_mul_overflow(a, b, out) && *out <= kMaxElements;
+}
+
+absl::Status CheckSize(const char* what, const std::vector<float>& v, int64_t expected) {
+  if (static_cast<int64_t>(v.size()) == expected) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrFormat("weights: %s has %d floats, expected %d", what, v.size(), expected));
+}
+
+}  // namespace
+
+absl::Status ModelConfig::Validate() const {
+  const struct {
+    const char* name;
+    int32_t value;
+  } sizes[] = {{"dim", dim},           {"hidden_dim", hidden_dim}, {"n_layers", n_layers},
+               {"n_heads", n_heads},   {"n_kv_heads", n_kv_heads}, {"head_dim", head_dim},
+               {"vocab_size", vocab_size}, {"max_seq_len", max_seq_len}};
+  for (const auto& s : sizes) {
+    if (s.value <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("model config: %s is %d, must be positive", s.name, s.value));
+    }
+  }
+  if (n_heads % n_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "model config: n_heads %d is not a multiple of n_kv_heads %d", n_heads, n_kv_heads));
+  }
+  if (head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "model config: head_dim %d is odd; RoPE rotates pairs", head_dim));
+  }
+  // q_dim() and kv_dim() are int32; every matrix and the whole model must stay
+  // well inside int64 and below kMaxElements.
+  int64_t q, per_layer = 0, total = 0, m;
+  if (!MulCapped(n_heads, head_dim, &q) || q > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "model config: n_heads * head_dim = %d * %d does not fit int32", n_heads, head_dim));
+  }
+  const int64_t kv = static_cast<int64_t>(n_kv_heads) * head_dim;  // <= q
+  const int64_t matrices[] = {q, kv, kv, q, hidden_dim, hidden_dim, hidden_dim};
+  for (int64_t rows : matrices) {
+    if (!MulCapped(rows, dim, &m) || __builtin_add_overflow(per_layer, m, &per_layer)) {
+      return absl::InvalidArgumentError("model config: a layer's weight count overflows");
+    }
+  }
+  if (!MulCapped(per_layer + 2 * int64_t{dim}, n_layers, &total) ||
+      !MulCapped(vocab_size, dim, &m) || __builtin_add_overflow(total, 2 * m, &total) ||
+      total > kMaxElements) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "model config: dim %d, hidden_dim %d, n_layers %d, vocab_size %d imply more than 2^40 "
+        "weights",
+        dim, hidden_dim, n_layers, vocab_size));
+  }
+  if (!std::isfinite(rope_theta) || rope_theta <= 0.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model config: rope_theta %g must be finite and positive", rope_theta));
+  }
+  if (!std::isfinite(norm_eps) || norm_eps < 0.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model config: norm_eps %g must be finite and >= 0", norm_eps));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Model::ValidateWeights() const {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  const ModelConfig& c = config;
+  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
+  const int64_t vocab = c.vocab_size;
+  if (absl::Status s = CheckSize("token_embedding", weights.token_embedding, vocab * dim); !s.ok())
+    return s;
+  if (static_cast<int64_t>(weights.layers.size()) != c.n_layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "weights: %d layers, config says %d", weights.layers.size(), c.n_layers));
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = weights.layers[l];
+    const struct {
+      const char* name;
+      const std::vector<float>& v;
+      int64_t n;
+    } checks[] = {{"attn_norm", w.attn_norm, dim}, {"wq", w.wq, q * dim},
+                  {"wk", w.wk, kv * dim},          {"wv", w.wv, kv * dim},
+                  {"wo", w.wo, dim * q},           {"ffn_norm", w.ffn_norm, dim},
+                  {"w1", w.w1, hidden * dim},      {"w2", w.w2, dim * hidden},
+                  {"w3", w.w3, hidden * dim}};
+    for (const auto& ch : checks) {
+      if (static_cast<int64_t>(ch.v.size()) != ch.n) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "weights: layer %d %s has %d floats, expected %d", l, ch.name, ch.v.size(), ch.n));
+      }
+    }
+  }
+  if (absl::Status s = CheckSize("final_norm", weights.final_norm, dim); !s.ok()) return s;
+  if (c.tied_classifier) {
+    if (!weights.classifier.empty()) {
+      return absl::InvalidArgumentError(
+          "weights: tied_classifier is set but a separate classifier is present");
+    }
+  } else if (absl::Status s = CheckSize("classifier", weights.classifier, vocab * dim); !s.ok()) {
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace sinkserve
