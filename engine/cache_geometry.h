@@ -19,8 +19,11 @@
 // Positions are counted inside the cache, not in the text: sinks take 0..S-1,
 // window keys follow in age order, and the query takes the next position. All
 // positions stay below sinks + window, so RoPE angles never grow with t and
-// stay exact after millions of tokens. Keys are cached un-rotated and rotated
-// by their cache position at attention time.
+// stay exact after millions of tokens. The CUDA backend caches keys
+// un-rotated and rotates them by their cache position at attention time; the
+// CPU backend uses the exact equivalent of rotating keys once by slot and the
+// query per lap of the ring (kernels/cpu/fast_ops.h), since RoPE scores
+// depend only on position differences.
 #pragma once
 
 #include <cstdint>

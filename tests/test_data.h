@@ -4,11 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <system_error>
 
 namespace sinkserve::testing {
 
@@ -34,6 +37,29 @@ inline std::string ReadFile(const std::filesystem::path& path) {
 inline std::string BinaryPath(const std::string& name) {
   return (std::filesystem::path(SINKSERVE_BINARY_DIR) / name).string();
 }
+
+// A fresh directory under $TMPDIR (or /tmp) for one test's files, removed
+// with everything in it when the object goes.
+class ScopedTempDir {
+ public:
+  ScopedTempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = std::string(base && *base ? base : "/tmp") + "/sinkserve_test_XXXXXX";
+    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ~ScopedTempDir() {
+    std::error_code ignored;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+  }
+  ScopedTempDir(const ScopedTempDir&) = delete;
+  ScopedTempDir& operator=(const ScopedTempDir&) = delete;
+
+  // Empty when the directory could not be made.
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 }  // namespace sinkserve::testing
 

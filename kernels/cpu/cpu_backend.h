@@ -1,6 +1,8 @@
-// The CPU reference backend: fp32 everywhere, the readable oracle that the
-// CUDA backend is tested against. It runs a whole Batch per Forward call and
-// spreads matmuls and attention heads over a small thread pool.
+// The CPU backend: fp32 everywhere, on the SIMD fast paths of
+// kernels/cpu/fast_ops.h (the readable oracle is kernels/cpu/ops.h, which
+// the fast paths and the CUDA kernels are tested against). The CUDA backend
+// is tested against this backend end to end. It runs a whole Batch per
+// Forward call and spreads matmuls and attention over a small thread pool.
 #pragma once
 
 #include <memory>

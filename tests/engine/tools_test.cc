@@ -40,9 +40,9 @@ std::string Quote(const std::string& s) {
   return q + "'";
 }
 
-Result RunTool(const std::string& tool, const std::vector<std::string>& args, const std::string& stdin_text = "") {
-  const fs::path dir = fs::temp_directory_path() / ("sinkserve_tools_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+// Runs `tool` with its stdin, stdout and stderr in files under `dir`.
+Result RunTool(const fs::path& dir, const std::string& tool, const std::vector<std::string>& args,
+               const std::string& stdin_text = "") {
   std::ofstream(dir / "in") << stdin_text;
   std::string cmd = Quote(testing::BinaryPath(tool));
   for (const std::string& a : args) absl::StrAppend(&cmd, " ", Quote(a));
@@ -55,6 +55,18 @@ Result RunTool(const std::string& tool, const std::vector<std::string>& args, co
   r.err = testing::ReadFile(dir / "err");
   return r;
 }
+
+// Each test's files live in its own temporary directory, removed after it.
+class ToolsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_FALSE(tmp_.path().empty()) << "cannot make a temporary directory"; }
+  Result RunTool(const std::string& tool, const std::vector<std::string>& args, const std::string& stdin_text = "") {
+    return sinkserve::RunTool(tmp_.path(), tool, args, stdin_text);
+  }
+  fs::path TempFile(const std::string& name) const { return tmp_.path() / name; }
+
+  testing::ScopedTempDir tmp_;
+};
 
 const std::string kModel = "models/stories260K/stories260K.bin";
 const std::string kTok = "models/stories260K/tok512.bin";
@@ -76,7 +88,7 @@ void ExpectCleanFailure(const Result& r, const std::string& needle) {
   EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr was: " << r.err;
 }
 
-TEST(ToolsTest, TokenizeMatchesLlama2cReference) {
+TEST_F(ToolsTest, TokenizeMatchesLlama2cReference) {
   REQUIRE_SHARED(kTok);
   Result r = RunTool("sinkserve-tokenize", {"--tokenizer", testing::SharedPath(kTok)}, "Once upon a time");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -85,7 +97,7 @@ TEST(ToolsTest, TokenizeMatchesLlama2cReference) {
   EXPECT_EQ(r.out, "403 407 261 378\n");
 }
 
-TEST(ToolsTest, GenerateGreedyMatchesGolden) {
+TEST_F(ToolsTest, GenerateGreedyMatchesGolden) {
   REQUIRE_SHARED(kModel);
   testing::GoldenRun golden;
   ASSERT_TRUE(testing::LoadGolden("stories260K_once_n64", &golden));
@@ -100,7 +112,7 @@ TEST(ToolsTest, GenerateGreedyMatchesGolden) {
   }
 }
 
-TEST(ToolsTest, GenerateStreamsTextWithThePrompt) {
+TEST_F(ToolsTest, GenerateStreamsTextWithThePrompt) {
   REQUIRE_SHARED(kModel);
   Result r = RunTool("sinkserve-generate", Concat(ModelArgs(), {"--prompt", "Once upon a time", "--max-new-tokens",
                                                                 "20", "--temperature", "0", "--quiet"}));
@@ -108,9 +120,9 @@ TEST(ToolsTest, GenerateStreamsTextWithThePrompt) {
   EXPECT_EQ(r.out.rfind("Once upon a time, there was a little girl named Lily.", 0), 0u) << r.out;
 }
 
-TEST(ToolsTest, PerplexityPrintsTheContractLine) {
+TEST_F(ToolsTest, PerplexityPrintsTheContractLine) {
   REQUIRE_SHARED(kModel);
-  const fs::path ids = fs::temp_directory_path() / "sinkserve_ppl_ids.txt";
+  const fs::path ids = TempFile("ids.txt");
   testing::GoldenRun golden;
   ASSERT_TRUE(testing::LoadGolden("stories260K_once_n64", &golden));
   std::ofstream(ids) << absl::StrJoin(golden.tokens, " ");
@@ -126,7 +138,7 @@ TEST(ToolsTest, PerplexityPrintsTheContractLine) {
   EXPECT_LT(ppl, 3.0);
 }
 
-TEST(ToolsTest, BadInputFailsWithOneLine) {
+TEST_F(ToolsTest, BadInputFailsWithOneLine) {
   REQUIRE_SHARED(kModel);
   const std::vector<std::string> gen = Concat(ModelArgs(), {"--prompt", "Hi", "--max-new-tokens", "4"});
   ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", "/nonexistent/model.bin", "--prompt", "x"}),
@@ -147,7 +159,7 @@ TEST(ToolsTest, BadInputFailsWithOneLine) {
   ExpectCleanFailure(RunTool("sinkserve-generate", {"--prompt", "x"}), "--model");
 
   // Wrong magic and truncated files.
-  const fs::path bad = fs::temp_directory_path() / "sinkserve_bad_model.bin";
+  const fs::path bad = TempFile("bad_model.bin");
   std::ofstream(bad, std::ios::binary) << "NOTAMODELFILE";
   ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", bad.string(), "--prompt", "x"}), "");
   const std::string real = testing::ReadFile(testing::SharedPath(kModel));
@@ -156,7 +168,7 @@ TEST(ToolsTest, BadInputFailsWithOneLine) {
     ExpectCleanFailure(RunTool("sinkserve-generate", {"--model", bad.string(), "--tokenizer",
                                                       testing::SharedPath(kTok), "--prompt", "x"}), "");
   }
-  const fs::path gguf_bad = fs::temp_directory_path() / "sinkserve_bad_model.gguf";
+  const fs::path gguf_bad = TempFile("bad_model.gguf");
   const std::string gguf = testing::ReadFile(testing::SharedPath("models/stories260K/stories260K.gguf"));
   for (size_t cut : {size_t{4}, size_t{20}, size_t{200}, gguf.size() / 2, gguf.size() - 1}) {
     std::ofstream(gguf_bad, std::ios::binary | std::ios::trunc) << gguf.substr(0, cut);
@@ -170,9 +182,9 @@ TEST(ToolsTest, BadInputFailsWithOneLine) {
   ExpectCleanFailure(RunTool("sinkserve-decode-bench", Concat(bench, {"--tokens", "-1"})), "--tokens");
 }
 
-TEST(ToolsTest, PerplexityRejectsBadIdsAndDenseOverflow) {
+TEST_F(ToolsTest, PerplexityRejectsBadIdsAndDenseOverflow) {
   REQUIRE_SHARED(kModel);
-  const fs::path ids = fs::temp_directory_path() / "sinkserve_bad_ids.txt";
+  const fs::path ids = TempFile("bad_ids.txt");
   std::ofstream(ids) << "1 403 9999 261";
   ExpectCleanFailure(RunTool("sinkserve-perplexity", Concat(ModelArgs(), {"--ids-file", ids.string()})), "9999");
   std::ofstream(ids, std::ios::trunc) << "1 403 -4 261";

@@ -1,4 +1,5 @@
-// The production cache path (ring slots, un-rotated keys, positions from
+// The production cache path (ring slots, keys rotated once on append by
+// their slot and queries rotated per lap of the ring, positions from
 // CacheGeometry, chunked appends) against a deliberately naive reference: an
 // explicit list of every token's key and value, from which each query picks
 // its sinks and window by hand and rotates them at their cache positions with
