@@ -68,6 +68,11 @@ absl::StatusOr<Runtime> LoadRuntime(const Flags& flags) {
   options.backend.kind = flags.String("backend", "auto");
   ASSIGN_OR_RETURN(int64_t threads, flags.IntInRange("threads", 0, 0, 1024));
   options.backend.threads = static_cast<int32_t>(threads);
+  const std::string weights = flags.String("weights", "native");
+  if (weights != "native" && weights != "f32") {
+    return absl::InvalidArgumentError(absl::StrFormat("--weights must be native or f32, got '%s'", weights));
+  }
+  options.backend.dequantize_weights = weights == "f32";
   return LoadRuntime(options);
 }
 

@@ -17,7 +17,7 @@
 namespace sinkserve {
 
 // Flags shared by the tools that load a model.
-inline const std::vector<std::string> kModelFlags = {"model", "tokenizer", "backend", "threads"};
+inline const std::vector<std::string> kModelFlags = {"model", "tokenizer", "backend", "threads", "weights"};
 inline const std::vector<std::string> kCacheFlags = {"policy", "sinks", "window", "chunk"};
 inline const std::vector<std::string> kSamplingFlags = {"temperature", "top-k", "top-p", "min-p",
                                                         "repetition-penalty", "seed"};
@@ -38,7 +38,8 @@ struct RuntimeOptions {
 // Loads the model (its file is read once), its tokenizer and a backend.
 absl::StatusOr<Runtime> LoadRuntime(const RuntimeOptions& options);
 // The same from --model (required), --tokenizer, --backend (cpu|cuda|auto,
-// default auto) and --threads.
+// default auto), --threads and --weights (native: quantized weights run on
+// the integer kernels, the default; f32: dequantized at load, the reference).
 absl::StatusOr<Runtime> LoadRuntime(const Flags& flags);
 
 // Only the tokenizer: from --tokenizer, else the vocabulary inside --model.

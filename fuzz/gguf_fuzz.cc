@@ -25,6 +25,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   for (const auto& tensor : file->tensors) (void)file->ReadTensorF32(tensor);
   (void)sinkserve::gguf::VocabFromGguf(*file);
-  (void)sinkserve::gguf::LlamaModelFromGguf(*file);
+  (void)sinkserve::gguf::ModelFromGguf(*file);
   return 0;
 }

@@ -20,7 +20,7 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(Model model, const Backen
   std::string kind = options.kind;
   if (kind == "auto") kind = CudaDeviceAvailable() ? "cuda" : "cpu";
   if (kind == "cpu") {
-    auto backend = CpuBackend::Create(std::move(model), options.threads);
+    auto backend = CpuBackend::Create(std::move(model), options.threads, options.dequantize_weights);
     if (!backend.ok()) return backend.status();
     return std::unique_ptr<Backend>(std::move(*backend));
   }

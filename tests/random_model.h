@@ -33,25 +33,33 @@ inline Model RandomModel(const ModelConfig& c, uint64_t seed, float scale = 0.2f
     v.resize(n);
     for (float& x : v) x = offset + normal(rng);
   };
+  auto matrix = [&](Weight& w, int64_t rows, int64_t cols) {
+    std::vector<float> v;
+    fill(v, rows * cols);
+    w = Weight::FromF32(std::move(v), rows, cols);
+  };
   Model m;
   m.config = c;
-  fill(m.weights.token_embedding, int64_t{c.vocab_size} * c.dim);
+  matrix(m.weights.token_embedding, c.vocab_size, c.dim);
   m.weights.layers.resize(c.n_layers);
   for (LayerWeights& l : m.weights.layers) {
     fill(l.attn_norm, c.dim, 1.0f);
-    fill(l.wq, int64_t{c.q_dim()} * c.dim);
-    fill(l.wk, int64_t{c.kv_dim()} * c.dim);
-    fill(l.wv, int64_t{c.kv_dim()} * c.dim);
-    fill(l.wo, int64_t{c.dim} * c.q_dim());
+    matrix(l.wq, c.q_dim(), c.dim);
+    matrix(l.wk, c.kv_dim(), c.dim);
+    matrix(l.wv, c.kv_dim(), c.dim);
+    matrix(l.wo, c.dim, c.q_dim());
     fill(l.ffn_norm, c.dim, 1.0f);
-    fill(l.w1, int64_t{c.hidden_dim} * c.dim);
-    fill(l.w2, int64_t{c.dim} * c.hidden_dim);
-    fill(l.w3, int64_t{c.hidden_dim} * c.dim);
+    matrix(l.w1, c.hidden_dim, c.dim);
+    matrix(l.w2, c.dim, c.hidden_dim);
+    matrix(l.w3, c.hidden_dim, c.dim);
   }
   fill(m.weights.final_norm, c.dim, 1.0f);
-  if (!c.tied_classifier) fill(m.weights.classifier, int64_t{c.vocab_size} * c.dim);
+  if (!c.tied_classifier) matrix(m.weights.classifier, c.vocab_size, c.dim);
   return m;
 }
+
+// A weight's values as fp32, for tests that index them.
+inline std::vector<float> F32(const Weight& w) { return w.ToF32(); }
 
 inline std::vector<int32_t> RandomTokens(int32_t n, int32_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);

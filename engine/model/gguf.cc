@@ -215,37 +215,6 @@ absl::StatusOr<Value> ReadValue(Reader& r, ValueType t, std::string_view what) {
   return v;
 }
 
-// ggml block geometry: elements per block and bytes per block.
-struct TypeTraits {
-  const char* name;
-  uint64_t block;
-  uint64_t block_bytes;
-};
-
-const TypeTraits* FindTypeTraits(uint32_t type) {
-  struct Entry {
-    uint32_t id;
-    TypeTraits traits;
-  };
-  static constexpr Entry kTable[] = {
-      {0, {"F32", 1, 4}},        {1, {"F16", 1, 2}},         {2, {"Q4_0", 32, 18}},
-      {3, {"Q4_1", 32, 20}},     {6, {"Q5_0", 32, 22}},      {7, {"Q5_1", 32, 24}},
-      {8, {"Q8_0", 32, 34}},     {9, {"Q8_1", 32, 36}},      {10, {"Q2_K", 256, 84}},
-      {11, {"Q3_K", 256, 110}},  {12, {"Q4_K", 256, 144}},   {13, {"Q5_K", 256, 176}},
-      {14, {"Q6_K", 256, 210}},  {15, {"Q8_K", 256, 292}},   {16, {"IQ2_XXS", 256, 66}},
-      {17, {"IQ2_XS", 256, 74}}, {18, {"IQ3_XXS", 256, 98}}, {19, {"IQ1_S", 256, 50}},
-      {20, {"IQ4_NL", 32, 18}},  {21, {"IQ3_S", 256, 110}},  {22, {"IQ2_S", 256, 82}},
-      {23, {"IQ4_XS", 256, 136}}, {24, {"I8", 1, 1}},        {25, {"I16", 1, 2}},
-      {26, {"I32", 1, 4}},       {27, {"I64", 1, 8}},        {28, {"F64", 1, 8}},
-      {29, {"IQ1_M", 256, 56}},  {30, {"BF16", 1, 2}},       {34, {"TQ1_0", 256, 54}},
-      {35, {"TQ2_0", 256, 66}},  {39, {"MXFP4", 32, 17}},
-  };
-  for (const Entry& e : kTable) {
-    if (e.id == type) return &e.traits;
-  }
-  return nullptr;
-}
-
 absl::StatusOr<TensorInfo> ReadTensorInfo(Reader& r, uint64_t index) {
   TensorInfo t;
   t.info_offset = r.pos();
@@ -275,19 +244,19 @@ absl::StatusOr<TensorInfo> ReadTensorInfo(Reader& r, uint64_t index) {
   }
   const uint64_t type_at = r.pos();
   ASSIGN_OR_RETURN(t.type, r.Read<uint32_t>(label + " type"));
-  const TypeTraits* traits = FindTypeTraits(t.type);
+  const GgmlTypeTraits* traits = FindGgmlType(t.type);
   if (traits == nullptr) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "GGUF: %s at offset %d has unknown ggml type %d", label, type_at, t.type));
   }
   const uint64_t row = t.dims.empty() ? 1 : t.dims[0];
-  if (row % traits->block != 0) {
+  if (row % static_cast<uint64_t>(traits->block) != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "GGUF: %s of type %s has ne[0]=%d, not a multiple of its block size %d", label,
-        traits->name, row, traits->block));
+        traits->name, row, static_cast<uint64_t>(traits->block)));
   }
   // n_elements is a multiple of block because ne[0] is.
-  if (!MulOk(t.n_elements / traits->block, traits->block_bytes, &t.n_bytes)) {
+  if (!MulOk(t.n_elements / static_cast<uint64_t>(traits->block), static_cast<uint64_t>(traits->block_bytes), &t.n_bytes)) {
     return absl::InvalidArgumentError(
         absl::StrFormat("GGUF: %s byte size overflows uint64", label));
   }
@@ -365,19 +334,6 @@ absl::Status CheckTensorRanges(const File& file) {
   return absl::OkStatus();
 }
 
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  const uint32_t mant = h & 0x3ffu;
-  if (exp == 0) {  // zero or subnormal: mant * 2^-24
-    const float f = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -f : f;
-  }
-  const uint32_t bits = exp == 31 ? (sign | 0x7f800000u | (mant << 13))
-                                  : (sign | ((exp + 112u) << 23) | (mant << 13));
-  return std::bit_cast<float>(bits);
-}
-
 }  // namespace
 
 std::string_view ValueTypeName(ValueType type) {
@@ -399,10 +355,7 @@ std::string_view ValueTypeName(ValueType type) {
   return "unknown";
 }
 
-std::string TensorTypeName(uint32_t type) {
-  const TypeTraits* traits = FindTypeTraits(type);
-  return traits ? std::string(traits->name) : absl::StrCat("type ", type);
-}
+std::string TensorTypeName(uint32_t type) { return GgmlTypeName(type); }
 
 absl::StatusOr<File> Parse(std::string_view bytes) {
   File file;
@@ -654,51 +607,56 @@ absl::StatusOr<std::vector<float>> File::ReadTensorF32(const TensorInfo& t) cons
     return absl::DataLossError(
         absl::StrFormat("GGUF: tensor '%s' data runs past the end of the file", Clip(t.name)));
   }
-  const TypeTraits* traits = FindTypeTraits(t.type);
-  if (traits == nullptr || t.n_bytes != t.n_elements / traits->block * traits->block_bytes ||
-      t.n_elements % traits->block != 0) {
+  const GgmlTypeTraits* traits = FindGgmlType(t.type);
+  if (traits == nullptr || t.n_bytes != t.n_elements / static_cast<uint64_t>(traits->block) * static_cast<uint64_t>(traits->block_bytes) ||
+      t.n_elements % static_cast<uint64_t>(traits->block) != 0) {
     return absl::InvalidArgumentError(
         absl::StrFormat("GGUF: tensor '%s' has an inconsistent type/size", Clip(t.name)));
   }
-  std::vector<float> out(t.n_elements);  // <= 4x the tensor's bytes in the file
-  if (out.empty()) return out;           // a zero-sized dim; memcpy must not see null
-  const char* src = bytes.data() + begin;
-  switch (static_cast<TensorType>(t.type)) {
-    case TensorType::kF32:
-      std::memcpy(out.data(), src, t.n_bytes);
-      break;
-    case TensorType::kF16:
-      for (uint64_t i = 0; i < t.n_elements; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        out[i] = HalfToFloat(h);
-      }
-      break;
-    case TensorType::kBF16:
-      for (uint64_t i = 0; i < t.n_elements; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        out[i] = std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
-      }
-      break;
-    case TensorType::kQ8_0:
-      // Block of 32: fp16 scale d, then 32 int8 q; x = d * q.
-      for (uint64_t b = 0; b < t.n_elements / 32; ++b) {
-        const char* block = src + 34 * b;
-        uint16_t h;
-        std::memcpy(&h, block, 2);
-        const float d = HalfToFloat(h);
-        for (int j = 0; j < 32; ++j) {
-          out[32 * b + j] = d * static_cast<float>(static_cast<int8_t>(block[2 + j]));
-        }
-      }
-      break;
-    default:
-      return absl::UnimplementedError(absl::StrFormat(
-          "GGUF: tensor '%s' has type %s, which is not supported (F32, F16, BF16, Q8_0 are)",
-          Clip(t.name), TensorTypeName(t.type)));
+  if (!IsWeightType(static_cast<GgmlType>(t.type))) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "GGUF: tensor '%s' has type %s, which is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
+        "Q4_K, Q5_K and Q6_K are)",
+        Clip(t.name), TensorTypeName(t.type)));
   }
+  std::vector<float> out(t.n_elements);  // <= 4x the tensor's bytes in the file (8x for Q4)
+  if (out.empty()) return out;           // a zero-sized dim: nothing to convert
+  DequantizeRow(static_cast<GgmlType>(t.type), reinterpret_cast<const uint8_t*>(bytes.data() + begin), out.data(),
+                static_cast<int64_t>(t.n_elements));
   return out;
+}
+
+absl::StatusOr<Weight> File::ReadWeight(const TensorInfo& t, const std::shared_ptr<const void>& storage) const {
+  uint64_t begin, end;
+  if (data_offset > bytes.size() || !AddOk(data_offset, t.offset, &begin) ||
+      !AddOk(begin, t.n_bytes, &end) || end > bytes.size()) {
+    return absl::DataLossError(
+        absl::StrFormat("GGUF: tensor '%s' data runs past the end of the file", Clip(t.name)));
+  }
+  const GgmlTypeTraits* traits = FindGgmlType(t.type);
+  if (traits == nullptr || t.dims.empty() || t.dims.size() > 2 || t.dims[0] % static_cast<uint64_t>(traits->block) != 0 ||
+      t.n_bytes != t.n_elements / static_cast<uint64_t>(traits->block) * static_cast<uint64_t>(traits->block_bytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("GGUF: tensor '%s' has an inconsistent type/size", Clip(t.name)));
+  }
+  if (!IsWeightType(static_cast<GgmlType>(t.type))) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "GGUF: tensor '%s' has type %s, which is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
+        "Q4_K, Q5_K and Q6_K are)",
+        Clip(t.name), TensorTypeName(t.type)));
+  }
+  const auto type = static_cast<GgmlType>(t.type);
+  const int64_t cols = static_cast<int64_t>(t.dims[0]);
+  const int64_t rows = t.dims.size() == 2 ? static_cast<int64_t>(t.dims[1]) : 1;
+  const auto* src = reinterpret_cast<const uint8_t*>(bytes.data() + begin);
+  if (storage == nullptr) return Weight::Copy(type, rows, cols, src);
+  Weight w;
+  w.type = type;
+  w.rows = rows;
+  w.cols = cols;
+  w.data = src;
+  w.owner = storage;
+  return w;
 }
 
 }  // namespace sinkserve::gguf

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -25,6 +26,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "engine/model/model.h"
+#include "engine/model/quant.h"
 #include "engine/model/vocab.h"
 
 namespace sinkserve::gguf {
@@ -47,24 +49,8 @@ enum class ValueType : uint32_t {
 };
 std::string_view ValueTypeName(ValueType type);
 
-// ggml tensor types (the subset we name; others are reported by number).
-enum class TensorType : uint32_t {
-  kF32 = 0,
-  kF16 = 1,
-  kQ4_0 = 2,
-  kQ4_1 = 3,
-  kQ5_0 = 6,
-  kQ5_1 = 7,
-  kQ8_0 = 8,
-  kQ8_1 = 9,
-  kQ2_K = 10,
-  kQ3_K = 11,
-  kQ4_K = 12,
-  kQ5_K = 13,
-  kQ6_K = 14,
-  kQ8_K = 15,
-  kBF16 = 30,
-};
+// ggml tensor types (engine/model/quant.h).
+using TensorType = GgmlType;
 // "F32", "Q4_K", ... or "type <n>" for numbers we do not know.
 std::string TensorTypeName(uint32_t type);
 
@@ -122,9 +108,13 @@ struct File {
   absl::StatusOr<std::vector<Value>> ArrayItems(const Value& value) const;
 
   // The tensor's data converted to fp32, in file order: (ne[n-1], ..., ne[0])
-  // row-major. F32, F16, BF16 and Q8_0 are supported; other types are
+  // row-major. Every IsWeightType type is supported; others are
   // UNIMPLEMENTED naming the type.
   absl::StatusOr<std::vector<float>> ReadTensorF32(const TensorInfo& tensor) const;
+  // A 2-D tensor (ne = [cols, rows]) as a Weight in its own type. With
+  // `storage` (what keeps `bytes` alive) the weight points into the file;
+  // without, it holds a copy.
+  absl::StatusOr<Weight> ReadWeight(const TensorInfo& tensor, const std::shared_ptr<const void>& storage) const;
 
   absl::flat_hash_map<std::string, size_t> key_index;     // key -> metadata index
   absl::flat_hash_map<std::string, size_t> tensor_index;  // name -> tensors index
@@ -134,10 +124,12 @@ struct File {
 // range against the span. Does not convert tensor data.
 absl::StatusOr<File> Parse(std::string_view bytes);
 
-// Architecture `llama` to a Model: config from `llama.*`, all weights as fp32,
-// every tensor's shape checked against the config; vocab and chat template
-// when the file has `tokenizer.ggml.*`.
-absl::StatusOr<Model> LlamaModelFromGguf(const File& file);
+// Architectures `llama` and `qwen2` to a Model: config from `<arch>.*`,
+// matrices in their file types (pointing into the file when `storage` keeps
+// its bytes alive, else copied), norms and biases as fp32, every tensor's
+// shape checked against the config; vocab and chat template when the file
+// has `tokenizer.ggml.*`.
+absl::StatusOr<Model> ModelFromGguf(const File& file, const std::shared_ptr<const void>& storage = nullptr);
 
 // The `tokenizer.ggml.*` vocabulary (a vocab-only GGUF is fine). NOT_FOUND
 // when the file has no tokenizer.ggml.model.

@@ -1,15 +1,22 @@
-// GGUF architecture `llama` -> Model, and `tokenizer.ggml.*` -> Vocab.
+// GGUF architectures `llama` and `qwen2` -> Model, and `tokenizer.ggml.*` ->
+// Vocab.
 //
 // GGUF lists dims fastest-first: a matrix with ne=[in, out] is row-major
-// (out, in), which is our layout, so weights are copied without transposes.
-// GGUF llama q/k weights are already in the Meta interleaved RoPE layout (the
-// converters un-permute HF checkpoints), so no permutation is applied either.
+// (out, in), which is our layout, so weights are used without transposes,
+// in place in the file's mapping. GGUF llama q/k weights are already in the
+// Meta interleaved RoPE layout (the converters un-permute HF checkpoints).
+// qwen2 keeps HF's NEOX layout (rotation pairs (i, i + d/2) in a head), so
+// its q/k rows (and biases) are permuted at load into the interleaved layout:
+// q.k is unchanged by permuting both alike, and pair i keeps its frequency.
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <limits>
 #include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -75,27 +82,65 @@ absl::StatusOr<std::vector<float>> LoadTensor(const File& f, const std::string& 
   return f.ReadTensorF32(*t);
 }
 
-absl::StatusOr<ModelConfig> ReadLlamaConfig(const File& f) {
+// Tensor `name` as a Weight of shape (rows, cols) (ne = [cols, rows]).
+absl::StatusOr<Weight> LoadWeight(const File& f, const std::shared_ptr<const void>& storage, const std::string& name,
+                                  uint64_t cols, uint64_t rows) {
+  const TensorInfo* t = f.FindTensor(name);
+  if (t == nullptr) return absl::NotFoundError(absl::StrFormat("GGUF: tensor '%s' is missing", name));
+  std::vector<uint64_t> got = t->dims;
+  while (got.size() > 2 && got.back() == 1) got.pop_back();
+  if (got.size() != 2 || got[0] != cols || got[1] != rows) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "GGUF: tensor '%s' has ne=%s, the config implies ne=[%d, %d] (ggml order, fastest first)", name,
+        DimsString(t->dims), cols, rows));
+  }
+  return f.ReadWeight(*t, storage);
+}
+
+// The row order that turns NEOX RoPE pairs (i, i + d/2) of each head into
+// interleaved pairs (2i, 2i + 1): new row h*d + 2i is old row h*d + i, new
+// row h*d + 2i + 1 is old row h*d + i + d/2.
+int64_t NeoxSourceRow(int64_t row, int32_t head_dim) {
+  const int64_t head = row / head_dim, j = row % head_dim, half = head_dim / 2;
+  return head * head_dim + (j % 2 == 0 ? j / 2 : half + j / 2);
+}
+
+Weight PermuteNeoxRows(const Weight& w, int32_t head_dim) {
+  std::vector<uint8_t> rows(static_cast<size_t>(w.bytes()));
+  const int64_t rb = w.row_bytes();
+  for (int64_t r = 0; r < w.rows; ++r) std::memcpy(rows.data() + r * rb, w.row(NeoxSourceRow(r, head_dim)), rb);
+  return Weight::Copy(w.type, w.rows, w.cols, rows.data());
+}
+
+std::vector<float> PermuteNeox(const std::vector<float>& v, int32_t head_dim) {
+  std::vector<float> out(v.size());
+  for (size_t r = 0; r < v.size(); ++r) out[r] = v[NeoxSourceRow(static_cast<int64_t>(r), head_dim)];
+  return out;
+}
+
+absl::StatusOr<ModelConfig> ReadConfig(const File& f, const std::string& arch) {
   ModelConfig c;
-  c.arch = "llama";
+  c.arch = arch;
+  // Every architecture key is "<arch>.<name>".
+  const auto key = [&arch](std::string_view name) { return absl::StrCat(arch, ".", absl::string_view(name.data(), name.size())); };
   if (f.Find("general.name") != nullptr) {
     ASSIGN_OR_RETURN(c.name, f.GetString("general.name"));
   }
-  ASSIGN_OR_RETURN(c.dim, RequiredSize(f, "llama.embedding_length"));
-  ASSIGN_OR_RETURN(c.hidden_dim, RequiredSize(f, "llama.feed_forward_length"));
-  ASSIGN_OR_RETURN(c.n_layers, RequiredSize(f, "llama.block_count"));
-  ASSIGN_OR_RETURN(c.n_heads, RequiredSize(f, "llama.attention.head_count"));
-  ASSIGN_OR_RETURN(c.n_kv_heads, OptionalSize(f, "llama.attention.head_count_kv", c.n_heads));
-  ASSIGN_OR_RETURN(c.max_seq_len, RequiredSize(f, "llama.context_length"));
+  ASSIGN_OR_RETURN(c.dim, RequiredSize(f, key("embedding_length")));
+  ASSIGN_OR_RETURN(c.hidden_dim, RequiredSize(f, key("feed_forward_length")));
+  ASSIGN_OR_RETURN(c.n_layers, RequiredSize(f, key("block_count")));
+  ASSIGN_OR_RETURN(c.n_heads, RequiredSize(f, key("attention.head_count")));
+  ASSIGN_OR_RETURN(c.n_kv_heads, OptionalSize(f, key("attention.head_count_kv"), c.n_heads));
+  ASSIGN_OR_RETURN(c.max_seq_len, RequiredSize(f, key("context_length")));
 
   // head_dim: key_length, else the RoPE dimension count, else dim / n_heads.
   ASSIGN_OR_RETURN(std::optional<int64_t> key_length,
-                   OptionalInt(f, "llama.attention.key_length"));
-  ASSIGN_OR_RETURN(std::optional<int64_t> rope_dims, OptionalInt(f, "llama.rope.dimension_count"));
+                   OptionalInt(f, key("attention.key_length")));
+  ASSIGN_OR_RETURN(std::optional<int64_t> rope_dims, OptionalInt(f, key("rope.dimension_count")));
   if (key_length) {
-    ASSIGN_OR_RETURN(c.head_dim, PositiveI32("llama.attention.key_length", *key_length));
+    ASSIGN_OR_RETURN(c.head_dim, PositiveI32(key("attention.key_length"), *key_length));
   } else if (rope_dims) {
-    ASSIGN_OR_RETURN(c.head_dim, PositiveI32("llama.rope.dimension_count", *rope_dims));
+    ASSIGN_OR_RETURN(c.head_dim, PositiveI32(key("rope.dimension_count"), *rope_dims));
   } else {
     if (c.dim % c.n_heads != 0) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -107,18 +152,18 @@ absl::StatusOr<ModelConfig> ReadLlamaConfig(const File& f) {
   }
   if (rope_dims && *rope_dims != c.head_dim) {
     return absl::UnimplementedError(absl::StrFormat(
-        "GGUF: llama.rope.dimension_count %d != head_dim %d (partial RoPE is not supported)",
+        "GGUF: %s.rope.dimension_count %d != head_dim %d (partial RoPE is not supported)", arch,
         *rope_dims, c.head_dim));
   }
   ASSIGN_OR_RETURN(std::optional<int64_t> value_length,
-                   OptionalInt(f, "llama.attention.value_length"));
+                   OptionalInt(f, key("attention.value_length")));
   if (value_length && *value_length != c.head_dim) {
     return absl::UnimplementedError(absl::StrFormat(
-        "GGUF: llama.attention.value_length %d != key length %d is not supported", *value_length,
+        "GGUF: %s.attention.value_length %d != key length %d is not supported", arch, *value_length,
         c.head_dim));
   }
-  if (f.Find("llama.rope.scaling.type") != nullptr) {
-    ASSIGN_OR_RETURN(std::string scaling, f.GetString("llama.rope.scaling.type"));
+  if (f.Find(key("rope.scaling.type")) != nullptr) {
+    ASSIGN_OR_RETURN(std::string scaling, f.GetString(key("rope.scaling.type")));
     if (scaling != "none") {
       return absl::UnimplementedError(
           absl::StrCat("GGUF: RoPE scaling '", scaling, "' is not supported"));
@@ -128,9 +173,9 @@ absl::StatusOr<ModelConfig> ReadLlamaConfig(const File& f) {
     return absl::UnimplementedError(
         "GGUF: tensor 'rope_freqs.weight' (Llama 3.1 RoPE frequency factors) is not supported");
   }
-  ASSIGN_OR_RETURN(c.rope_theta, OptionalFloat(f, "llama.rope.freq_base", 10000.0f));
+  ASSIGN_OR_RETURN(c.rope_theta, OptionalFloat(f, key("rope.freq_base"), 10000.0f));
   ASSIGN_OR_RETURN(c.norm_eps,
-                   OptionalFloat(f, "llama.attention.layer_norm_rms_epsilon", 1e-5f));
+                   OptionalFloat(f, key("attention.layer_norm_rms_epsilon"), 1e-5f));
 
   // The vocabulary size is the embedding's row count.
   const TensorInfo* embd = f.FindTensor("token_embd.weight");
@@ -143,10 +188,10 @@ absl::StatusOr<ModelConfig> ReadLlamaConfig(const File& f) {
   // Parse() guarantees every dim fits int64.
   ASSIGN_OR_RETURN(c.vocab_size,
                    PositiveI32("token_embd.weight rows", static_cast<int64_t>(embd->dims[1])));
-  ASSIGN_OR_RETURN(std::optional<int64_t> vocab_key, OptionalInt(f, "llama.vocab_size"));
+  ASSIGN_OR_RETURN(std::optional<int64_t> vocab_key, OptionalInt(f, key("vocab_size")));
   if (vocab_key && *vocab_key != c.vocab_size) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("GGUF: llama.vocab_size is %d but token_embd.weight has %d rows",
+        absl::StrFormat("GGUF: %s.vocab_size is %d but token_embd.weight has %d rows", arch,
                         *vocab_key, c.vocab_size));
   }
   c.tied_classifier = f.FindTensor("output.weight") == nullptr;
@@ -154,19 +199,32 @@ absl::StatusOr<ModelConfig> ReadLlamaConfig(const File& f) {
   return c;
 }
 
-absl::StatusOr<LayerWeights> LoadLayer(const File& f, const ModelConfig& c, int l) {
+absl::StatusOr<LayerWeights> LoadLayer(const File& f, const std::shared_ptr<const void>& storage,
+                                       const ModelConfig& c, int l) {
   const uint64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
-  auto name = [l](std::string_view part) { return absl::StrCat("blk.", l, ".", absl::string_view(part.data(), part.size()), ".weight"); };
+  auto name = [l](std::string_view part, std::string_view kind = "weight") {
+    return absl::StrCat("blk.", l, ".", absl::string_view(part.data(), part.size()), ".",
+                        absl::string_view(kind.data(), kind.size()));
+  };
   LayerWeights w;
   ASSIGN_OR_RETURN(w.attn_norm, LoadTensor(f, name("attn_norm"), {dim}));
-  ASSIGN_OR_RETURN(w.wq, LoadTensor(f, name("attn_q"), {dim, q}));
-  ASSIGN_OR_RETURN(w.wk, LoadTensor(f, name("attn_k"), {dim, kv}));
-  ASSIGN_OR_RETURN(w.wv, LoadTensor(f, name("attn_v"), {dim, kv}));
-  ASSIGN_OR_RETURN(w.wo, LoadTensor(f, name("attn_output"), {q, dim}));
+  ASSIGN_OR_RETURN(w.wq, LoadWeight(f, storage, name("attn_q"), dim, q));
+  ASSIGN_OR_RETURN(w.wk, LoadWeight(f, storage, name("attn_k"), dim, kv));
+  ASSIGN_OR_RETURN(w.wv, LoadWeight(f, storage, name("attn_v"), dim, kv));
+  ASSIGN_OR_RETURN(w.wo, LoadWeight(f, storage, name("attn_output"), q, dim));
   ASSIGN_OR_RETURN(w.ffn_norm, LoadTensor(f, name("ffn_norm"), {dim}));
-  ASSIGN_OR_RETURN(w.w1, LoadTensor(f, name("ffn_gate"), {dim, hidden}));
-  ASSIGN_OR_RETURN(w.w2, LoadTensor(f, name("ffn_down"), {hidden, dim}));
-  ASSIGN_OR_RETURN(w.w3, LoadTensor(f, name("ffn_up"), {dim, hidden}));
+  ASSIGN_OR_RETURN(w.w1, LoadWeight(f, storage, name("ffn_gate"), dim, hidden));
+  ASSIGN_OR_RETURN(w.w2, LoadWeight(f, storage, name("ffn_down"), hidden, dim));
+  ASSIGN_OR_RETURN(w.w3, LoadWeight(f, storage, name("ffn_up"), dim, hidden));
+  if (c.arch == "qwen2") {
+    ASSIGN_OR_RETURN(w.bq, LoadTensor(f, name("attn_q", "bias"), {q}));
+    ASSIGN_OR_RETURN(w.bk, LoadTensor(f, name("attn_k", "bias"), {kv}));
+    ASSIGN_OR_RETURN(w.bv, LoadTensor(f, name("attn_v", "bias"), {kv}));
+    w.wq = PermuteNeoxRows(w.wq, c.head_dim);
+    w.wk = PermuteNeoxRows(w.wk, c.head_dim);
+    w.bq = PermuteNeox(w.bq, c.head_dim);
+    w.bk = PermuteNeox(w.bk, c.head_dim);
+  }
   return w;
 }
 
@@ -252,32 +310,33 @@ absl::StatusOr<Vocab> VocabFromGguf(const File& f) {
   return v;
 }
 
-absl::StatusOr<Model> LlamaModelFromGguf(const File& f) {
+absl::StatusOr<Model> ModelFromGguf(const File& f, const std::shared_ptr<const void>& storage) {
   ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
-  if (arch != "llama") {
-    return absl::UnimplementedError(
-        absl::StrCat("GGUF: architecture '", arch, "' is not supported (only 'llama')"));
+  if (arch != "llama" && arch != "qwen2") {
+    return absl::UnimplementedError(absl::StrCat(
+        "GGUF: architecture '", absl::CEscape(arch.substr(0, 64)), "' is not supported (llama and qwen2 are)"));
   }
   Model m;
-  ASSIGN_OR_RETURN(m.config, ReadLlamaConfig(f));
+  ASSIGN_OR_RETURN(m.config, ReadConfig(f, arch));
   const ModelConfig& c = m.config;
   // Refuse before allocating per-layer storage when the tensors cannot exist.
-  const uint64_t needed = 9ull * static_cast<uint64_t>(c.n_layers) + 2 + (c.tied_classifier ? 0 : 1);
+  const uint64_t per_layer = arch == "qwen2" ? 12 : 9;
+  const uint64_t needed = per_layer * static_cast<uint64_t>(c.n_layers) + 2 + (c.tied_classifier ? 0 : 1);
   if (f.tensors.size() < needed) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "GGUF: %d layers need %d tensors but the file has %d", c.n_layers, needed,
         f.tensors.size()));
   }
   const uint64_t dim = c.dim, vocab = c.vocab_size;
-  ASSIGN_OR_RETURN(m.weights.token_embedding, LoadTensor(f, "token_embd.weight", {dim, vocab}));
+  ASSIGN_OR_RETURN(m.weights.token_embedding, LoadWeight(f, storage, "token_embd.weight", dim, vocab));
   m.weights.layers.reserve(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    ASSIGN_OR_RETURN(LayerWeights w, LoadLayer(f, c, l));
+    ASSIGN_OR_RETURN(LayerWeights w, LoadLayer(f, storage, c, l));
     m.weights.layers.push_back(std::move(w));
   }
   ASSIGN_OR_RETURN(m.weights.final_norm, LoadTensor(f, "output_norm.weight", {dim}));
   if (!c.tied_classifier) {
-    ASSIGN_OR_RETURN(m.weights.classifier, LoadTensor(f, "output.weight", {dim, vocab}));
+    ASSIGN_OR_RETURN(m.weights.classifier, LoadWeight(f, storage, "output.weight", dim, vocab));
   }
   if (f.Find("tokenizer.ggml.model") != nullptr) {
     ASSIGN_OR_RETURN(Vocab v, VocabFromGguf(f));

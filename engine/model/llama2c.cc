@@ -34,10 +34,23 @@ class FloatCursor {
     return absl::OkStatus();
   }
 
+  // A (rows, cols) fp32 matrix.
+  absl::Status TakeMatrix(uint64_t rows, uint64_t cols, const char* what, Weight* out) {
+    std::vector<float> values;
+    RETURN_IF_ERROR(Take(rows * cols, what, &values));
+    *out = Weight::FromF32(std::move(values), static_cast<int64_t>(rows), static_cast<int64_t>(cols));
+    return absl::OkStatus();
+  }
+
   // One (n_layers, per_layer) group, split into the layers' `field`.
   absl::Status TakeLayers(std::vector<LayerWeights>& layers, std::vector<float> LayerWeights::*field,
                           uint64_t per_layer, const char* what) {
     for (LayerWeights& l : layers) RETURN_IF_ERROR(Take(per_layer, what, &(l.*field)));
+    return absl::OkStatus();
+  }
+  absl::Status TakeLayers(std::vector<LayerWeights>& layers, Weight LayerWeights::*field, uint64_t rows,
+                          uint64_t cols, const char* what) {
+    for (LayerWeights& l : layers) RETURN_IF_ERROR(TakeMatrix(rows, cols, what, &(l.*field)));
     return absl::OkStatus();
   }
 
@@ -123,21 +136,21 @@ absl::StatusOr<Model> ParseLlama2cCheckpoint(std::string_view bytes) {
   const uint64_t vocab = c.vocab_size;
   ModelWeights& w = m.weights;
   FloatCursor cur(bytes);
-  RETURN_IF_ERROR(cur.Take(vocab * dim, "token_embedding", &w.token_embedding));
+  RETURN_IF_ERROR(cur.TakeMatrix(vocab, dim, "token_embedding", &w.token_embedding));
   w.layers.resize(c.n_layers);  // bounded: the file holds every layer's floats
   RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::attn_norm, dim, "rms_att"));
-  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::wq, q * dim, "wq"));
-  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::wk, kv * dim, "wk"));
-  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::wv, kv * dim, "wv"));
-  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::wo, dim * q, "wo"));
+  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::wq, q, dim, "wq"));
+  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::wk, kv, dim, "wk"));
+  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::wv, kv, dim, "wv"));
+  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::wo, dim, q, "wo"));
   RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::ffn_norm, dim, "rms_ffn"));
-  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::w1, hidden * dim, "w1"));
-  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::w2, dim * hidden, "w2"));
-  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::w3, hidden * dim, "w3"));
+  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::w1, hidden, dim, "w1"));
+  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::w2, dim, hidden, "w2"));
+  RETURN_IF_ERROR(cur.TakeLayers(w.layers, &LayerWeights::w3, hidden, dim, "w3"));
   RETURN_IF_ERROR(cur.Take(dim, "rms_final", &w.final_norm));
   const uint64_t rope_half = static_cast<uint64_t>(c.max_seq_len) * c.head_dim / 2;
   cur.Skip(2 * rope_half);  // freq_cis_real, freq_cis_imag: we compute RoPE ourselves
-  if (!shared) RETURN_IF_ERROR(cur.Take(vocab * dim, "wcls", &w.classifier));
+  if (!shared) RETURN_IF_ERROR(cur.TakeMatrix(vocab, dim, "wcls", &w.classifier));
   if (cur.pos() != bytes.size()) {
     return absl::InternalError("llama2.c: weight walk did not end at the file end");
   }

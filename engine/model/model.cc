@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_format.h"
@@ -24,6 +25,23 @@ absl::Status CheckSize(const char* what, const std::vector<float>& v, int64_t ex
   if (static_cast<int64_t>(v.size()) == expected) return absl::OkStatus();
   return absl::InvalidArgumentError(
       absl::StrFormat("weights: %s has %d floats, expected %d", what, v.size(), expected));
+}
+
+absl::Status CheckShape(const std::string& what, const Weight& w, int64_t rows, int64_t cols) {
+  if (w.empty() || w.rows != rows || w.cols != cols) {
+    return absl::InvalidArgumentError(absl::StrFormat("weights: %s is (%d, %d), expected (%d, %d)", what,
+                                                      w.rows, w.cols, rows, cols));
+  }
+  if (!IsWeightType(w.type)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("weights: %s has type %s, which no backend runs", what, GgmlTypeName(static_cast<uint32_t>(w.type))));
+  }
+  const GgmlTypeTraits* t = FindGgmlType(static_cast<uint32_t>(w.type));
+  if (cols % t->block != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "weights: %s has rows of %d values, not a multiple of the %s block of %d", what, cols, t->name, t->block));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -87,28 +105,34 @@ absl::Status Model::ValidateWeights() const {
   const ModelConfig& c = config;
   const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
   const int64_t vocab = c.vocab_size;
-  if (absl::Status s = CheckSize("token_embedding", weights.token_embedding, vocab * dim); !s.ok())
-    return s;
+  if (absl::Status s = CheckShape("token_embedding", weights.token_embedding, vocab, dim); !s.ok()) return s;
   if (static_cast<int64_t>(weights.layers.size()) != c.n_layers) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "weights: %d layers, config says %d", weights.layers.size(), c.n_layers));
   }
+  const bool biased = weights.has_attention_bias();
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = weights.layers[l];
+    const std::string layer = absl::StrFormat("layer %d ", l);
+    const struct {
+      const char* name;
+      const Weight& w;
+      int64_t rows, cols;
+    } matrices[] = {{"wq", w.wq, q, dim},      {"wk", w.wk, kv, dim},         {"wv", w.wv, kv, dim},
+                    {"wo", w.wo, dim, q},      {"w1", w.w1, hidden, dim},     {"w2", w.w2, dim, hidden},
+                    {"w3", w.w3, hidden, dim}};
+    for (const auto& m : matrices) {
+      if (absl::Status s = CheckShape(layer + m.name, m.w, m.rows, m.cols); !s.ok()) return s;
+    }
     const struct {
       const char* name;
       const std::vector<float>& v;
       int64_t n;
-    } checks[] = {{"attn_norm", w.attn_norm, dim}, {"wq", w.wq, q * dim},
-                  {"wk", w.wk, kv * dim},          {"wv", w.wv, kv * dim},
-                  {"wo", w.wo, dim * q},           {"ffn_norm", w.ffn_norm, dim},
-                  {"w1", w.w1, hidden * dim},      {"w2", w.w2, dim * hidden},
-                  {"w3", w.w3, hidden * dim}};
-    for (const auto& ch : checks) {
-      if (static_cast<int64_t>(ch.v.size()) != ch.n) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "weights: layer %d %s has %d floats, expected %d", l, ch.name, ch.v.size(), ch.n));
-      }
+    } vectors[] = {{"attn_norm", w.attn_norm, dim}, {"ffn_norm", w.ffn_norm, dim},
+                   {"bq", w.bq, biased ? q : 0},    {"bk", w.bk, biased ? kv : 0},
+                   {"bv", w.bv, biased ? kv : 0}};
+    for (const auto& v : vectors) {
+      if (absl::Status s = CheckSize((layer + v.name).c_str(), v.v, v.n); !s.ok()) return s;
     }
   }
   if (absl::Status s = CheckSize("final_norm", weights.final_norm, dim); !s.ok()) return s;
@@ -117,7 +141,7 @@ absl::Status Model::ValidateWeights() const {
       return absl::InvalidArgumentError(
           "weights: tied_classifier is set but a separate classifier is present");
     }
-  } else if (absl::Status s = CheckSize("classifier", weights.classifier, vocab * dim); !s.ok()) {
+  } else if (absl::Status s = CheckShape("classifier", weights.classifier, vocab, dim); !s.ok()) {
     return s;
   }
   return absl::OkStatus();

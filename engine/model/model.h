@@ -1,12 +1,15 @@
-// Llama-family model description: architecture parameters and fp32 host weights.
+// Llama-family model description: architecture parameters and host weights.
 //
 // Every loader (llama2.c .bin, GGUF) produces this one struct; backends read it
 // once at construction (the CPU backend uses it in place, the CUDA backend
 // uploads it). Weight matrices are row-major (out_features, in_features), as in
-// llama2.c and GGUF, so y = W x reads one contiguous row per output.
+// llama2.c and GGUF, so y = W x reads one contiguous row per output, and keep
+// the file's type (engine/model/weight.h): fp32, fp16, bf16 or ggml blocks.
+// Norm weights and biases are fp32.
 //
 // q/k projections use the Meta (interleaved-pair) RoPE layout: rotation pairs
-// are (2i, 2i+1) inside each head. Loaders of HF-layout files permute at load.
+// are (2i, 2i+1) inside each head. Loaders of files in another layout (HF,
+// or NEOX half-split RoPE as in qwen2) permute the q/k rows at load.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "engine/model/vocab.h"
+#include "engine/model/weight.h"
 
 namespace sinkserve {
 
@@ -42,26 +46,31 @@ struct ModelConfig {
 
 struct LayerWeights {
   std::vector<float> attn_norm;  // (dim)
-  std::vector<float> wq;         // (n_heads * head_dim, dim)
-  std::vector<float> wk;         // (n_kv_heads * head_dim, dim)
-  std::vector<float> wv;         // (n_kv_heads * head_dim, dim)
-  std::vector<float> wo;         // (dim, n_heads * head_dim)
+  Weight wq;                     // (n_heads * head_dim, dim)
+  Weight wk;                     // (n_kv_heads * head_dim, dim)
+  Weight wv;                     // (n_kv_heads * head_dim, dim)
+  Weight wo;                     // (dim, n_heads * head_dim)
   std::vector<float> ffn_norm;   // (dim)
-  std::vector<float> w1;         // gate: (hidden_dim, dim)
-  std::vector<float> w2;         // down: (dim, hidden_dim)
-  std::vector<float> w3;         // up:   (hidden_dim, dim)
+  Weight w1;                     // gate: (hidden_dim, dim)
+  Weight w2;                     // down: (dim, hidden_dim)
+  Weight w3;                     // up:   (hidden_dim, dim)
+  // Attention biases (qwen2), added after the projections; empty when the
+  // model has none.
+  std::vector<float> bq;         // (n_heads * head_dim)
+  std::vector<float> bk;         // (n_kv_heads * head_dim)
+  std::vector<float> bv;         // (n_kv_heads * head_dim)
 };
 
 struct ModelWeights {
-  std::vector<float> token_embedding;  // (vocab_size, dim)
-  std::vector<LayerWeights> layers;    // (n_layers)
-  std::vector<float> final_norm;       // (dim)
-  std::vector<float> classifier;       // (vocab_size, dim); empty when tied
+  Weight token_embedding;            // (vocab_size, dim)
+  std::vector<LayerWeights> layers;  // (n_layers)
+  std::vector<float> final_norm;     // (dim)
+  Weight classifier;                 // (vocab_size, dim); empty when tied
 
   // The classifier matrix, whichever buffer holds it.
-  const std::vector<float>& Classifier() const {
-    return classifier.empty() ? token_embedding : classifier;
-  }
+  const Weight& Classifier() const { return classifier.empty() ? token_embedding : classifier; }
+  // True when the layers carry attention biases.
+  bool has_attention_bias() const { return !layers.empty() && !layers[0].bq.empty(); }
 };
 
 struct Model {

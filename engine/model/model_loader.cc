@@ -130,17 +130,18 @@ absl::StatusOr<std::string> ReadFileBytes(const std::string& path) {
 }
 
 absl::StatusOr<Model> LoadModel(const std::string& path) {
-  ASSIGN_OR_RETURN(std::unique_ptr<FileBytes> file, FileBytes::Open(path));
+  ASSIGN_OR_RETURN(std::unique_ptr<FileBytes> opened, FileBytes::Open(path));
+  // GGUF weights stay in the mapping: every Weight holds `file`.
+  std::shared_ptr<const FileBytes> file = std::move(opened);
   const std::string_view bytes = file->view();
   absl::StatusOr<Model> model;
   if (IsGguf(bytes)) {
     absl::StatusOr<gguf::File> parsed = gguf::Parse(bytes);
     if (!parsed.ok()) return WithPath(parsed.status(), path);
-    model = gguf::LlamaModelFromGguf(*parsed);
+    model = gguf::ModelFromGguf(*parsed, file);
   } else {
-    model = ParseLlama2cCheckpoint(bytes);
+    model = ParseLlama2cCheckpoint(bytes);  // copies its fp32 weights out
   }
-  // Every weight is copied out, so the mapping can go when `file` does.
   if (!model.ok()) return WithPath(model.status(), path);
   return model;
 }

@@ -11,8 +11,9 @@
 
 namespace sinkserve {
 
-// A model file, format detected by magic: GGUF v2/v3 (arch llama) or a
-// llama2.c checkpoint (.bin, legacy v0 header). Q8_0/F16/BF16 become fp32.
+// A model file, format detected by magic: GGUF v2/v3 (arch llama or qwen2;
+// its weights stay in their types, in the file's memory mapping) or a
+// llama2.c checkpoint (.bin, legacy v0 header; fp32, copied).
 absl::StatusOr<Model> LoadModel(const std::string& path);
 
 // A vocabulary file, format detected by content: GGUF (a vocab-only GGUF is

@@ -6,16 +6,18 @@
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
 #include "kernels/batch_validation.h"
+#include "kernels/cpu/quant_ops.h"
 
 namespace sinkserve {
 
-absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(Model model, int32_t threads) {
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(Model model, int32_t threads,
+                                                               bool dequantize_weights) {
   RETURN_IF_ERROR(model.config.Validate());
   RETURN_IF_ERROR(model.ValidateWeights());
   if (model.config.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrFormat("RoPE needs an even head_dim, got %d", model.config.head_dim));
   }
-  return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(model), threads));
+  return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(model), threads, dequantize_weights));
 }
 
 namespace {
@@ -23,34 +25,59 @@ namespace {
 // Tokens per slice when a batch is split across threads (see Forward).
 constexpr int64_t kSliceTokens = 4;
 
-// Rows of b appended under the rows of a: both (rows, k) row-major.
-std::vector<float> StackRows(std::vector<float> a, const std::vector<float>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
 }  // namespace
 
-CpuBackend::CpuBackend(Model model, int32_t threads) : model_(std::move(model)), pool_(threads) {
+CpuBackend::CpuMatrix CpuBackend::MakeMatrix(const std::vector<const Weight*>& stacked, bool dequantize) {
+  CpuMatrix m;
+  m.k = static_cast<int32_t>(stacked.front()->cols);
+  bool quantized = !dequantize;
+  for (const Weight* w : stacked) {
+    m.n += static_cast<int32_t>(w->rows);
+    quantized = quantized && cpu::IsQuantized(w->type);
+  }
+  if (quantized) {
+    for (const Weight* w : stacked) m.parts.push_back(*w);  // shares the file's bytes
+    return m;
+  }
+  // Rows of every part, one under the other, as fp32 (n, k).
+  std::vector<float> rows;
+  rows.reserve(static_cast<size_t>(m.n) * m.k);
+  for (const Weight* w : stacked) {
+    if (w->type == GgmlType::kF32) {
+      rows.insert(rows.end(), w->f32(), w->f32() + w->rows * w->cols);
+    } else {
+      const std::vector<float> values = w->ToF32();
+      rows.insert(rows.end(), values.begin(), values.end());
+    }
+  }
+  m.wt = cpu::TransposePadded(rows, m.n, m.k);
+  return m;
+}
+
+CpuBackend::CpuBackend(Model model, int32_t threads, bool dequantize_weights)
+    : model_(std::move(model)), pool_(threads) {
   // Projections that read the same input are stacked into one matmul (QKV;
-  // gate and up), and every matrix is kept as cpu::TransposePadded for
-  // cpu::MatMulTransposed. The layer matrices in model_ are freed; the
-  // embedding stays (vocab, dim) for the row gather.
-  const ModelConfig& c = model_.config;
+  // gate and up). fp32 matrices are kept as cpu::TransposePadded for
+  // cpu::MatMulTransposed; quantized ones stay in the file's mapping. The
+  // model's own handles on the layer matrices are dropped; the embedding
+  // stays (vocab, dim) for the row gather.
+  const bool dq = dequantize_weights;
   for (LayerWeights& l : model_.weights.layers) {
     CpuLayer& out = layers_.emplace_back();
-    out.wqkv = cpu::TransposePadded(StackRows(StackRows(std::move(l.wq), l.wk), l.wv), qkv_dim(), c.dim);
-    out.wo = cpu::TransposePadded(l.wo, c.dim, c.q_dim());
-    out.w13 = cpu::TransposePadded(StackRows(std::move(l.w1), l.w3), 2 * c.hidden_dim, c.dim);
-    out.w2 = cpu::TransposePadded(l.w2, c.dim, c.hidden_dim);
-    LayerWeights norms_only;
-    norms_only.attn_norm = std::move(l.attn_norm);
-    norms_only.ffn_norm = std::move(l.ffn_norm);
-    l = std::move(norms_only);
+    out.wqkv = MakeMatrix({&l.wq, &l.wk, &l.wv}, dq);
+    out.wo = MakeMatrix({&l.wo}, dq);
+    out.w13 = MakeMatrix({&l.w1, &l.w3}, dq);
+    out.w2 = MakeMatrix({&l.w2}, dq);
+    for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) w->Release();
   }
-  classifier_t_ = cpu::TransposePadded(model_.weights.Classifier(), c.vocab_size, c.dim);
-  model_.weights.classifier.clear();
-  model_.weights.classifier.shrink_to_fit();
+  classifier_ = MakeMatrix({&model_.weights.Classifier()}, dq);
+  model_.weights.classifier.Release();
+  // The gather reads one embedding row per token: fp32 or blocks both work,
+  // but the reference path dequantizes everything.
+  if (dq && model_.weights.token_embedding.type != GgmlType::kF32) {
+    const Weight& e = model_.weights.token_embedding;
+    model_.weights.token_embedding = Weight::FromF32(e.ToF32(), e.rows, e.cols);
+  }
 }
 
 int64_t CpuBackend::CacheBytes(const CacheGeometry& g) const {
@@ -118,18 +145,49 @@ void CpuBackend::EnsureScratch(Workspace& ws, const Slice& slice) {
   grow(ws.attn, attention_scratch_ * pool_.size());
 }
 
-void CpuBackend::MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens, int32_t n,
-                        int32_t k, bool parallel) {
-  if (!parallel) {
-    cpu::MatMulTransposed(out, in, wt.data(), tokens, n, k, 0, n);
+void CpuBackend::MatMul(float* out, const float* in, const CpuMatrix& m, int32_t tokens, Workspace& ws,
+                        bool parallel) {
+  const int32_t n = m.n, k = m.k;
+  if (m.parts.empty()) {
+    if (!parallel) {
+      cpu::MatMulTransposed(out, in, m.wt.data(), tokens, n, k, 0, n);
+      return;
+    }
+    // Threads split the columns in whole tiles.
+    const int64_t tiles = (n + cpu::kMatMulColumns - 1) / cpu::kMatMulColumns;
+    pool_.ParallelFor(tiles, int64_t{tokens} * n * k, [&](int64_t begin, int64_t end, int32_t) {
+      cpu::MatMulTransposed(out, in, m.wt.data(), tokens, n, k, static_cast<int32_t>(begin * cpu::kMatMulColumns),
+                            static_cast<int32_t>(std::min<int64_t>(end * cpu::kMatMulColumns, n)));
+    });
     return;
   }
-  // Threads split the columns in whole tiles.
-  const int64_t tiles = (n + cpu::kMatMulColumns - 1) / cpu::kMatMulColumns;
-  pool_.ParallelFor(tiles, int64_t{tokens} * n * k, [&](int64_t begin, int64_t end, int32_t) {
-    cpu::MatMulTransposed(out, in, wt.data(), tokens, n, k, static_cast<int32_t>(begin * cpu::kMatMulColumns),
-                          static_cast<int32_t>(std::min<int64_t>(end * cpu::kMatMulColumns, n)));
-  });
+  // Block-typed parts: quantize the activations for the part's type (once
+  // for consecutive parts that pair with the same layout), then each row's
+  // blocks meet every token's.
+  int64_t col = 0;
+  // Q8_0, Q8_1 and Q8_K rows of one k all differ in size, so the size names
+  // the layout the buffer holds.
+  int64_t quantized_for = -1;
+  for (const Weight& part : m.parts) {
+    const int64_t x_bytes = cpu::ActivationRowBytes(part.type, k);
+    if (quantized_for != x_bytes) {
+      if (static_cast<int64_t>(ws.xq.size()) < tokens * x_bytes) ws.xq.resize(tokens * x_bytes);
+      for (int32_t t = 0; t < tokens; ++t) {
+        cpu::QuantizeActivations(part.type, in + int64_t{t} * k, k, ws.xq.data() + t * x_bytes);
+      }
+      quantized_for = x_bytes;
+    }
+    float* part_out = out + col;
+    const uint8_t* xq = ws.xq.data();
+    if (!parallel) {
+      cpu::QuantMatMul(part_out, n, xq, tokens, part, 0, part.rows);
+    } else {
+      pool_.ParallelFor(part.rows, int64_t{tokens} * part.rows * k, [&](int64_t begin, int64_t end, int32_t) {
+        cpu::QuantMatMul(part_out, n, xq, tokens, part, begin, end);
+      });
+    }
+    col += part.rows;
+  }
 }
 
 void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer) {
@@ -143,7 +201,16 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
   for (int32_t t = 0; t < T; ++t) {
     cpu::RmsNorm(&ws.xb[int64_t{t} * c.dim], &ws.x[int64_t{t} * c.dim], norms.attn_norm.data(), c.dim, c.norm_eps);
   }
-  MatMul(ws.qkv.data(), ws.xb.data(), w.wqkv, T, qkv, c.dim, parallel_ops);
+  MatMul(ws.qkv.data(), ws.xb.data(), w.wqkv, T, ws, parallel_ops);
+  if (!norms.bq.empty()) {
+    // Attention biases (qwen2): q | k | v per token, as the projections.
+    for (int32_t t = 0; t < T; ++t) {
+      float* row = &ws.qkv[int64_t{t} * qkv];
+      for (int32_t i = 0; i < c.q_dim(); ++i) row[i] += norms.bq[i];
+      for (int32_t i = 0; i < kv_dim; ++i) row[c.q_dim() + i] += norms.bk[i];
+      for (int32_t i = 0; i < kv_dim; ++i) row[c.q_dim() + kv_dim + i] += norms.bv[i];
+    }
+  }
 
   // Append every new token's K/V at its slot before attending (the ring
   // holds window + chunk - 1 slots, so nothing a chunk token still needs is
@@ -206,19 +273,19 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
   }
 
   // Output projection and residual.
-  MatMul(ws.xb.data(), ws.att.data(), w.wo, T, c.dim, c.q_dim(), parallel_ops);
+  MatMul(ws.xb.data(), ws.att.data(), w.wo, T, ws, parallel_ops);
   for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) ws.x[i] += ws.xb[i];
 
   // SwiGLU MLP and residual.
   for (int32_t t = 0; t < T; ++t) {
     cpu::RmsNorm(&ws.xb[int64_t{t} * c.dim], &ws.x[int64_t{t} * c.dim], norms.ffn_norm.data(), c.dim, c.norm_eps);
   }
-  MatMul(ws.h13.data(), ws.xb.data(), w.w13, T, 2 * c.hidden_dim, c.dim, parallel_ops);
+  MatMul(ws.h13.data(), ws.xb.data(), w.w13, T, ws, parallel_ops);
   for (int32_t t = 0; t < T; ++t) {
     const float* gate = &ws.h13[int64_t{t} * 2 * c.hidden_dim];
     cpu::FastSwiGlu(&ws.hb[int64_t{t} * c.hidden_dim], gate, gate + c.hidden_dim, c.hidden_dim);
   }
-  MatMul(ws.xb.data(), ws.hb.data(), w.w2, T, c.dim, c.hidden_dim, parallel_ops);
+  MatMul(ws.xb.data(), ws.hb.data(), w.w2, T, ws, parallel_ops);
   for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) ws.x[i] += ws.xb[i];
 }
 
@@ -230,7 +297,7 @@ void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws,
   }
   for (int32_t t = 0; t < slice.tokens; ++t) {
     const int32_t id = batch.tokens[slice.token_begin + t];
-    std::copy_n(&model_.weights.token_embedding[int64_t{id} * c.dim], c.dim, &ws.x[int64_t{t} * c.dim]);
+    model_.weights.token_embedding.DequantizeRowTo(id, &ws.x[int64_t{t} * c.dim]);
   }
   for (int32_t layer = 0; layer < c.n_layers; ++layer) RunLayer(batch, slice, ws, parallel_ops, layer);
 
@@ -243,8 +310,7 @@ void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws,
                    model_.weights.final_norm.data(), c.dim, c.norm_eps);
     }
   }
-  MatMul(logits + int64_t{slice.row_begin} * c.vocab_size, ws.xb.data(), classifier_t_, slice.rows, c.vocab_size,
-         c.dim, parallel_ops);
+  MatMul(logits + int64_t{slice.row_begin} * c.vocab_size, ws.xb.data(), classifier_, slice.rows, ws, parallel_ops);
 }
 
 absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits) {

@@ -17,8 +17,13 @@ namespace sinkserve {
 
 class CpuBackend final : public Backend {
  public:
-  // threads = 0 uses every core.
-  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(Model model, int32_t threads);
+  // threads = 0 uses every core. Quantized weights stay in their blocks and
+  // run on the integer kernels (kernels/cpu/quant_ops.h), unless
+  // `dequantize_weights`: then every weight becomes fp32 at load, the
+  // reference path (llama.cpp's dequantized twin, f32 activations). F16 and
+  // BF16 weights become fp32 either way.
+  static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(Model model, int32_t threads,
+                                                            bool dequantize_weights = false);
 
   std::string_view name() const override { return "cpu"; }
   const ModelConfig& config() const override { return model_.config; }
@@ -48,6 +53,7 @@ class CpuBackend final : public Backend {
     std::vector<float> h13;    // (T, 2 * hidden_dim): gate | up per token
     std::vector<float> hb;     // (T, hidden_dim) SwiGLU output
     std::vector<float> attn;   // (threads, per-query attention scratch)
+    std::vector<uint8_t> xq;   // (T, ActivationRowBytes) activations quantized for a block-typed matmul
     std::vector<int32_t> token_seq;  // (T) the batch entry each token belongs to
   };
 
@@ -58,7 +64,18 @@ class CpuBackend final : public Backend {
     int32_t row_begin = 0, rows = 0;
   };
 
-  CpuBackend(Model model, int32_t threads);
+  // A matrix of the forward pass, (n, k): fp32, transposed and padded for
+  // cpu::MatMulTransposed, or the file's quantized rows, stacked in output
+  // order (QKV and gate/up are each one matrix).
+  struct CpuMatrix {
+    int32_t n = 0;
+    int32_t k = 0;
+    std::vector<float> wt;      // fp32: (k, pad(n)); empty when quantized
+    std::vector<Weight> parts;  // quantized: row blocks of (rows_i, k)
+  };
+  static CpuMatrix MakeMatrix(const std::vector<const Weight*>& stacked, bool dequantize);
+
+  CpuBackend(Model model, int32_t threads, bool dequantize_weights);
   absl::Status ValidateBatch(const Batch& batch) const;
   void EnsureScratch(Workspace& ws, const Slice& slice);
   // Runs a slice through every layer and writes its logit rows. With
@@ -67,22 +84,21 @@ class CpuBackend final : public Backend {
   // The slice's workspace must have been sized by EnsureScratch.
   void RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits);
   void RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer);
-  // out (tokens, n) = in (tokens, k) . wt, wt: (k, n).
-  void MatMul(float* out, const float* in, const std::vector<float>& wt, int32_t tokens, int32_t n, int32_t k,
-              bool parallel);
+  // out (tokens, m.n) = in (tokens, m.k) . m^T.
+  void MatMul(float* out, const float* in, const CpuMatrix& m, int32_t tokens, Workspace& ws, bool parallel);
 
-  // A layer's matrices, stacked and stored as cpu::TransposePadded.
+  // A layer's matrices, projections that read the same input stacked.
   struct CpuLayer {
-    std::vector<float> wqkv;  // [wq; wk; wv]: (dim, pad(q_dim + 2 * kv_dim))
-    std::vector<float> wo;    // (q_dim, pad(dim))
-    std::vector<float> w13;   // [w1; w3] (gate; up): (dim, pad(2 * hidden_dim))
-    std::vector<float> w2;    // (hidden_dim, pad(dim))
+    CpuMatrix wqkv;  // [wq; wk; wv]: (q_dim + 2 * kv_dim, dim)
+    CpuMatrix wo;    // (dim, q_dim)
+    CpuMatrix w13;   // [w1; w3] (gate; up): (2 * hidden_dim, dim)
+    CpuMatrix w2;    // (dim, hidden_dim)
   };
   int32_t qkv_dim() const { return model_.config.q_dim() + 2 * model_.config.kv_dim(); }
 
-  Model model_;                      // embedding and norms; layer matrices live in layers_
+  Model model_;                      // embedding, norms, biases; layer matrices live in layers_
   std::vector<CpuLayer> layers_;
-  std::vector<float> classifier_t_;  // (dim, pad(vocab_size))
+  CpuMatrix classifier_;             // (vocab_size, dim)
   ThreadPool pool_;
   cpu::RopeTable rope_;
   std::vector<std::unique_ptr<Cache>> caches_;  // indexed by CacheId; null when free

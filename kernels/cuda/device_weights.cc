@@ -62,11 +62,21 @@ class Uploader {
  public:
   Uploader(DType dtype, cudaStream_t stream, float* staging, int64_t staging_floats)
       : dtype_(dtype), stream_(stream), staging_(staging), staging_floats_(staging_floats) {}
-  void ToDtype(const std::vector<float>& src, void* dst, int64_t dst_offset = 0) {
+  // A weight in any file type: dequantized on the host first (the device
+  // kernels run fp16/bf16 weights).
+  void ToDtype(const Weight& src, void* dst, int64_t dst_offset = 0) {
+    if (src.type == GgmlType::kF32) {
+      ToDtype(src.f32(), src.rows * src.cols, dst, dst_offset);
+      return;
+    }
+    const std::vector<float> values = src.ToF32();
+    ToDtype(values.data(), static_cast<int64_t>(values.size()), dst, dst_offset);
+  }
+  void ToDtype(const float* src, int64_t count, void* dst, int64_t dst_offset) {
     char* out = static_cast<char*>(dst) + dst_offset * kDTypeBytes;
-    for (int64_t begin = 0; begin < static_cast<int64_t>(src.size()); begin += staging_floats_) {
-      const int64_t n = std::min<int64_t>(staging_floats_, static_cast<int64_t>(src.size()) - begin);
-      CUDA_CHECK(cudaMemcpyAsync(staging_, src.data() + begin, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    for (int64_t begin = 0; begin < count; begin += staging_floats_) {
+      const int64_t n = std::min<int64_t>(staging_floats_, count - begin);
+      CUDA_CHECK(cudaMemcpyAsync(staging_, src + begin, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
       LaunchConvertF32(dtype_, staging_, out + begin * kDTypeBytes, n, stream_);
       CUDA_CHECK(cudaStreamSynchronize(stream_));  // the staging buffer is reused next
     }
@@ -86,6 +96,10 @@ class Uploader {
 
 absl::StatusOr<DeviceWeights> UploadWeights(const Model& model, DType dtype, cudaStream_t stream) {
   const ModelConfig& c = model.config;
+  if (model.weights.has_attention_bias()) {
+    return absl::UnimplementedError(
+        "the CUDA backend does not run attention biases (qwen2) yet; serve this model with --backend cpu");
+  }
   const Shapes s(c);
   DeviceWeights w;
   if (absl::Status st = Allocate(c, dtype, &w); !st.ok()) return st;

@@ -12,6 +12,7 @@
 
 #include "engine/model/llama2c.h"
 #include "engine/model/model_loader.h"
+#include "tests/random_model.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {
@@ -201,7 +202,7 @@ struct TinyLlama {
 absl::StatusOr<Model> ParseModel(std::string_view bytes) {
   absl::StatusOr<gguf::File> f = gguf::Parse(bytes);
   if (!f.ok()) return f.status();
-  return gguf::LlamaModelFromGguf(*f);
+  return gguf::ModelFromGguf(*f);
 }
 
 // --- Container ---------------------------------------------------------------
@@ -317,12 +318,12 @@ TEST(GgufTest, ConvertsEachTensorTypeToF32) {
 
 TEST(GgufTest, UnsupportedTensorTypeIsUnimplementedNamingTheType) {
   const std::string bytes =
-      GgufWriter().Tensor("w", {32}, /*Q4_0*/ 2, std::string(18, '\0')).Build();
+      GgufWriter().Tensor("w", {256}, /*Q2_K*/ 10, std::string(84, '\0')).Build();
   absl::StatusOr<gguf::File> f = gguf::Parse(bytes);
   ASSERT_TRUE(f.ok()) << f.status();  // the container is fine
   absl::StatusOr<std::vector<float>> t = f->ReadTensorF32(f->tensors[0]);
   EXPECT_EQ(t.status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_NE(t.status().message().find("Q4_0"), std::string::npos) << t.status();
+  EXPECT_NE(t.status().message().find("Q2_K"), std::string::npos) << t.status();
 }
 
 // Found by gguf_fuzz: a zero-sized tensor must convert to an empty vector.
@@ -517,21 +518,21 @@ TEST(GgufLlamaTest, SyntheticModelMapsEveryTensor) {
   // Tensor k starts at 100 k: 0 embd, then 9 per layer, then output_norm, output.
   const ModelWeights& w = m->weights;
   auto at = [](int k, int i) { return Pattern(i + 1, 100.0f * k)[i]; };
-  EXPECT_EQ(w.token_embedding[5], at(0, 5));
+  EXPECT_EQ(testing::F32(w.token_embedding)[5], at(0, 5));
   EXPECT_EQ(w.layers[0].attn_norm[0], 100.0f);
-  EXPECT_EQ(w.layers[0].wq[0], 200.0f);
-  EXPECT_EQ(w.layers[0].wk[0], 300.0f);
-  EXPECT_EQ(w.layers[0].wv[0], 400.0f);
-  EXPECT_EQ(w.layers[0].wo[0], 500.0f);
+  EXPECT_EQ(testing::F32(w.layers[0].wq)[0], 200.0f);
+  EXPECT_EQ(testing::F32(w.layers[0].wk)[0], 300.0f);
+  EXPECT_EQ(testing::F32(w.layers[0].wv)[0], 400.0f);
+  EXPECT_EQ(testing::F32(w.layers[0].wo)[0], 500.0f);
   EXPECT_EQ(w.layers[0].ffn_norm[0], 600.0f);
-  EXPECT_EQ(w.layers[0].w1[0], 700.0f);
-  EXPECT_EQ(w.layers[0].w2[7], at(8, 7));
-  EXPECT_EQ(w.layers[0].w3[0], 900.0f);
-  EXPECT_EQ(w.layers[1].w3[0], 1800.0f);
+  EXPECT_EQ(testing::F32(w.layers[0].w1)[0], 700.0f);
+  EXPECT_EQ(testing::F32(w.layers[0].w2)[7], at(8, 7));
+  EXPECT_EQ(testing::F32(w.layers[0].w3)[0], 900.0f);
+  EXPECT_EQ(testing::F32(w.layers[1].w3)[0], 1800.0f);
   EXPECT_EQ(w.final_norm[0], 1900.0f);
-  EXPECT_EQ(w.classifier[0], 2000.0f);
-  EXPECT_EQ(w.layers[1].wk.size(), 2u * 4u);  // (kv_dim, dim)
-  EXPECT_EQ(w.layers[1].w2.size(), 4u * 6u);  // (dim, hidden)
+  EXPECT_EQ(testing::F32(w.classifier)[0], 2000.0f);
+  EXPECT_EQ(testing::F32(w.layers[1].wk).size(), 2u * 4u);  // (kv_dim, dim)
+  EXPECT_EQ(testing::F32(w.layers[1].w2).size(), 4u * 6u);  // (dim, hidden)
 
   ASSERT_TRUE(m->vocab.has_value());
   EXPECT_EQ(m->vocab->type, VocabType::kSentencePiece);
@@ -668,6 +669,11 @@ TEST(GgufRealFileTest, LoadsStories260K) {
 template <typename T>
 bool SameBytes(const std::vector<T>& a, const std::vector<T>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+bool SameBytes(const Weight& a, const Weight& b) {
+  return a.type == b.type && a.rows == b.rows && a.cols == b.cols && a.bytes() == b.bytes() &&
+         std::memcmp(a.data, b.data, static_cast<size_t>(a.bytes())) == 0;
 }
 
 TEST(GgufRealFileTest, Stories260KWeightsMatchTheLlama2cCheckpoint) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/model/model_loader.h"
+#include "tests/random_model.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {
@@ -53,19 +54,19 @@ TEST(Llama2cTest, ReadsEveryTensorFromItsOffset) {
   EXPECT_EQ(c.norm_eps, 1e-5f);
   EXPECT_TRUE(c.tied_classifier);
   const ModelWeights& w = m->weights;
-  EXPECT_EQ(w.token_embedding[19], 19.0f);
+  EXPECT_EQ(testing::F32(w.token_embedding)[19], 19.0f);
   EXPECT_EQ(w.layers[0].attn_norm[0], 20.0f);
   EXPECT_EQ(w.layers[1].attn_norm[0], 24.0f);
-  EXPECT_EQ(w.layers[0].wq[0], 28.0f);
-  EXPECT_EQ(w.layers[1].wq[0], 44.0f);
+  EXPECT_EQ(testing::F32(w.layers[0].wq)[0], 28.0f);
+  EXPECT_EQ(testing::F32(w.layers[1].wq)[0], 44.0f);
   // wk is (kv_dim, dim) = (2, 4) per layer: row 1 of layer 1 starts at 60 + 8 + 4.
-  EXPECT_EQ(w.layers[1].wk[4], 72.0f);
-  EXPECT_EQ(w.layers[0].wv[0], 76.0f);
-  EXPECT_EQ(w.layers[1].wo[15], 92.0f + 16 + 15);
+  EXPECT_EQ(testing::F32(w.layers[1].wk)[4], 72.0f);
+  EXPECT_EQ(testing::F32(w.layers[0].wv)[0], 76.0f);
+  EXPECT_EQ(testing::F32(w.layers[1].wo)[15], 92.0f + 16 + 15);
   EXPECT_EQ(w.layers[0].ffn_norm[0], 124.0f);
-  EXPECT_EQ(w.layers[1].w1[0], 132.0f + 24);
-  EXPECT_EQ(w.layers[0].w2[0], 180.0f);
-  EXPECT_EQ(w.layers[1].w3[23], 228.0f + 24 + 23);
+  EXPECT_EQ(testing::F32(w.layers[1].w1)[0], 132.0f + 24);
+  EXPECT_EQ(testing::F32(w.layers[0].w2)[0], 180.0f);
+  EXPECT_EQ(testing::F32(w.layers[1].w3)[23], 228.0f + 24 + 23);
   EXPECT_EQ(w.final_norm[3], 279.0f);
   EXPECT_TRUE(w.classifier.empty());
   EXPECT_EQ(&w.Classifier(), &w.token_embedding);
@@ -78,9 +79,9 @@ TEST(Llama2cTest, NegativeVocabMeansUnsharedClassifierAfterFreqCis) {
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->config.vocab_size, 5);
   EXPECT_FALSE(m->config.tied_classifier);
-  ASSERT_EQ(m->weights.classifier.size(), 20u);
-  EXPECT_EQ(m->weights.classifier[0], 286.0f);
-  EXPECT_EQ(m->weights.Classifier()[19], 305.0f);
+  ASSERT_EQ(testing::F32(m->weights.classifier).size(), 20u);
+  EXPECT_EQ(testing::F32(m->weights.classifier)[0], 286.0f);
+  EXPECT_EQ(testing::F32(m->weights.Classifier())[19], 305.0f);
 }
 
 TEST(Llama2cTest, EveryTruncationAndAnyExtraByteFails) {
@@ -137,8 +138,8 @@ TEST(Llama2cTest, LoadsStories260K) {
   EXPECT_EQ(c.vocab_size, 512);
   EXPECT_EQ(c.max_seq_len, 512);
   EXPECT_TRUE(c.tied_classifier);
-  EXPECT_EQ(m->weights.layers[4].wk.size(), 32u * 64u);  // (kv_dim, dim)
-  EXPECT_EQ(m->weights.layers[4].w2.size(), 64u * 172u);
+  EXPECT_EQ(testing::F32(m->weights.layers[4].wk).size(), 32u * 64u);  // (kv_dim, dim)
+  EXPECT_EQ(testing::F32(m->weights.layers[4].w2).size(), 64u * 172u);
   EXPECT_TRUE(m->ValidateWeights().ok());
 }
 

@@ -22,7 +22,8 @@ using testing::RandomTokens;
 using testing::TinyConfig;
 
 // y = W x with W (n, k) row-major.
-std::vector<float> MatVec(const std::vector<float>& w, const std::vector<float>& x, int n, int k) {
+std::vector<float> MatVec(const Weight& weight, const std::vector<float>& x, int n, int k) {
+  const std::vector<float> w = weight.ToF32();
   std::vector<float> y(n, 0.0f);
   for (int r = 0; r < n; ++r) {
     double acc = 0.0;
@@ -68,8 +69,8 @@ class NaiveModel {
     for (int j = 0; j <= t; ++j) {
       if (j < sinks_ || j > t - window_) visible.push_back(j);
     }
-    std::vector<float> x(m_.weights.token_embedding.begin() + size_t(token) * c.dim,
-                         m_.weights.token_embedding.begin() + size_t(token + 1) * c.dim);
+    std::vector<float> x(c.dim);
+    m_.weights.token_embedding.DequantizeRowTo(token, x.data());
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& w = m_.weights.layers[l];
       std::vector<float> xb = Norm(x, w.attn_norm, c.norm_eps);

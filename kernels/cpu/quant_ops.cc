@@ -1,0 +1,303 @@
+#include "kernels/cpu/quant_ops.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace sinkserve::cpu {
+namespace {
+
+#define SINKSERVE_INLINE [[gnu::always_inline]] inline
+
+constexpr int kQK = 32;    // values per legacy block (Q4_0 ... Q8_0, Q8_1)
+constexpr int kQKK = 256;  // values per K block
+
+// Activation block sizes in bytes.
+constexpr int kQ8_0Bytes = 2 + kQK;
+constexpr int kQ8_1Bytes = 4 + kQK;
+constexpr int kQ8_KBytes = 4 + kQKK + 2 * (kQKK / 16);
+
+enum class ActType { kQ8_0, kQ8_1, kQ8_K };
+
+ActType ActivationType(GgmlType w) {
+  switch (w) {
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_1:
+      return ActType::kQ8_1;
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return ActType::kQ8_K;
+    default:
+      return ActType::kQ8_0;
+  }
+}
+
+SINKSERVE_INLINE float Half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return HalfToFloat(h);
+}
+
+SINKSERVE_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int n) {
+  int32_t sum = 0;
+  for (int j = 0; j < n; ++j) sum += int32_t{a[j]} * int32_t{b[j]};
+  return sum;
+}
+
+// ---- Activations ----------------------------------------------------------
+
+void QuantizeQ8_0(const float* x, int64_t k, uint8_t* out, bool with_sum) {
+  const int block_bytes = with_sum ? kQ8_1Bytes : kQ8_0Bytes;
+  for (int64_t b = 0; b < k / kQK; ++b, x += kQK, out += block_bytes) {
+    float amax = 0.0f;
+    for (int j = 0; j < kQK; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    auto* q = reinterpret_cast<int8_t*>(out + (with_sum ? 4 : 2));
+    int32_t sum = 0;
+    for (int j = 0; j < kQK; ++j) {
+      q[j] = static_cast<int8_t>(std::roundf(x[j] * id));
+      sum += q[j];
+    }
+    const uint16_t dh = FloatToHalf(d);
+    std::memcpy(out, &dh, 2);
+    if (with_sum) {
+      const uint16_t sh = FloatToHalf(static_cast<float>(sum) * d);
+      std::memcpy(out + 2, &sh, 2);
+    }
+  }
+}
+
+void QuantizeQ8_K(const float* x, int64_t k, uint8_t* out) {
+  for (int64_t b = 0; b < k / kQKK; ++b, x += kQKK, out += kQ8_KBytes) {
+    // The value of largest magnitude, with its sign, maps to -127, so every
+    // q fits [-127, 127] (ggml's Q8_K convention; d may be negative).
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kQKK; ++j) {
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    auto* q = reinterpret_cast<int8_t*>(out + 4);
+    int16_t bsums[kQKK / 16];
+    float d = 0.0f;
+    if (amax == 0.0f) {
+      std::memset(q, 0, kQKK);
+      std::memset(bsums, 0, sizeof(bsums));
+    } else {
+      const float iscale = -127.0f / max;
+      for (int j = 0; j < kQKK; ++j) {
+        const long v = std::lrint(iscale * x[j]);  // round half to even
+        q[j] = static_cast<int8_t>(v > 127 ? 127 : v);
+      }
+      for (int s = 0; s < kQKK / 16; ++s) {
+        int sum = 0;
+        for (int j = 0; j < 16; ++j) sum += q[16 * s + j];
+        bsums[s] = static_cast<int16_t>(sum);
+      }
+      d = 1.0f / iscale;
+    }
+    std::memcpy(out, &d, 4);
+    std::memcpy(out + 4 + kQKK, bsums, sizeof(bsums));
+  }
+}
+
+// ---- Weight blocks, unpacked to int8 ----------------------------------------
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block.
+SINKSERVE_INLINE void ScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = q[j] & 63;
+    *min = q[j + 4] & 63;
+  } else {
+    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Q4_K / Q5_K: q[256] in [0, 31], eight (scale, min) pairs.
+SINKSERVE_INLINE void UnpackQ45K(const uint8_t* b, bool five_bits, int8_t* q, uint8_t* sc, uint8_t* mn) {
+  const uint8_t* scales = b + 4;
+  const uint8_t* qh = b + 16;
+  const uint8_t* ql = five_bits ? b + 48 : b + 16;
+  for (int s = 0; s < 8; ++s) ScaleMinK4(s, scales, &sc[s], &mn[s]);
+  for (int pair = 0; pair < 4; ++pair) {
+    const uint8_t* src = ql + 32 * pair;
+    int8_t* lo = q + 64 * pair;
+    int8_t* hi = lo + 32;
+    for (int l = 0; l < 32; ++l) {
+      lo[l] = static_cast<int8_t>(src[l] & 0xF);
+      hi[l] = static_cast<int8_t>(src[l] >> 4);
+    }
+    if (five_bits) {
+      for (int l = 0; l < 32; ++l) {
+        lo[l] = static_cast<int8_t>(lo[l] | (((qh[l] >> (2 * pair)) & 1) << 4));
+        hi[l] = static_cast<int8_t>(hi[l] | (((qh[l] >> (2 * pair + 1)) & 1) << 4));
+      }
+    }
+  }
+}
+
+// Q6_K: q[256] in [-32, 31].
+SINKSERVE_INLINE void UnpackQ6K(const uint8_t* b, int8_t* q) {
+  const uint8_t* ql = b;
+  const uint8_t* qh = b + 128;
+  for (int half = 0; half < 2; ++half, q += 128, ql += 64, qh += 32) {
+    for (int l = 0; l < 32; ++l) {
+      q[l] = static_cast<int8_t>(((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+      q[l + 32] = static_cast<int8_t>(((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+      q[l + 64] = static_cast<int8_t>(((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+      q[l + 96] = static_cast<int8_t>(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+    }
+  }
+}
+
+// Legacy blocks: q[32] as int8 (Q4_0/Q5_0 centred, Q4_1/Q5_1 not).
+SINKSERVE_INLINE void UnpackLegacy(GgmlType type, const uint8_t* b, int8_t* q) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1: {
+      const uint8_t* qs = b + (type == GgmlType::kQ4_0 ? 2 : 4);
+      const int offset = type == GgmlType::kQ4_0 ? 8 : 0;
+      for (int j = 0; j < 16; ++j) {
+        q[j] = static_cast<int8_t>((qs[j] & 0xF) - offset);
+        q[j + 16] = static_cast<int8_t>((qs[j] >> 4) - offset);
+      }
+      break;
+    }
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1: {
+      const int head = type == GgmlType::kQ5_0 ? 2 : 4;
+      uint32_t qh;
+      std::memcpy(&qh, b + head, 4);
+      const uint8_t* qs = b + head + 4;
+      const int offset = type == GgmlType::kQ5_0 ? 16 : 0;
+      for (int j = 0; j < 16; ++j) {
+        q[j] = static_cast<int8_t>(((qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - offset);
+        q[j + 16] = static_cast<int8_t>(((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - offset);
+      }
+      break;
+    }
+    default:  // Q8_0
+      std::memcpy(q, b + 2, kQK);
+      break;
+  }
+}
+
+// ---- Dot products -----------------------------------------------------------
+
+SINKSERVE_INLINE float DotLegacy(GgmlType type, const uint8_t* w, const uint8_t* x, int64_t k) {
+  const GgmlTypeTraits& t = *FindGgmlType(static_cast<uint32_t>(type));
+  const bool with_min = type == GgmlType::kQ4_1 || type == GgmlType::kQ5_1;
+  const int x_bytes = with_min ? kQ8_1Bytes : kQ8_0Bytes;
+  float sum = 0.0f;
+  int8_t q[kQK];
+  for (int64_t b = 0; b < k / kQK; ++b, w += t.block_bytes, x += x_bytes) {
+    UnpackLegacy(type, w, q);
+    const int32_t sumi = DotI8(q, reinterpret_cast<const int8_t*>(x + (with_min ? 4 : 2)), kQK);
+    sum += static_cast<float>(sumi) * (Half(w) * Half(x));
+    if (with_min) sum += Half(w + 2) * Half(x + 2);
+  }
+  return sum;
+}
+
+SINKSERVE_INLINE float DotQ45K(bool five_bits, const uint8_t* w, const uint8_t* x, int64_t k) {
+  const int w_bytes = five_bits ? 176 : 144;
+  float sum = 0.0f;
+  int8_t q[kQKK];
+  uint8_t sc[8], mn[8];
+  for (int64_t b = 0; b < k / kQKK; ++b, w += w_bytes, x += kQ8_KBytes) {
+    UnpackQ45K(w, five_bits, q, sc, mn);
+    const auto* y = reinterpret_cast<const int8_t*>(x + 4);
+    int16_t bsums[16];
+    std::memcpy(bsums, x + 4 + kQKK, sizeof(bsums));
+    int32_t sum_q = 0, sum_m = 0;
+    for (int s = 0; s < 8; ++s) {
+      sum_q += int32_t{sc[s]} * DotI8(q + 32 * s, y + 32 * s, 32);
+      sum_m += int32_t{mn[s]} * (int32_t{bsums[2 * s]} + bsums[2 * s + 1]);
+    }
+    float yd;
+    std::memcpy(&yd, x, 4);
+    sum += yd * (Half(w) * static_cast<float>(sum_q) - Half(w + 2) * static_cast<float>(sum_m));
+  }
+  return sum;
+}
+
+SINKSERVE_INLINE float DotQ6K(const uint8_t* w, const uint8_t* x, int64_t k) {
+  float sum = 0.0f;
+  int8_t q[kQKK];
+  for (int64_t b = 0; b < k / kQKK; ++b, w += 210, x += kQ8_KBytes) {
+    UnpackQ6K(w, q);
+    const auto* sc = reinterpret_cast<const int8_t*>(w + 192);
+    const auto* y = reinterpret_cast<const int8_t*>(x + 4);
+    int32_t sumi = 0;
+    for (int s = 0; s < 16; ++s) sumi += int32_t{sc[s]} * DotI8(q + 16 * s, y + 16 * s, 16);
+    float yd;
+    std::memcpy(&yd, x, 4);
+    sum += yd * Half(w + 208) * static_cast<float>(sumi);
+  }
+  return sum;
+}
+
+SINKSERVE_INLINE float Dot(GgmlType type, const uint8_t* w, const uint8_t* x, int64_t k) {
+  switch (type) {
+    case GgmlType::kQ4_K: return DotQ45K(false, w, x, k);
+    case GgmlType::kQ5_K: return DotQ45K(true, w, x, k);
+    case GgmlType::kQ6_K: return DotQ6K(w, x, k);
+    default: return DotLegacy(type, w, x, k);
+  }
+}
+
+}  // namespace
+
+bool IsQuantized(GgmlType type) {
+  switch (type) {
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t ActivationRowBytes(GgmlType weight_type, int64_t k) {
+  switch (ActivationType(weight_type)) {
+    case ActType::kQ8_0: return k / kQK * kQ8_0Bytes;
+    case ActType::kQ8_1: return k / kQK * kQ8_1Bytes;
+    case ActType::kQ8_K: return k / kQKK * kQ8_KBytes;
+  }
+  return 0;
+}
+
+void QuantizeActivations(GgmlType weight_type, const float* x, int64_t k, uint8_t* out) {
+  switch (ActivationType(weight_type)) {
+    case ActType::kQ8_0: QuantizeQ8_0(x, k, out, /*with_sum=*/false); return;
+    case ActType::kQ8_1: QuantizeQ8_0(x, k, out, /*with_sum=*/true); return;
+    case ActType::kQ8_K: QuantizeQ8_K(x, k, out); return;
+  }
+}
+
+float QuantDot(GgmlType weight_type, const uint8_t* w, const uint8_t* x, int64_t k) {
+  return Dot(weight_type, w, x, k);
+}
+
+// Compiled for AVX-512 (x86-64-v4), AVX2 (x86-64-v3) and the build's
+// baseline; the loader picks the best the CPU has.
+[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
+void QuantMatMul(float* out, int64_t out_stride, const uint8_t* xq, int32_t tokens, const Weight& w,
+                 int64_t row_begin, int64_t row_end) {
+  const int64_t x_bytes = ActivationRowBytes(w.type, w.cols);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* row = w.row(r);
+    for (int32_t t = 0; t < tokens; ++t) out[t * out_stride + r] = Dot(w.type, row, xq + t * x_bytes, w.cols);
+  }
+}
+
+}  // namespace sinkserve::cpu

@@ -1,0 +1,41 @@
+// Matrix-vector products over weights kept in their ggml block types
+// (engine/model/quant.h), as llama.cpp computes them: each activation row is
+// quantized per block to int8 (Q8_0, Q8_1 or Q8_K, whichever the weight type
+// pairs with), and every block's dot product is an integer sum scaled once.
+//
+// The activation layouts:
+//   Q8_0  32 values: fp16 d, int8 q[32]                 x ~= d * q
+//   Q8_1  32 values: fp16 d, fp16 s = d * sum(q), int8 q[32]
+//   Q8_K  256 values: fp32 d, int8 q[256], int16 bsums[16] (sums of 16 q)
+// The loops are plain C++ that the compiler vectorizes; the hot entry points
+// are compiled for several x86-64 levels and picked at run time.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/model/quant.h"
+#include "engine/model/weight.h"
+
+namespace sinkserve::cpu {
+
+// True for the block types QuantMatMul runs (the rest go through fp32).
+bool IsQuantized(GgmlType type);
+
+// Bytes of one activation row of k values quantized for `weight_type`.
+int64_t ActivationRowBytes(GgmlType weight_type, int64_t k);
+
+// Quantizes one activation row x (k values, a multiple of the block) into
+// `out` (ActivationRowBytes(weight_type, k) bytes).
+void QuantizeActivations(GgmlType weight_type, const float* x, int64_t k, uint8_t* out);
+
+// The dot product of weight row `w` (k values of `weight_type`) with an
+// activation row quantized for it.
+float QuantDot(GgmlType weight_type, const uint8_t* w, const uint8_t* x, int64_t k);
+
+// out[t * out_stride + r] = dot(w row r, x row t) for rows [row_begin,
+// row_end) and tokens [0, tokens); `xq` holds the tokens' activation rows
+// (ActivationRowBytes each). Each weight row is read once for all tokens.
+void QuantMatMul(float* out, int64_t out_stride, const uint8_t* xq, int32_t tokens, const Weight& w,
+                 int64_t row_begin, int64_t row_end);
+
+}  // namespace sinkserve::cpu
