@@ -249,7 +249,28 @@ SINKSERVE_INLINE float Dot(GgmlType type, const uint8_t* w, const uint8_t* x, in
   }
 }
 
+// 2: AVX-512 with VNNI (x86-64-v4), 1: AVX2 and FMA (x86-64-v3), 0: neither.
+int SimdLevel() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+    return 2;
+  }
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+}
+
 }  // namespace
+
+// The per-level kernels (quant_avx2.cc, quant_avx512.cc): false for types
+// they do not cover.
+namespace avx2 {
+bool QuantMatMul(float* out, int64_t stride, const uint8_t* xq, int32_t tokens, const Weight& w, int64_t r0,
+                 int64_t r1);
+}  // namespace avx2
+namespace avx512 {
+bool QuantMatMul(float* out, int64_t stride, const uint8_t* xq, int32_t tokens, const Weight& w, int64_t r0,
+                 int64_t r1);
+}  // namespace avx512
 
 bool IsQuantized(GgmlType type) {
   switch (type) {
@@ -288,11 +309,26 @@ float QuantDot(GgmlType weight_type, const uint8_t* w, const uint8_t* x, int64_t
   return Dot(weight_type, w, x, k);
 }
 
-// Compiled for AVX-512 (x86-64-v4), AVX2 (x86-64-v3) and the build's
-// baseline; the loader picks the best the CPU has.
-[[gnu::target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")]]
 void QuantMatMul(float* out, int64_t out_stride, const uint8_t* xq, int32_t tokens, const Weight& w,
                  int64_t row_begin, int64_t row_end) {
+  // The SIMD kernels (quant_simd.inc) for the best level this CPU has; the
+  // scalar loop below is the reference, and the fallback for other types.
+  static const int level = SimdLevel();
+  if (level >= 2 && avx512::QuantMatMul(out, out_stride, xq, tokens, w, row_begin, row_end)) return;
+  if (level >= 1 && avx2::QuantMatMul(out, out_stride, xq, tokens, w, row_begin, row_end)) return;
+  QuantMatMulReference(out, out_stride, xq, tokens, w, row_begin, row_end);
+}
+
+bool QuantMatMulAtLevel(int level, float* out, int64_t out_stride, const uint8_t* xq, int32_t tokens,
+                        const Weight& w, int64_t row_begin, int64_t row_end) {
+  if (level > SimdLevel()) return false;
+  if (level == 2) return avx512::QuantMatMul(out, out_stride, xq, tokens, w, row_begin, row_end);
+  if (level == 1) return avx2::QuantMatMul(out, out_stride, xq, tokens, w, row_begin, row_end);
+  return false;
+}
+
+void QuantMatMulReference(float* out, int64_t out_stride, const uint8_t* xq, int32_t tokens, const Weight& w,
+                          int64_t row_begin, int64_t row_end) {
   const int64_t x_bytes = ActivationRowBytes(w.type, w.cols);
   for (int64_t r = row_begin; r < row_end; ++r) {
     const uint8_t* row = w.row(r);

@@ -7,8 +7,10 @@
 //   Q8_0  32 values: fp16 d, int8 q[32]                 x ~= d * q
 //   Q8_1  32 values: fp16 d, fp16 s = d * sum(q), int8 q[32]
 //   Q8_K  256 values: fp32 d, int8 q[256], int16 bsums[16] (sums of 16 q)
-// The loops are plain C++ that the compiler vectorizes; the hot entry points
-// are compiled for several x86-64 levels and picked at run time.
+// The scalar loops here are the readable reference; kernels/cpu/
+// quant_simd.inc has AVX2 and AVX-512 VNNI kernels for Q8_0, Q4_0, Q4_K, Q5_K
+// and Q6_K, built for both levels and picked at run time by the CPU's
+// features (the container builds for x86-64-v3, dev boxes have AVX-512).
 #pragma once
 
 #include <cstdint>
@@ -37,5 +39,13 @@ float QuantDot(GgmlType weight_type, const uint8_t* w, const uint8_t* x, int64_t
 // (ActivationRowBytes each). Each weight row is read once for all tokens.
 void QuantMatMul(float* out, int64_t out_stride, const uint8_t* xq, int32_t tokens, const Weight& w,
                  int64_t row_begin, int64_t row_end);
+// The same through the SIMD kernels of one level (1: AVX2, 2: AVX-512 VNNI),
+// for tests: false when this CPU lacks the level or it has no kernel for the
+// weight's type.
+bool QuantMatMulAtLevel(int level, float* out, int64_t out_stride, const uint8_t* xq, int32_t tokens,
+                        const Weight& w, int64_t row_begin, int64_t row_end);
+// The same through the scalar reference loops only.
+void QuantMatMulReference(float* out, int64_t out_stride, const uint8_t* xq, int32_t tokens, const Weight& w,
+                          int64_t row_begin, int64_t row_end);
 
 }  // namespace sinkserve::cpu
