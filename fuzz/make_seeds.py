@@ -2,8 +2,9 @@
 """Writes small synthetic seed inputs for the parser fuzzers.
 
 usage: fuzz/make_seeds.py OUT_DIR
-Creates OUT_DIR/gguf/*.gguf (tiny llama models in F32 and in mixed
-F16/BF16/Q8_0, a metadata-only file with nested arrays) and
+Creates OUT_DIR/gguf/*.gguf (tiny llama models in F32, in mixed
+F16/BF16/Q8_0 and in the block types Q4_0..Q6_K, a qwen2 model with
+attention biases, a metadata-only file with nested arrays) and
 OUT_DIR/llama2c/*.bin (tiny checkpoints, shared and unshared classifier).
 Small seeds let libFuzzer mutate headers quickly; the real files under
 ../shared are added as seeds by the caller.
@@ -59,23 +60,39 @@ def tensor_bytes(t, n, seed):
         for b in range(n // 32):
             out += struct.pack('<e', 1.0 / 64) + bytes((j * 5 + b) % 256 for j in range(32))
         return out
+    if t in QUANT:
+        # Block types: fp16 scales where the layout keeps them, patterned
+        # bytes for the quants (engine/model/quant.h has the layouts).
+        block, size, halves = QUANT[t]
+        out = b''
+        for b in range(n // block):
+            raw = bytearray((j * 7 + b * 3 + seed) % 256 for j in range(size))
+            for off in halves:
+                raw[off:off + 2] = struct.pack('<e', 1.0 / 256)
+            out += bytes(raw)
+        return out
     raise ValueError(t)
 
 
-def llama(dim, hidden, layers, heads, kv_heads, vocab, types):
+# ggml type -> (values per block, bytes per block, offsets of fp16 scales)
+QUANT = {2: (32, 18, [0]), 3: (32, 20, [0, 2]), 6: (32, 22, [0]), 7: (32, 24, [0, 2]),
+         12: (256, 144, [0, 2]), 13: (256, 176, [0, 2]), 14: (256, 210, [208])}
+
+
+def llama(dim, hidden, layers, heads, kv_heads, vocab, types, arch='llama'):
     hd = dim // heads
     kvs = [
-        kv('general.architecture', STR, gstr('llama')),
+        kv('general.architecture', STR, gstr(arch)),
         kv('general.name', STR, gstr('seed')),
-        kv('llama.embedding_length', U32, struct.pack('<I', dim)),
-        kv('llama.feed_forward_length', U32, struct.pack('<I', hidden)),
-        kv('llama.block_count', U32, struct.pack('<I', layers)),
-        kv('llama.attention.head_count', U32, struct.pack('<I', heads)),
-        kv('llama.attention.head_count_kv', U32, struct.pack('<I', kv_heads)),
-        kv('llama.context_length', U32, struct.pack('<I', 32)),
-        kv('llama.rope.dimension_count', U32, struct.pack('<I', hd)),
-        kv('llama.rope.freq_base', F32, struct.pack('<f', 10000.0)),
-        kv('llama.attention.layer_norm_rms_epsilon', F32, struct.pack('<f', 1e-5)),
+        kv(arch + '.embedding_length', U32, struct.pack('<I', dim)),
+        kv(arch + '.feed_forward_length', U32, struct.pack('<I', hidden)),
+        kv(arch + '.block_count', U32, struct.pack('<I', layers)),
+        kv(arch + '.attention.head_count', U32, struct.pack('<I', heads)),
+        kv(arch + '.attention.head_count_kv', U32, struct.pack('<I', kv_heads)),
+        kv(arch + '.context_length', U32, struct.pack('<I', 32)),
+        kv(arch + '.rope.dimension_count', U32, struct.pack('<I', hd)),
+        kv(arch + '.rope.freq_base', F32, struct.pack('<f', 10000.0)),
+        kv(arch + '.attention.layer_norm_rms_epsilon', F32, struct.pack('<f', 1e-5)),
         kv('tokenizer.ggml.model', STR, gstr('llama')),
         kv('tokenizer.ggml.tokens', ARR, arr(STR, [gstr('t%d' % i) for i in range(vocab)])),
         kv('tokenizer.ggml.scores', ARR, arr(F32, [struct.pack('<f', -i) for i in range(vocab)])),
@@ -94,6 +111,9 @@ def llama(dim, hidden, layers, heads, kv_heads, vocab, types):
                    (p + 'attn_output.weight', [dim, dim]), (p + 'ffn_norm.weight', [dim]),
                    (p + 'ffn_gate.weight', [dim, hidden]), (p + 'ffn_down.weight', [hidden, dim]),
                    (p + 'ffn_up.weight', [dim, hidden])]
+        if arch == 'qwen2':
+            shapes += [(p + 'attn_q.bias', [dim]), (p + 'attn_k.bias', [kv_heads * hd]),
+                       (p + 'attn_v.bias', [kv_heads * hd])]
     shapes += [('output_norm.weight', [dim]), ('output.weight', [dim, vocab])]
     tensors = []
     for i, (name, ne) in enumerate(shapes):
@@ -121,6 +141,8 @@ def main():
     seeds = {
         'gguf/tiny_f32.gguf': llama(4, 6, 2, 2, 1, 5, [0]),
         'gguf/tiny_mixed.gguf': llama(32, 32, 1, 4, 2, 8, [1, 30, 8, 0]),
+        'gguf/tiny_quant.gguf': llama(256, 256, 1, 2, 1, 4, [12, 13, 14, 2, 3, 6, 7, 8]),
+        'gguf/tiny_qwen2.gguf': llama(32, 32, 1, 4, 2, 8, [8, 0], arch='qwen2'),
         'gguf/nested.gguf': gguf([
             kv('general.alignment', U32, struct.pack('<I', 64)),
             kv('n', ARR, arr(ARR, [arr(U8, [b'\1', b'\2']), arr(STR, [gstr('x')])])),

@@ -4,7 +4,9 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -199,6 +201,54 @@ TEST_F(ToolsTest, PerplexityRejectsBadIdsAndDenseOverflow) {
   std::ofstream(ids, std::ios::trunc) << many;
   Result r = RunTool("sinkserve-perplexity", Concat(ModelArgs(), {"--ids-file", ids.string(), "--policy", "dense"}));
   ExpectCleanFailure(r, "context of 512");
+}
+
+}  // namespace
+}  // namespace sinkserve
+
+namespace sinkserve {
+namespace {
+
+// Patches the tensor-info record of `name` in a GGUF file: its two dims and
+// its ggml type (the record is: u64 name length, name, u32 n_dims, u64 ne[],
+// u32 type, u64 offset).
+std::string PatchTensorInfo(std::string gguf, const std::string& name, uint64_t ne0, uint64_t ne1, uint32_t type) {
+  const size_t at = gguf.find(name);
+  if (at == std::string::npos) return "";
+  size_t p = at + name.size() + 4;  // past the name and n_dims
+  std::memcpy(&gguf[p], &ne0, 8);
+  std::memcpy(&gguf[p + 8], &ne1, 8);
+  std::memcpy(&gguf[p + 16], &type, 4);
+  return gguf;
+}
+
+TEST_F(ToolsTest, BadQuantizedAndQwen2FilesFailWithOneLine) {
+  const std::string q4k = "models/synthetic/synth-llama-Q4_K_M.gguf";
+  const std::string qwen = "models/synthetic/synth-qwen2-F32.gguf";
+  REQUIRE_SHARED(q4k);
+  REQUIRE_SHARED(qwen);
+  const fs::path bad = TempFile("bad.gguf");
+  auto generate = [&](const std::string& bytes) {
+    std::ofstream(bad, std::ios::binary | std::ios::trunc) << bytes;
+    return RunTool("sinkserve-generate", {"--model", bad.string(), "--prompt", "x", "--max-new-tokens", "2"});
+  };
+  const std::string real = testing::ReadFile(testing::SharedPath(q4k));
+  // Truncated inside the quantized blocks.
+  for (size_t cut : {real.size() / 3, real.size() / 2, real.size() - 100}) {
+    ExpectCleanFailure(generate(real.substr(0, cut)), "past the end");
+  }
+  // A Q4_K row of 128 values: not a whole 256-value block.
+  ExpectCleanFailure(generate(PatchTensorInfo(real, "token_embd.weight", 128, 1024, 12)), "not a multiple of its block");
+  // The same tensor claimed as Q8_0: its bytes no longer fit the layout.
+  ExpectCleanFailure(generate(PatchTensorInfo(real, "token_embd.weight", 256, 512, 8)), "token_embd");
+  // A type no kernel runs (Q2_K).
+  ExpectCleanFailure(generate(PatchTensorInfo(real, "token_embd.weight", 256, 512, 10)), "Q2_K");
+  // qwen2 without one of its attention biases.
+  std::string qwen2 = testing::ReadFile(testing::SharedPath(qwen));
+  const size_t bias = qwen2.find("blk.1.attn_k.bias");
+  ASSERT_NE(bias, std::string::npos);
+  qwen2[bias + 16] = 'x';  // blk.1.attn_k.biax
+  ExpectCleanFailure(generate(qwen2), "blk.1.attn_k.bias");
 }
 
 }  // namespace
