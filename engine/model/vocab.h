@@ -7,11 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
+
 namespace sinkserve {
 
 enum class VocabType {
   kSentencePiece,  // SentencePiece BPE with byte fallback (GGUF model "llama")
-  kGpt2,           // byte-level BPE with the GPT-2 pre-tokenizer (GGUF model "gpt2")
+  kGpt2,           // byte-level BPE, pre-tokenizer named by `pre` (GGUF model "gpt2")
 };
 
 // Token attributes, numbered as GGUF's tokenizer.ggml.token_type.
@@ -35,10 +37,24 @@ struct Vocab {
   int32_t eos_id = -1;
   int32_t unk_id = -1;
   int32_t pad_id = -1;
+  int32_t eot_id = -1;                 // end of turn (<|eot_id|>, <|im_end|>, ...), -1 if undeclared
+  int32_t eom_id = -1;                 // end of message (Llama 3.1 <|eom_id|>), -1 if undeclared
+  std::string pre;                     // GGUF tokenizer.ggml.pre; "" when absent (GPT-2's split)
   bool add_bos = true;                 // prepend BOS when encoding a prompt
   bool add_space_prefix = true;        // SPM dummy prefix ("hello" -> "▁hello")
 
   int32_t size() const { return static_cast<int32_t>(tokens.size()); }
 };
+
+namespace gguf {
+struct File;
+}  // namespace gguf
+
+// Reads the optional GGUF tokenizer keys beyond the token lists into `vocab`:
+// tokenizer.ggml.pre, eot_token_id and eom_token_id (absent or all-ones ids
+// mean none). Idempotent. INVALID_ARGUMENT for a mistyped value or an id
+// outside the vocabulary. Defined in vocab_files.cc; gguf::VocabFromGguf
+// should call it last.
+absl::Status ReadGgufVocabExtras(const gguf::File& file, Vocab& vocab);
 
 }  // namespace sinkserve

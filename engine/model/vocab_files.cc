@@ -1,12 +1,16 @@
-// Vocabulary file parsers: llama2.c tokenizer.bin and SentencePiece .model.
-// Both treat their input as hostile: every length, count and varint is
-// bounds-checked, and errors name the offset where the file went wrong.
+// Vocabulary file parsers: llama2.c tokenizer.bin and SentencePiece .model,
+// and the optional GGUF tokenizer keys (ReadGgufVocabExtras). All treat their
+// input as hostile: every length, count and varint is bounds-checked, and
+// errors name the offset or key where the file went wrong.
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
+#include "engine/model/gguf.h"
 #include "engine/model/model_loader.h"
 
 namespace sinkserve {
@@ -339,6 +343,47 @@ absl::StatusOr<Vocab> ParseSentencePieceModel(std::string_view bytes) {
     }
   }
   return vocab;
+}
+
+// ---------------------------------------------------------------------------
+// GGUF tokenizer keys beyond the token lists.
+
+namespace {
+
+// A special-token id: absent, or all ones (llama.cpp's "none"), is -1.
+absl::StatusOr<int32_t> OptionalTokenId(const gguf::File& f, std::string_view key, int32_t n_vocab) {
+  const gguf::Value* v = f.Find(key);
+  if (v == nullptr) return -1;
+  if (const auto* u = std::get_if<uint64_t>(&v->data);
+      u != nullptr && (*u == 0xFFFFFFFFu || *u == ~uint64_t{0})) {
+    return -1;
+  }
+  absl::StatusOr<int64_t> id = f.GetInt(key);
+  if (!id.ok()) return id.status();
+  if (*id < 0) return -1;
+  if (*id >= n_vocab) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "GGUF: %s is %d, outside the vocabulary of %d tokens", absl::string_view(key.data(), key.size()), *id,
+        n_vocab));
+  }
+  return static_cast<int32_t>(*id);
+}
+
+}  // namespace
+
+absl::Status ReadGgufVocabExtras(const gguf::File& file, Vocab& vocab) {
+  if (file.Find("tokenizer.ggml.pre") != nullptr) {
+    absl::StatusOr<std::string> pre = file.GetString("tokenizer.ggml.pre");
+    if (!pre.ok()) return pre.status();
+    vocab.pre = *std::move(pre);
+  }
+  absl::StatusOr<int32_t> eot = OptionalTokenId(file, "tokenizer.ggml.eot_token_id", vocab.size());
+  if (!eot.ok()) return eot.status();
+  absl::StatusOr<int32_t> eom = OptionalTokenId(file, "tokenizer.ggml.eom_token_id", vocab.size());
+  if (!eom.ok()) return eom.status();
+  vocab.eot_id = *eot;
+  vocab.eom_id = *eom;
+  return absl::OkStatus();
 }
 
 }  // namespace sinkserve

@@ -8,7 +8,8 @@
 namespace sinkserve {
 
 // Factories defined next to each algorithm. They assume a vocabulary that
-// passed ValidateVocab; the GPT-2 one can still fail on its merges.
+// passed ValidateVocab; the GPT-2 one can still fail on its merges or on an
+// unknown pre-tokenizer name (SentencePiece ignores `pre`, as llama.cpp does).
 namespace tokenizer_internal {
 std::unique_ptr<Tokenizer> NewSpmTokenizer(Vocab vocab);
 absl::StatusOr<std::unique_ptr<Tokenizer>> NewGpt2Tokenizer(Vocab vocab);
@@ -46,6 +47,8 @@ absl::Status ValidateVocab(const Vocab& vocab) {
   if (absl::Status s = CheckSpecialId("eos", vocab.eos_id, n); !s.ok()) return s;
   if (absl::Status s = CheckSpecialId("unk", vocab.unk_id, n); !s.ok()) return s;
   if (absl::Status s = CheckSpecialId("pad", vocab.pad_id, n); !s.ok()) return s;
+  if (absl::Status s = CheckSpecialId("eot", vocab.eot_id, n); !s.ok()) return s;
+  if (absl::Status s = CheckSpecialId("eom", vocab.eom_id, n); !s.ok()) return s;
   if (vocab.type == VocabType::kGpt2 && vocab.merges.empty()) {
     return absl::InvalidArgumentError("vocabulary: GPT-2 vocabulary has no merges");
   }

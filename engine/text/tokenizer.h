@@ -3,7 +3,8 @@
 // Two algorithms behind one interface:
 //   - SentencePiece BPE with byte fallback (Llama 2, Mistral, TinyLlama, stories):
 //     the bigram merge by score that llama2.c and llama.cpp implement.
-//   - GPT-2 byte-level BPE: the GPT-2 pre-tokenizer regex, then merges by rank.
+//   - byte-level BPE (GPT-2, Llama 3, Qwen 2, ...): the pre-tokenizer named by
+//     the vocabulary (pre_tokenizer.h), then merges by rank.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,8 @@ class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
 
-  // Builds the tokenizer for `vocab`'s type; fails on an inconsistent vocabulary.
+  // Builds the tokenizer for `vocab`'s type; INVALID_ARGUMENT on an
+  // inconsistent vocabulary or an unknown pre-tokenizer name.
   static absl::StatusOr<std::unique_ptr<Tokenizer>> Create(Vocab vocab);
 
   // Encodes `text`. With add_bos, prepends BOS when the vocabulary has one.

@@ -1,5 +1,5 @@
-// GPT-2 byte-level BPE: the text is cut into pre-tokens by the GPT-2 regex
-// (engine/text/unicode.cc), each pre-token's bytes are mapped through
+// Byte-level BPE: the text is cut into pre-tokens by the vocabulary's
+// pre-tokenizer (engine/text/pre_tokenizer.h), each pre-token's bytes are mapped through
 // bytes_to_unicode, and within a pre-token the adjacent pair with the lowest
 // merge rank is merged (leftmost on ties) until no pair has a rank. Each
 // final symbol is looked up as a token; a symbol without one falls back to
@@ -14,6 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
+#include "engine/text/pre_tokenizer.h"
 #include "engine/text/tokenizer.h"
 #include "engine/text/unicode.h"
 
@@ -55,12 +56,16 @@ class Gpt2Tokenizer final : public Tokenizer {
     return vocab_.token_types.empty() ? TokenType::kNormal : vocab_.token_types[id];
   }
 
+  std::unique_ptr<PreTokenizer> pre_;  // compiled once, shared by every Encode
   ByteUnicodeMap byte_map_;
   absl::flat_hash_map<std::string, int32_t> token_ids_;  // token text -> id
   absl::flat_hash_map<std::string, int32_t> ranks_;      // "left right" -> merge rank
 };
 
 absl::Status Gpt2Tokenizer::Init() {
+  absl::StatusOr<std::unique_ptr<PreTokenizer>> pre = PreTokenizer::Create(vocab_.pre);
+  if (!pre.ok()) return pre.status();
+  pre_ = *std::move(pre);
   for (int32_t id = 0; id < size(); ++id) token_ids_.try_emplace(vocab_.tokens[id], id);
   ranks_.reserve(vocab_.merges.size());
   for (size_t rank = 0; rank < vocab_.merges.size(); ++rank) {
@@ -93,6 +98,13 @@ void Gpt2Tokenizer::EncodeWord(std::string_view word, std::string& mapped,
   }
   symbols.back().next = -1;
   const std::string_view text = mapped;
+  if (pre_->ignore_merges()) {
+    // Never a control token: text must not turn into <|eot_id|> and friends.
+    if (auto it = token_ids_.find(AsAbsl(text)); it != token_ids_.end() && TypeOf(it->second) != TokenType::kControl) {
+      out.push_back(it->second);
+      return;
+    }
+  }
 
   std::priority_queue<Bigram> queue;
   std::string key;
@@ -147,7 +159,7 @@ std::vector<int32_t> Gpt2Tokenizer::Encode(std::string_view text, bool add_bos) 
   std::vector<int32_t> out;
   if (add_bos && vocab_.bos_id >= 0) out.push_back(vocab_.bos_id);
   std::string mapped;
-  for (std::string_view word : Gpt2PreTokenize(text)) EncodeWord(word, mapped, out);
+  for (std::string_view word : pre_->Split(text)) EncodeWord(word, mapped, out);
   return out;
 }
 

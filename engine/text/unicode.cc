@@ -1,7 +1,5 @@
 #include "engine/text/unicode.h"
 
-#include <unicode/uchar.h>
-
 namespace sinkserve {
 
 int Utf8SequenceLength(uint8_t lead) {
@@ -47,84 +45,6 @@ void AppendUtf8(char32_t cp, std::string& out) {
     out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
     out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
   }
-}
-
-namespace {
-
-// The three classes the GPT-2 regex distinguishes; everything else (including
-// invalid bytes and unassigned codepoints) is "other", i.e. [^\s\p{L}\p{N}].
-enum class CharClass : uint8_t { kOther, kLetter, kNumber, kSpace, kEnd };
-
-CharClass Classify(char32_t cp) {
-  if (cp == kInvalidCodepoint) return CharClass::kOther;
-  const UChar32 c = static_cast<UChar32>(cp);
-  if (u_isUWhiteSpace(c)) return CharClass::kSpace;  // regex \s is White_Space
-  const uint32_t mask = U_GET_GC_MASK(c);
-  if (mask & U_GC_L_MASK) return CharClass::kLetter;
-  if (mask & U_GC_N_MASK) return CharClass::kNumber;
-  return CharClass::kOther;
-}
-
-}  // namespace
-
-std::vector<std::string_view> Gpt2PreTokenize(std::string_view text) {
-  // (n_chars + 1): codepoint, class and byte offset of each character; the
-  // extra entry is an end sentinel so lookahead never needs a bounds check.
-  std::vector<char32_t> cps;
-  std::vector<CharClass> cls;
-  std::vector<size_t> offsets;
-  for (size_t pos = 0; pos < text.size();) {
-    const Utf8Char ch = DecodeUtf8(text, pos);
-    cps.push_back(ch.codepoint);
-    cls.push_back(Classify(ch.codepoint));
-    offsets.push_back(pos);
-    pos += ch.length;
-  }
-  const size_t n = cps.size();
-  cps.push_back(0);
-  cls.push_back(CharClass::kEnd);
-  offsets.push_back(text.size());
-
-  std::vector<std::string_view> out;
-  size_t start = 0;
-  auto emit = [&](size_t end) {
-    out.push_back(text.substr(offsets[start], offsets[end] - offsets[start]));
-    start = end;
-  };
-  while (start < n) {
-    size_t pos = start;
-    const char32_t cp = cps[pos];
-    // 's|'t|'re|'ve|'m|'ll|'d
-    if (cp == '\'') {
-      const char32_t a = cps[pos + 1];
-      if (pos + 1 < n && (a == 's' || a == 't' || a == 'm' || a == 'd')) {
-        emit(pos + 2);
-        continue;
-      }
-      const char32_t b = pos + 2 < n ? cps[pos + 2] : 0;
-      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) {
-        emit(pos + 3);
-        continue;
-      }
-    }
-    // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+': the class of the first
-    // character after an optional single ASCII space decides the branch.
-    const size_t body = (cp == ' ') ? pos + 1 : pos;
-    const CharClass c = cls[body];
-    if (c == CharClass::kLetter || c == CharClass::kNumber || c == CharClass::kOther) {
-      size_t end = body;
-      while (cls[end] == c) ++end;
-      emit(end);
-      continue;
-    }
-    // \s+(?!\S) then \s+: a whitespace run followed by a non-space leaves its
-    // last character to start the next pre-token (as " word").
-    size_t end = pos;
-    while (cls[end] == CharClass::kSpace) ++end;
-    if (end - pos > 1 && end < n) --end;
-    emit(end);
-  }
-  return out;
 }
 
 ByteUnicodeMap::ByteUnicodeMap() {

@@ -1,6 +1,7 @@
-// UTF-8 and Unicode helpers for the tokenizers: lenient UTF-8 decoding (an
-// invalid byte is its own one-byte "character", so no input is rejected), the
-// GPT-2 pre-tokenizer, and GPT-2's bytes_to_unicode table.
+// UTF-8 helpers for the tokenizers: lenient UTF-8 decoding (an invalid byte
+// is its own one-byte "character", so no input is rejected) and GPT-2's
+// bytes_to_unicode table. The byte-level BPE pre-tokenizers (Unicode classes
+// by regex) are in pre_tokenizer.h.
 #pragma once
 
 #include <array>
@@ -30,11 +31,6 @@ void AppendUtf8(char32_t cp, std::string& out);
 // Length of the sequence a lead byte announces (1 for ASCII and for bytes
 // that cannot start a sequence, so callers always make progress).
 int Utf8SequenceLength(uint8_t lead);
-
-// Splits `text` into the pre-tokens of the GPT-2 regex
-//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// Returns views into `text`; their concatenation is `text`.
-std::vector<std::string_view> Gpt2PreTokenize(std::string_view text);
 
 // GPT-2's reversible byte <-> printable-codepoint map: printable Latin-1
 // bytes map to themselves, the other 68 bytes to U+0100 and up, in order.

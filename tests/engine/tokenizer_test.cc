@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/str_join.h"
+#include "engine/model/gguf.h"
 #include "engine/model/model_loader.h"
 #include "engine/text/stream_decoder.h"
 #include "engine/text/unicode.h"
@@ -59,6 +61,19 @@ std::unique_ptr<Tokenizer> MakeTokenizer(absl::StatusOr<Vocab> vocab) {
   auto tokenizer = Tokenizer::Create(*std::move(vocab));
   EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
   return tokenizer.ok() ? *std::move(tokenizer) : nullptr;
+}
+
+// A vocab-test GGUF's vocabulary with the optional keys too (tokenizer.ggml.pre,
+// EOT/EOM ids). ReadGgufVocabExtras is idempotent, so this stays right once
+// gguf::VocabFromGguf calls it itself.
+absl::StatusOr<Vocab> LoadGgufVocab(const std::string& path) {
+  const std::string bytes = ::sinkserve::testing::ReadFile(path);
+  absl::StatusOr<gguf::File> file = gguf::Parse(bytes);
+  if (!file.ok()) return file.status();
+  absl::StatusOr<Vocab> vocab = gguf::VocabFromGguf(*file);
+  if (!vocab.ok()) return vocab.status();
+  if (absl::Status s = ReadGgufVocabExtras(*file, *vocab); !s.ok()) return s;
+  return vocab;
 }
 
 std::unique_ptr<Tokenizer> LoadSpmModel(const std::string& relative) {
@@ -258,32 +273,71 @@ TEST(TokenizerCreate, RejectsInconsistentVocabularies) {
   }
 }
 
-// The llama.cpp vocab-test GGUFs, loaded through LoadVocab: every vector
+// The llama.cpp vocab-test GGUFs with their tokenizer.ggml.pre: every vector
 // must match (the count is printed for the record).
-TEST(TokenizerVectors, LlamaSpmGguf) {
-  REQUIRE_SHARED("models/vocab-tests/ggml-vocab-llama-spm.gguf");
-  auto tok = MakeTokenizer(LoadVocab(SharedPath("models/vocab-tests/ggml-vocab-llama-spm.gguf")));
+struct VectorFile {
+  const char* name;  // under models/vocab-tests/
+  VocabType type;
+  const char* pre;   // tokenizer.ggml.pre in the file
+};
+
+// Names the case in test output (instead of the struct's bytes).
+void PrintTo(const VectorFile& f, std::ostream* os) { *os << f.name; }
+
+class TokenizerVectors : public ::testing::TestWithParam<VectorFile> {};
+
+TEST_P(TokenizerVectors, EveryVectorMatches) {
+  const VectorFile& f = GetParam();
+  const std::string relative = std::string("models/vocab-tests/") + f.name;
+  REQUIRE_SHARED(relative);
+  REQUIRE_SHARED(relative + ".inp");
+  absl::StatusOr<Vocab> vocab = LoadGgufVocab(SharedPath(relative));
+  ASSERT_TRUE(vocab.ok()) << vocab.status();
+  EXPECT_EQ(vocab->pre, f.pre);
+  auto tok = MakeTokenizer(*std::move(vocab));
   ASSERT_NE(tok, nullptr);
-  EXPECT_EQ(tok->vocab().type, VocabType::kSentencePiece);
-  const auto cases = LoadVectors(SharedPath("models/vocab-tests/ggml-vocab-llama-spm.gguf"));
+  EXPECT_EQ(tok->vocab().type, f.type);
+  const auto cases = LoadVectors(SharedPath(relative));
   ASSERT_GT(cases.size(), 40u);
   const int passed = RunVectors(*tok, cases);
   EXPECT_EQ(passed, static_cast<int>(cases.size()));
-  std::printf("[ vectors  ] ggml-vocab-llama-spm.gguf: %d/%zu\n", passed, cases.size());
+  std::printf("[ vectors  ] %s (pre '%s'): %d/%zu\n", f.name, f.pre, passed, cases.size());
+  if (f.type == VocabType::kGpt2) {
+    // Byte-level BPE is lossless: decoding gives back every input exactly.
+    for (const TestCase& c : cases) EXPECT_EQ(Decode(*tok, c.ids), c.text);
+  }
 }
 
-TEST(TokenizerVectors, Gpt2Gguf) {
+INSTANTIATE_TEST_SUITE_P(VocabTests, TokenizerVectors,
+                         ::testing::Values(VectorFile{"ggml-vocab-llama-spm.gguf", VocabType::kSentencePiece, "default"},
+                                           VectorFile{"ggml-vocab-gpt-2.gguf", VocabType::kGpt2, "gpt-2"},
+                                           VectorFile{"ggml-vocab-refact.gguf", VocabType::kGpt2, "refact"}),
+                         [](const ::testing::TestParamInfo<VectorFile>& info) {
+                           std::string name;
+                           for (const char* c = info.param.name + 11; *c != '.'; ++c) {  // after "ggml-vocab-"
+                             name += std::isalnum(static_cast<unsigned char>(*c)) ? *c : '_';
+                           }
+                           return name;
+                         });
+
+// LoadVocab (the path the tools take) reads the same vocabulary.
+TEST(TokenizerVectorsLoadVocab, Gpt2GgufThroughLoadVocab) {
   REQUIRE_SHARED("models/vocab-tests/ggml-vocab-gpt-2.gguf");
   auto tok = MakeTokenizer(LoadVocab(SharedPath("models/vocab-tests/ggml-vocab-gpt-2.gguf")));
   ASSERT_NE(tok, nullptr);
-  EXPECT_EQ(tok->vocab().type, VocabType::kGpt2);
   const auto cases = LoadVectors(SharedPath("models/vocab-tests/ggml-vocab-gpt-2.gguf"));
-  ASSERT_GT(cases.size(), 40u);
-  const int passed = RunVectors(*tok, cases);
-  EXPECT_EQ(passed, static_cast<int>(cases.size()));
-  std::printf("[ vectors  ] ggml-vocab-gpt-2.gguf: %d/%zu\n", passed, cases.size());
-  // Byte-level BPE is lossless: decoding gives back every input exactly.
-  for (const TestCase& c : cases) EXPECT_EQ(Decode(*tok, c.ids), c.text);
+  EXPECT_EQ(RunVectors(*tok, cases), static_cast<int>(cases.size()));
+}
+
+// Refact's pre-tokenizer gives every digit its own token.
+TEST(TokenizerVectorsLoadVocab, RefactSplitsDigits) {
+  REQUIRE_SHARED("models/vocab-tests/ggml-vocab-refact.gguf");
+  auto refact = MakeTokenizer(LoadGgufVocab(SharedPath("models/vocab-tests/ggml-vocab-refact.gguf")));
+  ASSERT_NE(refact, nullptr);
+  const std::vector<int32_t> ids = refact->Encode("x 1234", false);
+  std::vector<std::string> pieces;
+  for (int32_t id : ids) pieces.push_back(Decode(*refact, {id}));
+  EXPECT_EQ(pieces, (std::vector<std::string>{"x", " ", "1", "2", "3", "4"})) << Join(ids);
 }
 
 TEST(TokenizerGpt2, SpecialTokensArePlainTextAndDecodeEmpty) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/gguf.h"
 #include "engine/model/model_loader.h"
 #include "engine/text/tokenizer.h"
 #include "tests/test_data.h"
@@ -383,6 +384,76 @@ TEST(VocabFile, SentencePieceRandomCorruption) {
     EXPECT_LT(vocab->bos_id, vocab->size());
   }
   EXPECT_GT(rejected, 0);
+}
+
+// ---------------------------------------------------------------------------
+// ReadGgufVocabExtras: tokenizer.ggml.pre and the EOT/EOM ids.
+
+// A parsed GGUF holding only metadata, built in memory.
+gguf::File MetadataFile(std::vector<std::pair<std::string, gguf::Value>> kvs) {
+  gguf::File f;
+  for (auto& [key, value] : kvs) {
+    f.key_index[key] = f.metadata.size();
+    f.metadata.emplace_back(key, std::move(value));
+  }
+  return f;
+}
+
+gguf::Value U32(uint64_t v) { return {gguf::ValueType::kUint32, v}; }
+gguf::Value Str(std::string v) { return {gguf::ValueType::kString, std::move(v)}; }
+
+Vocab TenTokens() {
+  Vocab v;
+  v.type = VocabType::kGpt2;
+  for (int i = 0; i < 10; ++i) v.tokens.push_back(std::string(1, static_cast<char>('a' + i)));
+  return v;
+}
+
+TEST(VocabFile, GgufExtrasReadPreAndEndIds) {
+  Vocab v = TenTokens();
+  const gguf::File f = MetadataFile({{"tokenizer.ggml.pre", Str("qwen2")},
+                                     {"tokenizer.ggml.eot_token_id", U32(7)},
+                                     {"tokenizer.ggml.eom_token_id", U32(0xFFFFFFFFu)}});
+  ASSERT_TRUE(ReadGgufVocabExtras(f, v).ok());
+  EXPECT_EQ(v.pre, "qwen2");
+  EXPECT_EQ(v.eot_id, 7);
+  EXPECT_EQ(v.eom_id, -1);  // all ones is llama.cpp's "none"
+  ASSERT_TRUE(ReadGgufVocabExtras(f, v).ok());  // idempotent
+  EXPECT_EQ(v.eot_id, 7);
+
+  Vocab absent = TenTokens();
+  ASSERT_TRUE(ReadGgufVocabExtras(MetadataFile({}), absent).ok());
+  EXPECT_EQ(absent.pre, "");
+  EXPECT_EQ(absent.eot_id, -1);
+  EXPECT_EQ(absent.eom_id, -1);
+}
+
+TEST(VocabFile, GgufExtrasRejectBadValues) {
+  Vocab v = TenTokens();
+  absl::Status s = ReadGgufVocabExtras(MetadataFile({{"tokenizer.ggml.pre", U32(3)}}), v);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  s = ReadGgufVocabExtras(MetadataFile({{"tokenizer.ggml.eot_token_id", U32(10)}}), v);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(s.message().find("eot_token_id"), absl::string_view::npos) << s;
+  s = ReadGgufVocabExtras(MetadataFile({{"tokenizer.ggml.eom_token_id", Str("7")}}), v);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+}
+
+TEST(VocabFile, GgufExtrasOfTheVocabTestFiles) {
+  for (auto [name, pre] : {std::pair<const char*, const char*>{"ggml-vocab-gpt-2.gguf", "gpt-2"},
+                           {"ggml-vocab-refact.gguf", "refact"},
+                           {"ggml-vocab-llama-spm.gguf", "default"}}) {
+    const std::string relative = std::string("models/vocab-tests/") + name;
+    REQUIRE_SHARED(relative);
+    const std::string bytes = ::sinkserve::testing::ReadFile(SharedPath(relative));
+    absl::StatusOr<gguf::File> f = gguf::Parse(bytes);
+    ASSERT_TRUE(f.ok()) << f.status();
+    absl::StatusOr<Vocab> v = gguf::VocabFromGguf(*f);
+    ASSERT_TRUE(v.ok()) << v.status();
+    ASSERT_TRUE(ReadGgufVocabExtras(*f, *v).ok());
+    EXPECT_EQ(v->pre, pre) << name;
+    EXPECT_TRUE(Tokenizer::Create(*std::move(v)).ok()) << name;
+  }
 }
 
 }  // namespace
