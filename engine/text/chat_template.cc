@@ -1,10 +1,55 @@
 #include "engine/text/chat_template.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace sinkserve {
+namespace {
+
+// Control-token pieces each kind renders (BOS/EOS go through the vocabulary's
+// ids instead), resolved against the vocabulary once per ChatTemplate.
+std::vector<std::string> MarkersOf(ChatTemplateKind kind) {
+  switch (kind) {
+    case ChatTemplateKind::kRaw:
+    case ChatTemplateKind::kLlama2:
+      return {};  // only BOS/EOS; llama2's [INST] is plain text in its vocabulary
+    case ChatTemplateKind::kChatml:
+      return {"<|im_start|>", "<|im_end|>"};
+    case ChatTemplateKind::kLlama3:
+      return {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>"};
+    case ChatTemplateKind::kZephyr:
+      return {"<|system|>", "<|user|>", "<|assistant|>"};
+    case ChatTemplateKind::kMistral:
+      return {"[INST]", "[/INST]"};  // control tokens from Mistral v3 on; text before
+    case ChatTemplateKind::kPhi3:
+      return {"<|system|>", "<|user|>", "<|assistant|>", "<|end|>"};
+    case ChatTemplateKind::kGemma:
+      return {"<start_of_turn>", "<end_of_turn>"};
+  }
+  return {};
+}
+
+// The markers that end an assistant message in each kind.
+std::vector<std::string> EndMarkersOf(ChatTemplateKind kind) {
+  switch (kind) {
+    case ChatTemplateKind::kChatml:
+      return {"<|im_end|>"};
+    case ChatTemplateKind::kLlama3:
+      return {"<|eot_id|>", "<|eom_id|>"};
+    case ChatTemplateKind::kPhi3:
+      return {"<|end|>"};
+    case ChatTemplateKind::kGemma:
+      return {"<end_of_turn>"};
+    default:
+      return {};  // EOS ends llama2, mistral, zephyr and raw answers
+  }
+}
+
+}  // namespace
 
 const char* ChatTemplateName(ChatTemplateKind kind) {
   switch (kind) {
@@ -13,58 +58,68 @@ const char* ChatTemplateName(ChatTemplateKind kind) {
     case ChatTemplateKind::kChatml: return "chatml";
     case ChatTemplateKind::kLlama3: return "llama3";
     case ChatTemplateKind::kZephyr: return "zephyr";
+    case ChatTemplateKind::kMistral: return "mistral";
+    case ChatTemplateKind::kPhi3: return "phi3";
+    case ChatTemplateKind::kGemma: return "gemma";
   }
   return "unknown";
 }
 
-absl::StatusOr<ChatTemplateKind> ParseChatTemplate(std::string_view name) {
-  if (name == "raw") return ChatTemplateKind::kRaw;
-  if (name == "llama2" || name == "mistral") return ChatTemplateKind::kLlama2;
-  if (name == "chatml") return ChatTemplateKind::kChatml;
-  if (name == "llama3") return ChatTemplateKind::kLlama3;
-  if (name == "zephyr") return ChatTemplateKind::kZephyr;
-  return absl::InvalidArgumentError(absl::StrFormat(
-      "unknown chat template '%s'; use one of raw, llama2, mistral, chatml, llama3, zephyr",
-      absl::string_view(name.data(), name.size())));
+std::string ChatTemplateNameList() {
+  std::vector<std::string> names;
+  for (ChatTemplateKind kind : kAllChatTemplateKinds) names.push_back(ChatTemplateName(kind));
+  names.push_back("qwen");
+  return absl::StrJoin(names, ", ");
 }
 
-ChatTemplateKind DetectChatTemplate(std::string_view jinja) {
-  const absl::string_view j(jinja.data(), jinja.size());
-  // Most specific markers first: llama3 and chatml templates may also
-  // mention [INST] in comments, the reverse is rare.
-  if (absl::StrContains(j, "<|start_header_id|>")) return ChatTemplateKind::kLlama3;
-  if (absl::StrContains(j, "<|im_start|>")) return ChatTemplateKind::kChatml;
-  if (absl::StrContains(j, "<|user|>")) return ChatTemplateKind::kZephyr;
-  if (absl::StrContains(j, "[INST]")) return ChatTemplateKind::kLlama2;
-  return ChatTemplateKind::kRaw;
+absl::StatusOr<ChatTemplateKind> ParseChatTemplate(std::string_view name) {
+  for (ChatTemplateKind kind : kAllChatTemplateKinds) {
+    if (name == ChatTemplateName(kind)) return kind;
+  }
+  if (name == "qwen") return ChatTemplateKind::kChatml;
+  return absl::InvalidArgumentError(absl::StrFormat("unknown chat template '%s'; use one of %s",
+                                                    absl::string_view(name.data(), name.size()),
+                                                    ChatTemplateNameList()));
 }
+
+DetectedTemplate DetectChatTemplateOrDefault(std::string_view jinja, ChatTemplateKind default_kind) {
+  const absl::string_view j(jinja.data(), jinja.size());
+  auto has = [&j](absl::string_view marker) { return absl::StrContains(j, marker); };
+  // Most specific markers first: llama3 and chatml templates may also
+  // mention [INST] or <|user|> in comments or tool sections, the reverse is
+  // rare.
+  if (has("<|start_header_id|>")) return {ChatTemplateKind::kLlama3, false};
+  if (has("<|im_start|>")) return {ChatTemplateKind::kChatml, false};
+  if (has("<start_of_turn>")) return {ChatTemplateKind::kGemma, false};
+  // Phi-3 closes every message with <|end|>; Zephyr with the EOS token.
+  if (has("<|user|>")) return {has("<|end|>") ? ChatTemplateKind::kPhi3 : ChatTemplateKind::kZephyr, false};
+  // Llama 2 chat wraps its system prompt in <<SYS>>; Mistral's templates
+  // never do (they prepend it to the first user message, or have none).
+  if (has("[INST]")) return {has("<<SYS>>") ? ChatTemplateKind::kLlama2 : ChatTemplateKind::kMistral, false};
+  const bool empty = std::all_of(j.begin(), j.end(), [](char c) { return c == ' ' || c == '\n' || c == '\t'; });
+  return {default_kind, !empty};
+}
+
+ChatTemplateKind DetectChatTemplate(std::string_view jinja) { return DetectChatTemplateOrDefault(jinja).kind; }
 
 ChatTemplate::ChatTemplate(ChatTemplateKind kind, const Tokenizer& tokenizer) : kind_(kind), tokenizer_(tokenizer) {
-  std::vector<std::string> markers;
-  switch (kind) {
-    case ChatTemplateKind::kRaw:
-    case ChatTemplateKind::kLlama2:
-      break;  // only BOS/EOS
-    case ChatTemplateKind::kChatml:
-      markers = {"<|im_start|>", "<|im_end|>"};
-      break;
-    case ChatTemplateKind::kLlama3:
-      markers = {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
-      break;
-    case ChatTemplateKind::kZephyr:
-      markers = {"<|system|>", "<|user|>", "<|assistant|>"};
-      break;
-  }
+  const std::vector<std::string> markers = MarkersOf(kind);
   const auto& tokens = tokenizer_.vocab().tokens;
   for (size_t i = 0; i < tokens.size(); ++i) {
     for (const std::string& m : markers) {
       if (tokens[i] == m && !specials_.contains(m)) specials_[m] = static_cast<int32_t>(i);
     }
   }
-  for (const char* end : {"<|im_end|>", "<|eot_id|>"}) {
-    const int32_t id = FindSpecial(end);
-    if (id >= 0) end_tokens_.push_back(id);
-  }
+  auto add_end = [this](int32_t id) {
+    if (id >= 0 && std::find(end_tokens_.begin(), end_tokens_.end(), id) == end_tokens_.end()) {
+      end_tokens_.push_back(id);
+    }
+  };
+  for (const std::string& end : EndMarkersOf(kind)) add_end(FindSpecial(end));
+  // What the file declares ends a turn whatever the template: a model may
+  // emit its EOT even when served with another (or the raw) template.
+  add_end(tokenizer_.vocab().eot_id);
+  add_end(tokenizer_.vocab().eom_id);
 }
 
 int32_t ChatTemplate::FindSpecial(const std::string& piece) const {
@@ -74,6 +129,16 @@ int32_t ChatTemplate::FindSpecial(const std::string& piece) const {
 
 std::vector<int32_t> ChatTemplate::Render(const std::vector<Piece>& pieces) const {
   std::vector<int32_t> ids;
+  // Text runs, including special pieces the vocabulary lacks, are encoded in
+  // one call: SentencePiece's dummy prefix then appears once per run, where
+  // llama.cpp puts it (at the start and after each control token).
+  std::string text;
+  auto flush = [&] {
+    if (text.empty()) return;
+    std::vector<int32_t> more = tokenizer_.Encode(text, /*add_bos=*/false);
+    ids.insert(ids.end(), more.begin(), more.end());
+    text.clear();
+  };
   for (const Piece& p : pieces) {
     if (p.text.empty()) continue;
     int32_t special = -1;
@@ -83,12 +148,13 @@ std::vector<int32_t> ChatTemplate::Render(const std::vector<Piece>& pieces) cons
       else special = FindSpecial(p.text);
     }
     if (special >= 0) {
+      flush();
       ids.push_back(special);
     } else {
-      std::vector<int32_t> more = tokenizer_.Encode(p.text, /*add_bos=*/false);
-      ids.insert(ids.end(), more.begin(), more.end());
+      text += p.text;
     }
   }
+  flush();
   return ids;
 }
 
@@ -103,7 +169,9 @@ std::vector<int32_t> ChatTemplate::Preamble(std::string_view system_prompt) cons
       pieces = {{false, sys}};
       break;
     case ChatTemplateKind::kLlama2:
-      break;  // inside the first [INST]
+    case ChatTemplateKind::kMistral:
+    case ChatTemplateKind::kGemma:
+      break;  // inside the first user turn
     case ChatTemplateKind::kChatml:
       pieces = {{true, "<|im_start|>"}, {false, "system\n" + sys}, {true, "<|im_end|>"}, {false, "\n"}};
       break;
@@ -114,14 +182,40 @@ std::vector<int32_t> ChatTemplate::Preamble(std::string_view system_prompt) cons
     case ChatTemplateKind::kZephyr:
       pieces = {{true, "<|system|>"}, {false, "\n" + sys}, {true, "</s>"}, {false, "\n"}};
       break;
+    case ChatTemplateKind::kPhi3:
+      pieces = {{true, "<|system|>"}, {false, "\n" + sys}, {true, "<|end|>"}, {false, "\n"}};
+      break;
   }
   std::vector<int32_t> rest = Render(pieces);
   ids.insert(ids.end(), rest.begin(), rest.end());
   return ids;
 }
 
+// Mistral: "[INST] user [/INST]" as text where [INST] is not a token (v0.1,
+// v0.2); from v3 on both are control tokens and the message sits between
+// them. Unlike llama2 a later turn repeats no BOS.
+std::vector<int32_t> ChatTemplate::MistralTurn(std::string_view body, bool first) const {
+  std::vector<Piece> pieces;
+  if (!first) pieces.push_back({true, "</s>"});
+  if (FindSpecial("[INST]") >= 0 && FindSpecial("[/INST]") >= 0) {
+    // SentencePiece adds the dummy-prefix space itself after a control token.
+    const bool prefixed = tokenizer_.vocab().type == VocabType::kSentencePiece && tokenizer_.vocab().add_space_prefix;
+    std::string text(prefixed ? 0 : 1, ' ');
+    text.append(body);
+    pieces.insert(pieces.end(), {{true, "[INST]"}, {false, std::move(text)}, {true, "[/INST]"}});
+  } else {
+    std::string text = "[INST] ";
+    text.append(body);
+    text.append(" [/INST]");
+    pieces.push_back({false, std::move(text)});
+  }
+  return Render(pieces);
+}
+
 std::vector<int32_t> ChatTemplate::UserTurn(std::string_view text, bool first, std::string_view system_prompt) const {
   const std::string user(text);
+  // Templates without a system role put the system prompt in the first turn.
+  const std::string sys_first = first && !system_prompt.empty() ? std::string(system_prompt) + "\n\n" : "";
   std::vector<Piece> pieces;
   switch (kind_) {
     case ChatTemplateKind::kRaw:
@@ -135,6 +229,8 @@ std::vector<int32_t> ChatTemplate::UserTurn(std::string_view text, bool first, s
       pieces.push_back({false, body + user + " [/INST]"});
       break;
     }
+    case ChatTemplateKind::kMistral:
+      return MistralTurn(sys_first + user, first);
     case ChatTemplateKind::kChatml:
       if (!first) pieces = {{true, "<|im_end|>"}, {false, "\n"}};
       pieces.insert(pieces.end(), {{true, "<|im_start|>"}, {false, "user\n" + user}, {true, "<|im_end|>"},
@@ -150,6 +246,17 @@ std::vector<int32_t> ChatTemplate::UserTurn(std::string_view text, bool first, s
       if (!first) pieces = {{true, "</s>"}, {false, "\n"}};
       pieces.insert(pieces.end(), {{true, "<|user|>"}, {false, "\n" + user}, {true, "</s>"}, {false, "\n"},
                                    {true, "<|assistant|>"}, {false, "\n"}});
+      break;
+    case ChatTemplateKind::kPhi3:
+      if (!first) pieces = {{true, "<|end|>"}, {false, "\n"}};
+      pieces.insert(pieces.end(), {{true, "<|user|>"}, {false, "\n" + user}, {true, "<|end|>"}, {false, "\n"},
+                                   {true, "<|assistant|>"}, {false, "\n"}});
+      break;
+    case ChatTemplateKind::kGemma:
+      if (!first) pieces = {{true, "<end_of_turn>"}, {false, "\n"}};
+      pieces.insert(pieces.end(), {{true, "<start_of_turn>"}, {false, "user\n" + sys_first + user},
+                                   {true, "<end_of_turn>"}, {false, "\n"}, {true, "<start_of_turn>"},
+                                   {false, "model\n"}});
       break;
   }
   return Render(pieces);

@@ -8,9 +8,13 @@
 //     the second turn on by whatever closes the previous assistant message
 //     (the model's end token is never fed, so the template supplies it).
 // Control tokens such as <|im_start|> are looked up in the vocabulary by their
-// exact piece text; a vocabulary without them gets their text encoded.
+// exact piece text and emitted as that one token; a vocabulary without them
+// gets their text encoded together with the text around them. Text that comes
+// from the user is always encoded as text, so a user cannot inject a control
+// token by typing its name.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -22,23 +26,53 @@
 
 namespace sinkserve {
 
+// The numbering is stable (the engine keeps one ChatTemplate per kind, indexed
+// by it): new kinds go at the end.
 enum class ChatTemplateKind {
-  kRaw,     // base models: text appended verbatim
-  kLlama2,  // <s>[INST] <<SYS>>..<</SYS>> user [/INST] answer </s> (also Mistral)
-  kChatml,  // <|im_start|>role\n..<|im_end|>\n
-  kLlama3,  // <|start_header_id|>role<|end_header_id|>\n\n..<|eot_id|>
-  kZephyr,  // <|user|>\n..</s>\n<|assistant|>\n
+  kRaw,      // base models: text appended verbatim
+  kLlama2,   // <s>[INST] <<SYS>>..<</SYS>> user [/INST] answer </s><s>[INST] ..
+  kChatml,   // <|im_start|>role\n..<|im_end|>\n (Qwen, SmolLM, ...)
+  kLlama3,   // <|start_header_id|>role<|end_header_id|>\n\n..<|eot_id|>
+  kZephyr,   // <|user|>\n..</s>\n<|assistant|>\n
+  kMistral,  // <s>[INST] system\n\nuser [/INST] answer</s>[INST] .. (no <<SYS>>, no BOS per turn)
+  kPhi3,     // <|user|>\n..<|end|>\n<|assistant|>\n
+  kGemma,    // <start_of_turn>user\n..<end_of_turn>\n<start_of_turn>model\n (system joins the first user turn)
 };
 
-// Canonical name ("raw", "llama2", "chatml", "llama3", "zephyr").
+// Every kind, in enum order: kAllChatTemplateKinds[i] has value i.
+inline constexpr std::array<ChatTemplateKind, 8> kAllChatTemplateKinds = {
+    ChatTemplateKind::kRaw,     ChatTemplateKind::kLlama2, ChatTemplateKind::kChatml, ChatTemplateKind::kLlama3,
+    ChatTemplateKind::kZephyr,  ChatTemplateKind::kMistral, ChatTemplateKind::kPhi3,  ChatTemplateKind::kGemma,
+};
+
+// Canonical name ("raw", "llama2", "chatml", "llama3", "zephyr", "mistral",
+// "phi3", "gemma").
 const char* ChatTemplateName(ChatTemplateKind kind);
 
-// Parses a template name ("mistral" is llama2's format); INVALID_ARGUMENT
-// listing the names otherwise.
+// The accepted names, comma-separated, for messages ("raw, llama2, ...").
+std::string ChatTemplateNameList();
+
+// Parses a template name (canonical names, plus "qwen" for chatml);
+// INVALID_ARGUMENT listing the names otherwise.
 absl::StatusOr<ChatTemplateKind> ParseChatTemplate(std::string_view name);
 
-// Recognizes a GGUF tokenizer.chat_template (Jinja source) by its markers;
-// kRaw when it is empty or unrecognized.
+// What DetectChatTemplateOrDefault found in a GGUF tokenizer.chat_template.
+struct DetectedTemplate {
+  ChatTemplateKind kind;
+  // True when the file has a template but no known family's markers were
+  // found, so `kind` is the caller's default: worth a warning at start-up.
+  // False for a recognized template and for an empty one (a base model).
+  bool fallback;
+};
+
+// Recognizes a GGUF tokenizer.chat_template (Jinja source) by its markers:
+// llama3 header ids, chatml <|im_start|>, gemma <start_of_turn>, phi3
+// <|user|> with <|end|>, zephyr <|user|> without, llama2 [INST] with <<SYS>>,
+// mistral [INST] without. Empty or unrecognized: `default_kind`.
+DetectedTemplate DetectChatTemplateOrDefault(std::string_view jinja,
+                                             ChatTemplateKind default_kind = ChatTemplateKind::kRaw);
+
+// DetectChatTemplateOrDefault(jinja).kind: kRaw when empty or unrecognized.
 ChatTemplateKind DetectChatTemplate(std::string_view jinja);
 
 class ChatTemplate {
@@ -60,8 +94,10 @@ class ChatTemplate {
   // Raw text, appended verbatim (the `raw` turn flag, or the raw template).
   std::vector<int32_t> RawText(std::string_view text) const;
 
-  // Extra tokens that end an assistant message (beyond EOS/BOS), e.g.
-  // <|im_end|> for chatml; only those the vocabulary has.
+  // Extra tokens that end an assistant message (beyond EOS/BOS): the
+  // kind's end marker (<|im_end|>, <|eot_id|>/<|eom_id|>, <|end|>,
+  // <end_of_turn>) when the vocabulary has it, and the EOT/EOM ids the
+  // vocabulary declares (GGUF tokenizer.ggml.eot_token_id / eom_token_id).
   const std::vector<int32_t>& end_tokens() const { return end_tokens_; }
 
  private:
@@ -72,6 +108,7 @@ class ChatTemplate {
   };
   std::vector<int32_t> Render(const std::vector<Piece>& pieces) const;
   int32_t FindSpecial(const std::string& piece) const;
+  std::vector<int32_t> MistralTurn(std::string_view body, bool first) const;
 
   ChatTemplateKind kind_;
   const Tokenizer& tokenizer_;

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "engine/text/tokenizer.h"
@@ -12,11 +13,15 @@
 namespace sinkserve::testing {
 
 inline constexpr int32_t kFirstByteToken = 3;
-inline const std::vector<std::string> kTinySpecials = {"<|im_start|>", "<|im_end|>", "<|start_header_id|>",
-                                                       "<|end_header_id|>", "<|eot_id|>", "<|user|>",
-                                                       "<|assistant|>", "<|system|>"};
+// Appended only at the end, so the ids of earlier entries never move.
+inline const std::vector<std::string> kTinySpecials = {
+    "<|im_start|>", "<|im_end|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<|user|>",     "<|assistant|>", "<|system|>",     "<|end|>",           "<start_of_turn>",
+    "<end_of_turn>", "<|eom_id|>",   "[INST]",         "[/INST]"};
 
-inline std::unique_ptr<Tokenizer> TinyTokenizer() {
+// With `n_specials`, only the first n entries of kTinySpecials are in the
+// vocabulary (e.g. 12 leaves out Mistral's [INST] and [/INST]).
+inline std::unique_ptr<Tokenizer> TinyTokenizer(size_t n_specials = kTinySpecials.size()) {
   Vocab v;
   v.tokens = {"<unk>", "<s>", "</s>"};
   v.token_types = {TokenType::kUnknown, TokenType::kControl, TokenType::kControl};
@@ -24,8 +29,8 @@ inline std::unique_ptr<Tokenizer> TinyTokenizer() {
     v.tokens.push_back(absl::StrFormat("<0x%02X>", b));
     v.token_types.push_back(TokenType::kByte);
   }
-  for (const std::string& s : kTinySpecials) {
-    v.tokens.push_back(s);
+  for (size_t i = 0; i < n_specials && i < kTinySpecials.size(); ++i) {
+    v.tokens.push_back(kTinySpecials[i]);
     v.token_types.push_back(TokenType::kControl);
   }
   v.scores.assign(v.tokens.size(), 0.0f);
