@@ -65,8 +65,31 @@ absl::StatusOr<Throughput> Measure(Backend& backend, const CacheConfig& cache, c
   return Throughput{total / secs, total / cpu_secs};
 }
 
+// Prefills `n` tokens into one fresh cache in chunks of `chunk` (as
+// llama-bench's ppN does with one batch); returns tokens per second.
+absl::StatusOr<double> MeasurePrefill(Backend& backend, const CacheConfig& cache, int32_t n, int32_t chunk) {
+  ASSIGN_OR_RETURN(CacheGeometry geometry, GeometryFor(cache, chunk, backend.config().max_seq_len));
+  ASSIGN_OR_RETURN(CacheId id, backend.CreateCache(geometry));
+  std::vector<int32_t> tokens(n);
+  for (int32_t i = 0; i < n; ++i) tokens[i] = static_cast<int32_t>((int64_t{i} * 7919 + 1) % backend.config().vocab_size);
+  Batch batch;
+  std::vector<float> logits;
+  const auto start = std::chrono::steady_clock::now();
+  for (int32_t begin = 0; begin < n; begin += chunk) {
+    batch.Clear();
+    batch.Add(id, begin, absl::MakeConstSpan(tokens).subspan(begin, std::min(chunk, n - begin)));
+    if (absl::Status s = backend.Forward(batch, &logits); !s.ok()) {
+      backend.DestroyCache(id);
+      return s;
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  backend.DestroyCache(id);
+  return n / secs;
+}
+
 absl::Status Run(int argc, char** argv) {
-  std::vector<std::string> valued = {"prompt", "tokens", "batches", "repeats"};
+  std::vector<std::string> valued = {"prompt", "tokens", "batches", "repeats", "prefill"};
   for (const auto* group : {&kModelFlags, &kCacheFlags}) valued.insert(valued.end(), group->begin(), group->end());
   Flags flags(valued, {});
   RETURN_IF_ERROR(flags.Parse(argc, argv));
@@ -81,6 +104,8 @@ absl::Status Run(int argc, char** argv) {
     }
     batches.push_back(b);
   }
+  ASSIGN_OR_RETURN(int64_t prefill, flags.IntInRange("prefill", 0, 0, 1 << 20));
+  ASSIGN_OR_RETURN(int32_t chunk, ParseChunk(flags));
   ASSIGN_OR_RETURN(CacheConfig cache, ParseCacheConfig(flags));
   ASSIGN_OR_RETURN(Runtime rt, LoadRuntime(flags));
   const std::vector<int32_t> prompt = rt.tokenizer->Encode(flags.String("prompt", "Once upon a time"), true);
@@ -116,6 +141,14 @@ absl::Status Run(int argc, char** argv) {
                                       *std::min_element(ratio[i].begin(), ratio[i].end()),
                                       *std::max_element(ratio[i].begin(), ratio[i].end())).c_str()
                     : "");
+  }
+  if (prefill > 0) {
+    std::vector<double> rates;
+    for (int64_t r = 0; r < repeats; ++r) {
+      ASSIGN_OR_RETURN(double rate, MeasurePrefill(*rt.backend, cache, static_cast<int32_t>(prefill), chunk));
+      rates.push_back(rate);
+    }
+    std::printf("prefill tokens=%d chunk=%d tok_s=%.1f\n", static_cast<int>(prefill), chunk, median(rates));
   }
   return absl::OkStatus();
 }
