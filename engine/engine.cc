@@ -88,8 +88,7 @@ Engine::Engine(Backend* backend, const Tokenizer* tokenizer, EngineConfig config
       context_(backend->config().max_seq_len),
       scheduler_(config_.scheduler),
       last_sweep_(Clock::now()) {
-  for (ChatTemplateKind kind : {ChatTemplateKind::kRaw, ChatTemplateKind::kLlama2, ChatTemplateKind::kChatml,
-                                ChatTemplateKind::kLlama3, ChatTemplateKind::kZephyr}) {
+  for (ChatTemplateKind kind : kAllChatTemplateKinds) {
     templates_.push_back(std::make_unique<ChatTemplate>(kind, *tokenizer_));
   }
   thread_ = std::thread([this] { Loop(); });

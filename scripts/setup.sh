@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc
-  libgtest-dev libgmock-dev libicu-dev libpcre2-dev
+  libgtest-dev libgmock-dev libpcre2-dev
   clang libclang-rt-dev
   python3 python3-grpcio python3-protobuf python3-numpy python3-matplotlib
 )

@@ -78,7 +78,14 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(Runtime runtime, LoadRuntime(flags));
   const std::string template_flag = flags.String("chat-template", "auto");
   if (template_flag == "auto") {
-    config.default_template = DetectChatTemplate(runtime.chat_template);
+    const DetectedTemplate detected = DetectChatTemplateOrDefault(runtime.chat_template);
+    config.default_template = detected.kind;
+    if (detected.fallback) {
+      std::cerr << absl::StrFormat(
+          "%s: warning: the model's chat template is not one this server knows (%s); using '%s'. Pick one with "
+          "--chat-template\n",
+          kTool, ChatTemplateNameList(), ChatTemplateName(detected.kind));
+    }
   } else {
     ASSIGN_OR_RETURN(config.default_template, ParseChatTemplate(template_flag));
   }

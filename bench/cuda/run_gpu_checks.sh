@@ -10,7 +10,7 @@
 # Checked on the CPU-only dev box: it configures against the unpacked prefix,
 # builds cuda_tests and the benchmark, and every GPU test skips.
 #
-# The GPU machine has nvcc, cmake and ninja but not the abseil / gtest / ICU
+# The GPU machine has nvcc, cmake and ninja but not the abseil / gtest / PCRE2
 # development packages the engine and its tests need; the gRPC server is not
 # built there (-DSINKSERVE_SERVER=OFF). DEB_DIR holds those .deb files with
 # their runtime libraries (bench/cuda/fetch_debs.sh DIR downloads them on a
@@ -45,7 +45,6 @@ if [[ -n "${DEB_DIR:-}" ]]; then
   export LIBRARY_PATH=$LIBDIR${LIBRARY_PATH:+:$LIBRARY_PATH}
   export PKG_CONFIG_PATH=$LIBDIR/pkgconfig:$PREFIX/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
   CMAKE_ARGS+=("-DCMAKE_PREFIX_PATH=$PREFIX/usr;$LIBDIR/cmake"
-               "-DICU_ROOT=$PREFIX/usr"
                "-DCMAKE_BUILD_RPATH=$LIBDIR")
 fi
 

@@ -307,6 +307,7 @@ absl::StatusOr<Vocab> VocabFromGguf(const File& f) {
   const bool spm = v.type == VocabType::kSentencePiece;
   ASSIGN_OR_RETURN(v.add_bos, OptionalBool(f, "tokenizer.ggml.add_bos_token", spm));
   ASSIGN_OR_RETURN(v.add_space_prefix, OptionalBool(f, "tokenizer.ggml.add_space_prefix", spm));
+  RETURN_IF_ERROR(ReadGgufVocabExtras(f, v));  // pre-tokenizer name, EOT/EOM ids
   return v;
 }
 
