@@ -1,11 +1,15 @@
 // sinkserve-perplexity: teacher-forced perplexity over a long token stream,
 // one token at a time under a cache policy (the paper's Figure 3 setup).
 //   ppl = exp(mean over i = 0..N-2 of -log p(token[i+1] | tokens <= i))
+// --logits-out FILE also writes the logits after every token, the last one
+// included: N rows of vocab fp32 values, little-endian, no header (row i =
+// the logits after token i), the layout of ../shared/models/synthetic/*.logits.f32.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -47,7 +51,7 @@ double NegLogProb(absl::Span<const float> logits, int32_t target) {
 }
 
 absl::Status Run(int argc, char** argv) {
-  std::vector<std::string> valued = {"text", "ids-file", "max-tokens", "csv", "csv-every"};
+  std::vector<std::string> valued = {"text", "ids-file", "max-tokens", "csv", "csv-every", "logits-out"};
   for (const auto* group : {&kModelFlags, &kCacheFlags}) valued.insert(valued.end(), group->begin(), group->end());
   Flags flags(valued, {});
   RETURN_IF_ERROR(flags.Parse(argc, argv));
@@ -78,15 +82,32 @@ absl::Status Run(int argc, char** argv) {
     if (!csv) return absl::InvalidArgumentError(absl::StrFormat("cannot write --csv %s", flags.String("csv")));
     csv << "tokens,nll,ppl\n";
   }
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> logits_out(nullptr, &std::fclose);
+  if (flags.Has("logits-out")) {
+    logits_out.reset(std::fopen(flags.String("logits-out").c_str(), "wb"));
+    if (!logits_out) {
+      return absl::InvalidArgumentError(absl::StrFormat("cannot write --logits-out %s", flags.String("logits-out")));
+    }
+  }
   ASSIGN_OR_RETURN(auto seq, Sequence::Create(rt.backend.get(), cache, chunk));
   double nll_sum = 0.0;
   int64_t scored = 0;
   const auto start = std::chrono::steady_clock::now();
-  for (size_t i = 0; i + 1 < ids.size(); ++i) {
+  // The last token is fed only for its logits row.
+  const size_t n_fed = logits_out ? ids.size() : ids.size() - 1;
+  for (size_t i = 0; i < n_fed; ++i) {
     if (absl::Status s = seq->Feed({ids[i]}); !s.ok()) {
       return absl::Status(s.code(), absl::StrFormat("%s (at token %d; ppl over the %d tokens scored so far: %.4f)",
                                                     s.message(), i, scored, std::exp(nll_sum / std::max<int64_t>(scored, 1))));
     }
+    if (logits_out) {
+      absl::Span<const float> row = seq->last_logits();
+      if (std::fwrite(row.data(), sizeof(float), row.size(), logits_out.get()) != row.size()) {
+        return absl::UnavailableError(absl::StrFormat("writing --logits-out %s failed at row %d",
+                                                      flags.String("logits-out"), i));
+      }
+    }
+    if (i + 1 == ids.size()) break;
     const double nll = NegLogProb(seq->last_logits(), ids[i + 1]);
     if (!std::isfinite(nll)) return absl::InternalError(absl::StrFormat("non-finite loss at token %d", i));
     nll_sum += nll;
@@ -96,6 +117,9 @@ absl::Status Run(int argc, char** argv) {
     }
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (logits_out && std::fclose(logits_out.release()) != 0) {
+    return absl::UnavailableError(absl::StrFormat("writing --logits-out %s failed", flags.String("logits-out")));
+  }
   std::printf("policy=%s sinks=%d window=%d backend=%s ms_per_token=%.5f\n", CachePolicyName(cache.policy),
               seq->geometry().sinks, seq->geometry().window, std::string(rt.backend->name()).c_str(),
               1e3 * secs / scored);
