@@ -65,33 +65,6 @@ absl::StatusOr<std::string> EncodeScalar(const Value& v) {
 
 }  // namespace
 
-uint16_t FloatToHalf(float f) {
-  const uint32_t x = std::bit_cast<uint32_t>(f);
-  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
-  const uint32_t abs = x & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;  // NaN (quiet)
-  if (abs >= 0x47800000u) return sign | 0x7c00u;  // >= 65536 or inf: inf
-  const uint32_t exp = abs >> 23;                 // biased by 127
-  if (abs < 0x38800000u) {
-    // Below 2^-14: a half subnormal, mant * 2^-24, or zero. Anything at or
-    // under 2^-25 rounds to zero (2^-25 itself is the tie, to even 0).
-    if (abs <= 0x33000000u) return sign;
-    const uint32_t mant = (abs & 0x7fffffu) | 0x800000u;  // value = mant * 2^(exp - 150)
-    const uint32_t shift = 126 - exp;                     // 14..24
-    uint32_t half = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1);
-    const uint32_t halfway = 1u << (shift - 1);
-    if (rem > halfway || (rem == halfway && (half & 1u))) ++half;  // may carry to the smallest normal
-    return sign | static_cast<uint16_t>(half);
-  }
-  // Normal: rebias the exponent, keep 10 mantissa bits, round the other 13.
-  // A carry out of the mantissa bumps the exponent, up to inf: both correct.
-  uint32_t half = ((exp - 112) << 10) | ((abs >> 13) & 0x3ffu);
-  const uint32_t rem = abs & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;
-  return sign | static_cast<uint16_t>(half);
-}
-
 bool Writer::Fail(absl::Status s) {
   if (!status_.ok()) return false;
   status_ = std::move(s);

@@ -29,10 +29,6 @@
 
 namespace sinkserve::gguf {
 
-// fp32 -> IEEE binary16 bits, round to nearest even; overflow becomes
-// infinity, NaN stays NaN (quiet).
-uint16_t FloatToHalf(float f);
-
 class Writer {
  public:
   // ggml limits a tensor name to 63 bytes (GGML_MAX_NAME 64 with the NUL);

@@ -41,37 +41,37 @@ float HalfBitsToFloat(uint16_t h) {
 }
 
 TEST(GgufWriterTest, FloatToHalfRoundsToNearestEven) {
-  EXPECT_EQ(gguf::FloatToHalf(0.0f), 0x0000);
-  EXPECT_EQ(gguf::FloatToHalf(-0.0f), 0x8000);
-  EXPECT_EQ(gguf::FloatToHalf(1.0f), 0x3c00);
-  EXPECT_EQ(gguf::FloatToHalf(-2.0f), 0xc000);
-  EXPECT_EQ(gguf::FloatToHalf(65504.0f), 0x7bff);           // largest finite
-  EXPECT_EQ(gguf::FloatToHalf(65519.0f), 0x7bff);           // below the tie
-  EXPECT_EQ(gguf::FloatToHalf(65520.0f), 0x7c00);           // tie rounds to even: inf
-  EXPECT_EQ(gguf::FloatToHalf(1e9f), 0x7c00);
-  EXPECT_EQ(gguf::FloatToHalf(-INFINITY), 0xfc00);
-  const uint16_t nan = gguf::FloatToHalf(std::numeric_limits<float>::quiet_NaN());
+  EXPECT_EQ(FloatToHalf(0.0f), 0x0000);
+  EXPECT_EQ(FloatToHalf(-0.0f), 0x8000);
+  EXPECT_EQ(FloatToHalf(1.0f), 0x3c00);
+  EXPECT_EQ(FloatToHalf(-2.0f), 0xc000);
+  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);           // largest finite
+  EXPECT_EQ(FloatToHalf(65519.0f), 0x7bff);           // below the tie
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);           // tie rounds to even: inf
+  EXPECT_EQ(FloatToHalf(1e9f), 0x7c00);
+  EXPECT_EQ(FloatToHalf(-INFINITY), 0xfc00);
+  const uint16_t nan = FloatToHalf(std::numeric_limits<float>::quiet_NaN());
   EXPECT_EQ(nan & 0x7c00, 0x7c00);
   EXPECT_NE(nan & 0x03ff, 0);
-  EXPECT_EQ(gguf::FloatToHalf(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
-  EXPECT_EQ(gguf::FloatToHalf(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
-  EXPECT_EQ(gguf::FloatToHalf(std::ldexp(1.0f, -25)), 0x0000);  // tie to even: zero
-  EXPECT_EQ(gguf::FloatToHalf(std::ldexp(1.5f, -25)), 0x0001);
-  EXPECT_EQ(gguf::FloatToHalf(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 units: tie to even 2
-  EXPECT_EQ(gguf::FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie to even
-  EXPECT_EQ(gguf::FloatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie to even
-  EXPECT_EQ(gguf::FloatToHalf(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3c01);
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.0f, -25)), 0x0000);  // tie to even: zero
+  EXPECT_EQ(FloatToHalf(std::ldexp(1.5f, -25)), 0x0001);
+  EXPECT_EQ(FloatToHalf(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 units: tie to even 2
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11)), 0x3c00);      // tie to even
+  EXPECT_EQ(FloatToHalf(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);  // tie to even
+  EXPECT_EQ(FloatToHalf(1.0f + std::ldexp(1.0f, -11) + std::ldexp(1.0f, -20)), 0x3c01);
   // Every finite half converts back to itself.
   for (uint32_t h = 0; h < 0x10000; ++h) {
     if ((h & 0x7c00) == 0x7c00) continue;
-    ASSERT_EQ(gguf::FloatToHalf(HalfBitsToFloat(static_cast<uint16_t>(h))), h) << h;
+    ASSERT_EQ(FloatToHalf(HalfBitsToFloat(static_cast<uint16_t>(h))), h) << h;
   }
   // Random floats land on a nearest half.
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   for (int i = 0; i < 100000; ++i) {
     const float x = normal(rng);
-    const float y = HalfBitsToFloat(gguf::FloatToHalf(x));
+    const float y = HalfBitsToFloat(FloatToHalf(x));
     ASSERT_LE(std::abs(x - y), std::ldexp(std::abs(x), -11) + std::ldexp(1.0f, -25)) << x;
   }
 }
