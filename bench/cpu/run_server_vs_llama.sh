@@ -21,7 +21,10 @@ sessions=${SESSIONS:-16}
 port=${PORT:-50591}
 http_port=${HTTP_PORT:-8089}
 pid=
-cleanup() { [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
+cleanup() {
+  if [[ -n $pid ]]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  pid=
+}
 trap cleanup EXIT
 
 echo "# machine: $(nproc)-core $(lscpu | sed -n 's/^Model name: *//p'), no GPU; servers and clients share the cores"

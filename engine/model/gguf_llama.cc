@@ -164,14 +164,22 @@ absl::StatusOr<ModelConfig> ReadConfig(const File& f, const std::string& arch) {
   }
   if (f.Find(key("rope.scaling.type")) != nullptr) {
     ASSIGN_OR_RETURN(std::string scaling, f.GetString(key("rope.scaling.type")));
-    if (scaling != "none") {
-      return absl::UnimplementedError(
-          absl::StrCat("GGUF: RoPE scaling '", scaling, "' is not supported"));
+    if (scaling == "linear") {
+      ASSIGN_OR_RETURN(double factor, f.GetFloat(key("rope.scaling.factor")));
+      if (!(factor >= 1.0 && factor <= 1e6)) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("GGUF: %s.rope.scaling.factor is %g; linear scaling needs [1, 1e6]", arch, factor));
+      }
+      c.rope_freq_scale = static_cast<float>(1.0 / factor);
+    } else if (scaling != "none") {
+      return absl::UnimplementedError(absl::StrCat("GGUF: RoPE scaling '", absl::CEscape(scaling.substr(0, 32)),
+                                                   "' is not supported (none and linear are)"));
     }
   }
   if (f.FindTensor("rope_freqs.weight") != nullptr) {
-    return absl::UnimplementedError(
-        "GGUF: tensor 'rope_freqs.weight' (Llama 3.1 RoPE frequency factors) is not supported");
+    // Llama 3.1: per-pair frequency divisors, head_dim / 2 of them.
+    ASSIGN_OR_RETURN(c.rope_freq_factors,
+                     LoadTensor(f, "rope_freqs.weight", {static_cast<uint64_t>(c.head_dim / 2)}));
   }
   ASSIGN_OR_RETURN(c.rope_theta, OptionalFloat(f, key("rope.freq_base"), 10000.0f));
   ASSIGN_OR_RETURN(c.norm_eps,

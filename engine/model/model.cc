@@ -93,6 +93,23 @@ absl::Status ModelConfig::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("model config: rope_theta %g must be finite and positive", rope_theta));
   }
+  if (!std::isfinite(rope_freq_scale) || rope_freq_scale <= 0.0f) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model config: rope_freq_scale %g must be finite and positive", rope_freq_scale));
+  }
+  if (!rope_freq_factors.empty()) {
+    if (static_cast<int64_t>(rope_freq_factors.size()) != head_dim / 2) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "model config: %d RoPE frequency factors for head_dim %d (want head_dim / 2)", rope_freq_factors.size(),
+          head_dim));
+    }
+    for (float f : rope_freq_factors) {
+      if (!std::isfinite(f) || f <= 0.0f) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("model config: a RoPE frequency factor is %g; each must be finite and positive", f));
+      }
+    }
+  }
   if (!std::isfinite(norm_eps) || norm_eps < 0.0f) {
     return absl::InvalidArgumentError(
         absl::StrFormat("model config: norm_eps %g must be finite and >= 0", norm_eps));

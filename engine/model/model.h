@@ -35,6 +35,12 @@ struct ModelConfig {
   int32_t vocab_size = 0;
   int32_t max_seq_len = 0;     // the model's trained context
   float rope_theta = 10000.0f;
+  // RoPE frequency adjustments: pair i's frequency is multiplied by
+  // rope_freq_scale (linear scaling: 1 / factor) and divided by
+  // rope_freq_factors[i] (Llama 3.1's rope_freqs, head_dim / 2 of them;
+  // empty: none).
+  float rope_freq_scale = 1.0f;
+  std::vector<float> rope_freq_factors;
   float norm_eps = 1e-5f;
   bool tied_classifier = false;  // classifier == token embedding
 

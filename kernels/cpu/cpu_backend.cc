@@ -98,7 +98,9 @@ absl::StatusOr<CacheId> CpuBackend::CreateCache(const CacheGeometry& geometry) {
   attention_scratch_ = std::max(attention_scratch_, cpu::RotatedAttentionScratch(geometry, model_.config.head_dim,
                                                                                 model_.config.n_heads / model_.config.n_kv_heads));
   if (cpu::RotatedRopePositions(geometry) > rope_.positions) {
-    rope_.Build(model_.config.head_dim, cpu::RotatedRopePositions(geometry), model_.config.rope_theta);
+    const ModelConfig& c = model_.config;
+    rope_.Build(c.head_dim, cpu::RotatedRopePositions(geometry), c.rope_theta, c.rope_freq_scale,
+                c.rope_freq_factors);
   }
   for (size_t i = 0; i < caches_.size(); ++i) {
     if (!caches_[i]) {

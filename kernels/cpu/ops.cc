@@ -49,7 +49,8 @@ void SwiGlu(float* gate, const float* up, int64_t n) {
   }
 }
 
-void RopeTable::Build(int32_t dim, int32_t n_positions, float theta) {
+void RopeTable::Build(int32_t dim, int32_t n_positions, float theta, float freq_scale,
+                      const std::vector<float>& freq_factors) {
   head_dim = dim;
   positions = n_positions;
   const int32_t half = dim / 2;
@@ -57,7 +58,9 @@ void RopeTable::Build(int32_t dim, int32_t n_positions, float theta) {
   sin.resize(static_cast<size_t>(n_positions) * half);
   for (int32_t p = 0; p < n_positions; ++p) {
     for (int32_t i = 0; i < half; ++i) {
-      const double freq = std::pow(static_cast<double>(theta), -2.0 * i / dim);
+      double freq = std::pow(static_cast<double>(theta), -2.0 * i / dim);
+      if (!freq_factors.empty()) freq /= freq_factors[i];
+      if (freq_scale != 1.0f) freq *= freq_scale;
       const double angle = static_cast<double>(p) * freq;
       cos[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(angle));
       sin[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle));

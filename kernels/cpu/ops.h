@@ -33,7 +33,11 @@ struct RopeTable {
   std::vector<float> cos;  // (positions, head_dim / 2)
   std::vector<float> sin;  // (positions, head_dim / 2)
 
-  void Build(int32_t head_dim, int32_t positions, float theta);
+  // Pair i turns by position * theta^(-2i/head_dim) * freq_scale /
+  // freq_factors[i] (Llama 3.1's rope_freqs; linear scaling sets
+  // freq_scale); no factors and scale 1 is plain RoPE.
+  void Build(int32_t head_dim, int32_t positions, float theta, float freq_scale = 1.0f,
+             const std::vector<float>& freq_factors = {});
 };
 
 // Rotates one head vector in place by position `pos` (interleaved pairs 2i, 2i+1).

@@ -96,6 +96,11 @@ class Uploader {
 
 absl::StatusOr<DeviceWeights> UploadWeights(const Model& model, DType dtype, cudaStream_t stream) {
   const ModelConfig& c = model.config;
+  if (!c.rope_freq_factors.empty() || c.rope_freq_scale != 1.0f) {
+    return absl::UnimplementedError(
+        "the CUDA backend does not apply RoPE frequency factors or scaling (Llama 3.1, linear) yet; serve this "
+        "model with --backend cpu");
+  }
   if (model.weights.has_attention_bias()) {
     return absl::UnimplementedError(
         "the CUDA backend does not run attention biases (qwen2) yet; serve this model with --backend cpu");

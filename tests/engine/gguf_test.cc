@@ -606,6 +606,31 @@ TEST(GgufLlamaTest, RejectsBadConfigs) {
   EXPECT_NE(m.status().message().find("gpt2!"), std::string::npos) << m.status();
 }
 
+TEST(GgufLlamaTest, ReadsRopeFrequencyFactorsAndLinearScaling) {
+  // Llama 3.1 stores per-pair frequency divisors as rope_freqs.weight
+  // (head_dim / 2 = 1 here); linear scaling divides every frequency.
+  auto build = [](const std::string& scaling, float factor, float freq) {
+    GgufWriter w = TinyLlama().Writer();
+    w.Str("llama.rope.scaling.type", scaling).F32("llama.rope.scaling.factor", factor);
+    w.Tensor("rope_freqs.weight", {1}, 0, F32Bytes({freq}));
+    return ParseModel(w.Build());
+  };
+  absl::StatusOr<Model> m = build("linear", 8.0f, 4.0f);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_FLOAT_EQ(m->config.rope_freq_scale, 0.125f);
+  EXPECT_EQ(m->config.rope_freq_factors, std::vector<float>{4.0f});
+  m = build("none", 1.0f, 1.0f);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->config.rope_freq_scale, 1.0f);
+  m = build("yarn", 4.0f, 1.0f);
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(m.status().message().find("yarn"), std::string::npos) << m.status();
+  m = build("linear", 0.5f, 1.0f);
+  EXPECT_NE(m.status().message().find("rope.scaling.factor"), std::string::npos) << m.status();
+  m = build("none", 1.0f, 0.0f);
+  EXPECT_NE(m.status().message().find("frequency factor"), std::string::npos) << m.status();
+}
+
 TEST(GgufModelConfigTest, ValidateRejectsAbsurdConfigs) {
   ModelConfig c;
   c.dim = 64, c.hidden_dim = 172, c.n_layers = 5, c.n_heads = 8, c.n_kv_heads = 4;

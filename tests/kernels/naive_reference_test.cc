@@ -42,11 +42,13 @@ std::vector<float> Norm(const std::vector<float>& x, const std::vector<float>& w
   return y;
 }
 
-// Rotates head vector `x` (head_dim) by position `pos`, angles from scratch.
-std::vector<double> Rotate(const float* x, int head_dim, int pos, double theta) {
+// Rotates head vector `x` (head_dim) by position `pos`, angles from scratch,
+// with the config's frequency factors and linear scale when it has them.
+std::vector<double> Rotate(const float* x, int head_dim, int pos, const ModelConfig& c) {
   std::vector<double> y(head_dim);
   for (int i = 0; i < head_dim / 2; ++i) {
-    const double angle = pos * std::pow(theta, -2.0 * i / head_dim);
+    double angle = pos * std::pow(double{c.rope_theta}, -2.0 * i / head_dim) * c.rope_freq_scale;
+    if (!c.rope_freq_factors.empty()) angle /= c.rope_freq_factors[i];
     y[2 * i] = x[2 * i] * std::cos(angle) - x[2 * i + 1] * std::sin(angle);
     y[2 * i + 1] = x[2 * i] * std::sin(angle) + x[2 * i + 1] * std::cos(angle);
   }
@@ -83,10 +85,10 @@ class NaiveModel {
       for (int h = 0; h < c.n_heads; ++h) {
         const int kv = h / group;
         // Positions are indices into `visible`: 0.. in age order; the query is last.
-        const std::vector<double> qr = Rotate(&q[h * hd], hd, int(visible.size()) - 1, c.rope_theta);
+        const std::vector<double> qr = Rotate(&q[h * hd], hd, int(visible.size()) - 1, c);
         std::vector<double> scores;
         for (size_t p = 0; p < visible.size(); ++p) {
-          const std::vector<double> kr = Rotate(&keys_[l][visible[p]][kv * hd], hd, int(p), c.rope_theta);
+          const std::vector<double> kr = Rotate(&keys_[l][visible[p]][kv * hd], hd, int(p), c);
           double s = 0.0;
           for (int d = 0; d < hd; ++d) s += qr[d] * kr[d];
           scores.push_back(s / std::sqrt(double(hd)));
@@ -120,13 +122,18 @@ class NaiveModel {
 struct Case {
   int sinks;
   int window;
+  bool scaled_rope = false;  // Llama 3.1 frequency factors and linear scaling
 };
 
 class NaiveReferenceTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(NaiveReferenceTest, MatchesExplicitKeyListAcrossWraps) {
   const Case p = GetParam();
-  const ModelConfig config = TinyConfig(/*dim=*/32, /*heads=*/4, /*kv=*/2, /*layers=*/2, /*vocab=*/48);
+  ModelConfig config = TinyConfig(/*dim=*/32, /*heads=*/4, /*kv=*/2, /*layers=*/2, /*vocab=*/48);
+  if (p.scaled_rope) {
+    config.rope_freq_scale = 0.25f;
+    for (int i = 0; i < config.head_dim / 2; ++i) config.rope_freq_factors.push_back(1.0f + 0.7f * i);
+  }
   const Model model = RandomModel(config, /*seed=*/p.sinks * 100 + p.window);
   auto backend = CpuBackend::Create(model, 2);
   ASSERT_TRUE(backend.ok()) << backend.status();
@@ -171,9 +178,10 @@ TEST_P(NaiveReferenceTest, MatchesExplicitKeyListAcrossWraps) {
 
 INSTANTIATE_TEST_SUITE_P(SinksAndWindows, NaiveReferenceTest,
                          ::testing::Values(Case{0, 1}, Case{0, 7}, Case{0, 64}, Case{1, 1}, Case{1, 7}, Case{1, 64},
-                                           Case{4, 1}, Case{4, 7}, Case{4, 64}),
+                                           Case{4, 1}, Case{4, 7}, Case{4, 64}, Case{0, 7, true}, Case{4, 64, true}),
                          [](const auto& info) {
-                           return absl::StrCat("S", info.param.sinks, "W", info.param.window);
+                           return absl::StrCat("S", info.param.sinks, "W", info.param.window,
+                                               info.param.scaled_rope ? "ScaledRope" : "");
                          });
 
 }  // namespace
