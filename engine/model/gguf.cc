@@ -599,7 +599,9 @@ absl::StatusOr<std::vector<int64_t>> File::GetIntArray(std::string_view key) con
   return out;
 }
 
-absl::StatusOr<std::vector<float>> File::ReadTensorF32(const TensorInfo& t) const {
+// The tensor's bytes, after checking its range against the file, its size
+// against its type, and that the type is one a weight may have.
+absl::StatusOr<const uint8_t*> File::WeightBytes(const TensorInfo& t) const {
   // Re-check the range: a File may have been built or edited by hand.
   uint64_t begin, end;
   if (data_offset > bytes.size() || !AddOk(data_offset, t.offset, &begin) ||
@@ -608,8 +610,9 @@ absl::StatusOr<std::vector<float>> File::ReadTensorF32(const TensorInfo& t) cons
         absl::StrFormat("GGUF: tensor '%s' data runs past the end of the file", Clip(t.name)));
   }
   const GgmlTypeTraits* traits = FindGgmlType(t.type);
-  if (traits == nullptr || t.n_bytes != t.n_elements / static_cast<uint64_t>(traits->block) * static_cast<uint64_t>(traits->block_bytes) ||
-      t.n_elements % static_cast<uint64_t>(traits->block) != 0) {
+  const uint64_t block = traits == nullptr ? 1 : static_cast<uint64_t>(traits->block);
+  if (traits == nullptr || t.n_elements % block != 0 || (!t.dims.empty() && t.dims[0] % block != 0) ||
+      t.n_bytes != t.n_elements / block * static_cast<uint64_t>(traits->block_bytes)) {
     return absl::InvalidArgumentError(
         absl::StrFormat("GGUF: tensor '%s' has an inconsistent type/size", Clip(t.name)));
   }
@@ -619,36 +622,25 @@ absl::StatusOr<std::vector<float>> File::ReadTensorF32(const TensorInfo& t) cons
         "Q4_K, Q5_K and Q6_K are)",
         Clip(t.name), TensorTypeName(t.type)));
   }
+  return reinterpret_cast<const uint8_t*>(bytes.data() + begin);
+}
+
+absl::StatusOr<std::vector<float>> File::ReadTensorF32(const TensorInfo& t) const {
+  ASSIGN_OR_RETURN(const uint8_t* src, WeightBytes(t));
   std::vector<float> out(t.n_elements);  // <= 4x the tensor's bytes in the file (8x for Q4)
   if (out.empty()) return out;           // a zero-sized dim: nothing to convert
-  DequantizeRow(static_cast<GgmlType>(t.type), reinterpret_cast<const uint8_t*>(bytes.data() + begin), out.data(),
-                static_cast<int64_t>(t.n_elements));
+  DequantizeRow(static_cast<GgmlType>(t.type), src, out.data(), static_cast<int64_t>(t.n_elements));
   return out;
 }
 
 absl::StatusOr<Weight> File::ReadWeight(const TensorInfo& t, const std::shared_ptr<const void>& storage) const {
-  uint64_t begin, end;
-  if (data_offset > bytes.size() || !AddOk(data_offset, t.offset, &begin) ||
-      !AddOk(begin, t.n_bytes, &end) || end > bytes.size()) {
-    return absl::DataLossError(
-        absl::StrFormat("GGUF: tensor '%s' data runs past the end of the file", Clip(t.name)));
+  if (t.dims.empty() || t.dims.size() > 2) {
+    return absl::InvalidArgumentError(absl::StrFormat("GGUF: tensor '%s' is not a matrix", Clip(t.name)));
   }
-  const GgmlTypeTraits* traits = FindGgmlType(t.type);
-  if (traits == nullptr || t.dims.empty() || t.dims.size() > 2 || t.dims[0] % static_cast<uint64_t>(traits->block) != 0 ||
-      t.n_bytes != t.n_elements / static_cast<uint64_t>(traits->block) * static_cast<uint64_t>(traits->block_bytes)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("GGUF: tensor '%s' has an inconsistent type/size", Clip(t.name)));
-  }
-  if (!IsWeightType(static_cast<GgmlType>(t.type))) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "GGUF: tensor '%s' has type %s, which is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
-        "Q4_K, Q5_K and Q6_K are)",
-        Clip(t.name), TensorTypeName(t.type)));
-  }
+  ASSIGN_OR_RETURN(const uint8_t* src, WeightBytes(t));
   const auto type = static_cast<GgmlType>(t.type);
   const int64_t cols = static_cast<int64_t>(t.dims[0]);
   const int64_t rows = t.dims.size() == 2 ? static_cast<int64_t>(t.dims[1]) : 1;
-  const auto* src = reinterpret_cast<const uint8_t*>(bytes.data() + begin);
   if (storage == nullptr) return Weight::Copy(type, rows, cols, src);
   Weight w;
   w.type = type;

@@ -115,6 +115,9 @@ struct File {
   // `storage` (what keeps `bytes` alive) the weight points into the file;
   // without, it holds a copy.
   absl::StatusOr<Weight> ReadWeight(const TensorInfo& tensor, const std::shared_ptr<const void>& storage) const;
+  // The tensor's data in the file, checked (range, size for its type, a
+  // type weights may have).
+  absl::StatusOr<const uint8_t*> WeightBytes(const TensorInfo& tensor) const;
 
   absl::flat_hash_map<std::string, size_t> key_index;     // key -> metadata index
   absl::flat_hash_map<std::string, size_t> tensor_index;  // name -> tensors index

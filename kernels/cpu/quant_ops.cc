@@ -273,19 +273,7 @@ bool QuantMatMul(float* out, int64_t stride, const uint8_t* xq, int32_t tokens, 
 }  // namespace avx512
 
 bool IsQuantized(GgmlType type) {
-  switch (type) {
-    case GgmlType::kQ4_0:
-    case GgmlType::kQ4_1:
-    case GgmlType::kQ5_0:
-    case GgmlType::kQ5_1:
-    case GgmlType::kQ8_0:
-    case GgmlType::kQ4_K:
-    case GgmlType::kQ5_K:
-    case GgmlType::kQ6_K:
-      return true;
-    default:
-      return false;
-  }
+  return IsWeightType(type) && type != GgmlType::kF32 && type != GgmlType::kF16 && type != GgmlType::kBF16;
 }
 
 int64_t ActivationRowBytes(GgmlType weight_type, int64_t k) {

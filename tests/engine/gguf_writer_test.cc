@@ -6,7 +6,6 @@
 
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <bit>
@@ -23,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/model/gguf.h"
 #include "engine/model/model_loader.h"
+#include "tests/run_tool.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {
@@ -294,7 +294,9 @@ TEST(GgufWriterTest, CopyValueCopiesEveryTypeByteForByte) {
 
   gguf::Writer dst;
   for (const auto& [key, value] : from->metadata) {
-    if (key != "general.alignment") ASSERT_TRUE(dst.CopyValue(*from, key).ok()) << key;
+    if (key != "general.alignment") {
+      ASSERT_TRUE(dst.CopyValue(*from, key).ok()) << key;
+    }
   }
   EXPECT_EQ(dst.CopyValue(*from, "no.such.key").code(), absl::StatusCode::kNotFound);
   absl::StatusOr<std::string> dst_bytes = dst.Serialize();
@@ -309,7 +311,9 @@ TEST(GgufWriterTest, CopyValueKeepsARealTokenizer) {
   ASSERT_TRUE(from.ok()) << from.status();
   gguf::Writer w;
   for (const auto& [key, value] : from->metadata) {
-    if (key.rfind("tokenizer.", 0) == 0) ASSERT_TRUE(w.CopyValue(*from, key).ok()) << key;
+    if (key.rfind("tokenizer.", 0) == 0) {
+      ASSERT_TRUE(w.CopyValue(*from, key).ok()) << key;
+    }
   }
   absl::StatusOr<std::string> out = w.Serialize();
   ASSERT_TRUE(out.ok());
@@ -326,17 +330,7 @@ TEST(GgufWriterTest, CopyValueKeepsARealTokenizer) {
 
 // --- sinkserve-make-model ----------------------------------------------------
 
-struct Result {
-  int exit_code = -1;  // -1: killed by a signal
-  std::string out;
-  std::string err;
-};
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using Result = testing::ToolResult;
 
 class GgufWriterToolTest : public ::testing::Test {
  protected:
@@ -346,15 +340,7 @@ class GgufWriterToolTest : public ::testing::Test {
         << "build the sinkserve-make-model target first";
   }
   Result Run(const std::string& tool, const std::vector<std::string>& args) {
-    std::string cmd = Quote(testing::BinaryPath(tool));
-    for (const std::string& a : args) absl::StrAppend(&cmd, " ", Quote(a));
-    absl::StrAppend(&cmd, " </dev/null >", Quote(Path("out")), " 2>", Quote(Path("err")));
-    const int status = std::system(cmd.c_str());
-    Result r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = testing::ReadFile(Path("out"));
-    r.err = testing::ReadFile(Path("err"));
-    return r;
+    return testing::RunTool(tmp_.path(), tool, args);
   }
   std::string Path(const std::string& name) const { return (tmp_.path() / name).string(); }
 

@@ -3,7 +3,6 @@
 // CPU backend): one fp32 row of vocab logits per token, row i after token i.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
@@ -15,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "tests/run_tool.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {
@@ -27,36 +27,16 @@ const std::string kIds = "models/synthetic/ids128.txt";
 const std::string kLogits = "models/synthetic/synth-llama-F32.logits.f32";
 constexpr size_t kVocab = 512;
 
-struct Result {
-  int exit_code = -1;  // -1: killed by a signal
-  std::string out;
-  std::string err;
-};
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
+using Result = testing::ToolResult;
 
 class LogitsOutTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_FALSE(tmp_.path().empty()) << "cannot make a temporary directory"; }
-  Result Perplexity(const std::vector<std::string>& extra) {
-    std::string cmd = Quote(testing::BinaryPath("sinkserve-perplexity"));
-    for (const std::string& a : {std::string("--model"), testing::SharedPath(kModel), std::string("--ids-file"),
-                                 testing::SharedPath(kIds), std::string("--policy"), std::string("dense"),
-                                 std::string("--backend"), std::string("cpu")}) {
-      absl::StrAppend(&cmd, " ", Quote(a));
-    }
-    for (const std::string& a : extra) absl::StrAppend(&cmd, " ", Quote(a));
-    absl::StrAppend(&cmd, " </dev/null >", Quote(Path("out")), " 2>", Quote(Path("err")));
-    const int status = std::system(cmd.c_str());
-    Result r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = testing::ReadFile(Path("out"));
-    r.err = testing::ReadFile(Path("err"));
-    return r;
+  Result Perplexity(std::vector<std::string> extra) {
+    std::vector<std::string> args = {"--model", testing::SharedPath(kModel), "--ids-file", testing::SharedPath(kIds),
+                                     "--policy", "dense", "--backend", "cpu"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return testing::RunTool(tmp_.path(), "sinkserve-perplexity", args);
   }
   std::string Path(const std::string& name) const { return (tmp_.path() / name).string(); }
 

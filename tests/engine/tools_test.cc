@@ -2,7 +2,6 @@
 // one line on stderr and a non-zero exit, never a crash.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -17,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "tests/golden.h"
+#include "tests/run_tool.h"
 #include "tests/test_data.h"
 
 namespace sinkserve {
@@ -24,46 +24,14 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int exit_code = -1;  // -1: killed by a signal
-  std::string out;
-  std::string err;
-};
-
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q.push_back(c);
-    }
-  }
-  return q + "'";
-}
-
-// Runs `tool` with its stdin, stdout and stderr in files under `dir`.
-Result RunTool(const fs::path& dir, const std::string& tool, const std::vector<std::string>& args,
-               const std::string& stdin_text = "") {
-  std::ofstream(dir / "in") << stdin_text;
-  std::string cmd = Quote(testing::BinaryPath(tool));
-  for (const std::string& a : args) absl::StrAppend(&cmd, " ", Quote(a));
-  absl::StrAppend(&cmd, " <", Quote((dir / "in").string()), " >", Quote((dir / "out").string()), " 2>",
-                  Quote((dir / "err").string()));
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = testing::ReadFile(dir / "out");
-  r.err = testing::ReadFile(dir / "err");
-  return r;
-}
+using Result = testing::ToolResult;
 
 // Each test's files live in its own temporary directory, removed after it.
 class ToolsTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_FALSE(tmp_.path().empty()) << "cannot make a temporary directory"; }
   Result RunTool(const std::string& tool, const std::vector<std::string>& args, const std::string& stdin_text = "") {
-    return sinkserve::RunTool(tmp_.path(), tool, args, stdin_text);
+    return testing::RunTool(tmp_.path(), tool, args, stdin_text);
   }
   fs::path TempFile(const std::string& name) const { return tmp_.path() / name; }
 
