@@ -72,6 +72,29 @@ absl::StatusOr<int64_t> Flags::IntInRange(const std::string& name, int64_t fallb
   return v;
 }
 
+absl::StatusOr<int64_t> Flags::Bytes(const std::string& name, int64_t fallback) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return fallback;
+  std::string digits = it->second;
+  int shift = 0;
+  if (!digits.empty()) {
+    switch (digits.back()) {
+      case 'K': case 'k': shift = 10; break;
+      case 'M': case 'm': shift = 20; break;
+      case 'G': case 'g': shift = 30; break;
+      case 'T': case 't': shift = 40; break;
+      default: break;
+    }
+    if (shift > 0) digits.pop_back();
+  }
+  int64_t v;
+  if (!absl::SimpleAtoi(digits, &v) || v < 0 || v > (int64_t{1} << (62 - shift))) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--%s expects a byte count such as 4294967296, 512M or 8G, got '%s'", name, it->second));
+  }
+  return v << shift;
+}
+
 absl::StatusOr<double> Flags::Double(const std::string& name, double fallback) const {
   auto it = values_.find(name);
   if (it == values_.end()) return fallback;

@@ -27,6 +27,8 @@ class Flags {
   // Int() that must lie in [lo, hi]: "--name must be in [lo, hi], got v".
   absl::StatusOr<int64_t> IntInRange(const std::string& name, int64_t fallback, int64_t lo, int64_t hi) const;
   absl::StatusOr<double> Double(const std::string& name, double fallback) const;
+  // A byte count, plain or with a binary suffix: 512M, 8G, 1T (K, M, G, T).
+  absl::StatusOr<int64_t> Bytes(const std::string& name, int64_t fallback) const;
   absl::StatusOr<std::string> Required(const std::string& name) const;
 
  private:

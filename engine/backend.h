@@ -58,8 +58,10 @@ class Backend {
   virtual std::string_view name() const = 0;
   virtual const ModelConfig& config() const = 0;
 
+  // Bytes a KV cache with this geometry holds, for admission by a budget.
+  virtual int64_t CacheBytes(const CacheGeometry& geometry) const = 0;
   // Reserves a KV cache with this geometry (its memory is fixed for life).
-  // RESOURCE_EXHAUSTED when the backend's memory budget is spent.
+  // RESOURCE_EXHAUSTED when the memory cannot be had; never throws.
   virtual absl::StatusOr<CacheId> CreateCache(const CacheGeometry& geometry) = 0;
   // Returns the cache's memory. Unknown ids are ignored.
   virtual void DestroyCache(CacheId id) = 0;

@@ -88,6 +88,11 @@ absl::StatusOr<CacheConfig> ResolveCacheConfig(const CacheRequest& request, cons
   // sink_window (or window) sessions with the paper's defaults.
   const int32_t default_sinks = defaults.policy == CachePolicy::kSinkWindow ? defaults.sinks : kDefaultSinks;
   cache.sinks = cache.policy == CachePolicy::kSinkWindow ? (request.sinks > 0 ? request.sinks : default_sinks) : 0;
+  // Sinks hold K/V like the window does: the same cap bounds them.
+  if (cache.sinks > max_window) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sink_tokens=%d exceeds this server's limit of %d; ask for fewer sinks", cache.sinks, max_window));
+  }
   if (cache.policy == CachePolicy::kDense) {
     if (request.window > 0) {
       return absl::InvalidArgumentError(absl::StrFormat(

@@ -59,9 +59,9 @@ struct CacheRequest {
   int32_t window = 0;  // not for kDense, whose window is the context
 };
 
-// A request resolved against the server's default cache, its window cap and
-// the model's context: INVALID_ARGUMENT, with what to change, for a request
-// that cannot be served.
+// A request resolved against the server's default cache, its cap on window
+// and sink tokens (each), and the model's context: INVALID_ARGUMENT, with
+// what to change, for a request that cannot be served.
 absl::StatusOr<CacheConfig> ResolveCacheConfig(const CacheRequest& request, const CacheConfig& defaults,
                                                int32_t max_window, int32_t context);
 

@@ -62,6 +62,7 @@ absl::Status EngineConfig::Validate() const {
   }
   if (!(session_ttl_seconds >= 0)) return absl::InvalidArgumentError("session TTL must be >= 0");
   if (outbox_capacity < 1) return absl::InvalidArgumentError("outbox capacity must be >= 1");
+  if (kv_budget_bytes < 0) return absl::InvalidArgumentError("the KV budget must be >= 0 bytes");
   return default_sampling.Validate();
 }
 
@@ -201,7 +202,7 @@ void Engine::EndAllStreams(absl::Status status) {
 }
 
 EngineStats Engine::stats() const {
-  return {session_count_.load(), running_turns_.load(), steps_.load()};
+  return {session_count_.load(), running_turns_.load(), steps_.load(), kv_bytes_.load()};
 }
 
 void Engine::Loop() {
@@ -310,12 +311,21 @@ absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& r
   absl::StatusOr<CacheGeometry> geometry = GeometryFor(s->cache, config_.scheduler.prefill_chunk, context_);
   if (!geometry.ok()) return absl::InvalidArgumentError(geometry.status().message());
   s->geometry = *geometry;
+  s->cache_bytes = backend_->CacheBytes(s->geometry);
+  const int64_t used = kv_bytes_.load(std::memory_order_relaxed);
+  if (config_.kv_budget_bytes > 0 && s->cache_bytes > config_.kv_budget_bytes - used) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "this session's KV cache needs %d bytes but only %d of the server's %d-byte KV budget are free; ask for a "
+        "smaller window, or retry when sessions end",
+        s->cache_bytes, std::max<int64_t>(config_.kv_budget_bytes - used, 0), config_.kv_budget_bytes));
+  }
   absl::StatusOr<CacheId> id = backend_->CreateCache(s->geometry);
   if (!id.ok()) {
     if (absl::IsResourceExhausted(id.status())) return id.status();
     return absl::InternalError(absl::StrFormat("could not create the session's cache: %s", id.status().message()));
   }
   s->cache_id = *id;
+  kv_bytes_.fetch_add(s->cache_bytes, std::memory_order_relaxed);
   s->id = NewSessionId();
   s->system_prompt = request.system_prompt;
   s->preamble = s->chat_template->Preamble(s->system_prompt);
@@ -422,6 +432,7 @@ void Engine::DestroySession(const std::string& id) {
   if (s.outbox != nullptr) DetachSession(s);
   if (s.phase != Phase::kIdle) EndTurn(s, FinishReason::kCancelled, "", /*emit=*/false);
   backend_->DestroyCache(s.cache_id);
+  kv_bytes_.fetch_sub(s.cache_bytes, std::memory_order_relaxed);
   sessions_.erase(it);
   session_count_.store(static_cast<int64_t>(sessions_.size()));
 }

@@ -61,6 +61,9 @@ struct EngineConfig {
   ChatTemplateKind default_template = ChatTemplateKind::kRaw;
   double session_ttl_seconds = 600;        // detached sessions live this long
   size_t outbox_capacity = 64;             // events per stream before it pauses
+  // Bytes all sessions' KV caches may hold together (0: no limit). An open
+  // whose cache does not fit gets RESOURCE_EXHAUSTED, before any allocation.
+  int64_t kv_budget_bytes = 0;
 
   absl::Status Validate() const;
   // The turn defaults and caps this config sets (engine/turn.h).
@@ -73,6 +76,7 @@ struct EngineStats {
   int64_t sessions = 0;       // live sessions, attached or detached
   int64_t running_turns = 0;  // sessions with a turn in progress
   int64_t steps = 0;          // forward passes run
+  int64_t kv_bytes = 0;       // bytes the live sessions' KV caches hold
 };
 
 class Engine {
@@ -179,6 +183,7 @@ class Engine {
   std::atomic<int64_t> session_count_{0};
   std::atomic<int64_t> running_turns_{0};
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> kv_bytes_{0};  // written on the engine thread only
   std::thread thread_;  // last: starts after every member above exists
 };
 

@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <iostream>
@@ -49,7 +50,7 @@ v1::ServerInfo Info(const EngineConfig& c, const Backend& backend, const std::st
 absl::Status Run(int argc, char** argv) {
   std::vector<std::string> valued = {"listen", "chat-template", "step-tokens", "max-sessions", "max-window",
                                      "max-prompt-bytes", "max-new-tokens", "default-max-new-tokens",
-                                     "max-message-bytes", "session-ttl", "drain-timeout", "outbox"};
+                                     "max-message-bytes", "session-ttl", "drain-timeout", "outbox", "kv-budget"};
   for (const auto* group : {&kModelFlags, &kCacheFlags, &kSamplingFlags}) valued.insert(valued.end(), group->begin(), group->end());
   Flags flags(valued, {});
   RETURN_IF_ERROR(flags.Parse(argc, argv));
@@ -70,6 +71,11 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(int64_t outbox, flags.IntInRange("outbox", 64, 1, 1 << 20));
   config.outbox_capacity = static_cast<size_t>(outbox);
   ASSIGN_OR_RETURN(config.default_sampling, ParseSampling(flags));
+  // The KV budget defaults to half the machine's memory: every open is
+  // admitted by the bytes its cache will hold, so no request can make the
+  // engine thread allocate what the machine does not have.
+  const int64_t memory = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  ASSIGN_OR_RETURN(config.kv_budget_bytes, flags.Bytes("kv-budget", memory > 0 ? memory / 2 : 0));
   if (config.max_prompt_bytes > max_message) {
     return absl::InvalidArgumentError("--max-prompt-bytes must not exceed --max-message-bytes");
   }
@@ -102,10 +108,10 @@ absl::Status Run(int argc, char** argv) {
   const CacheConfig& c = config.default_cache;
   std::cerr << absl::StrFormat(
       "%s: serving model=%s backend=%s cache=%s sinks=%d window=%d chunk=%d template=%s max_sessions=%d "
-      "session_ttl=%gs listen=%s\n",
+      "kv_budget=%dMiB session_ttl=%gs listen=%s\n",
       kTool, config.model_name, backend.name(), CachePolicyName(c.policy), c.sinks, c.window,
       config.scheduler.prefill_chunk, ChatTemplateName(config.default_template), config.max_sessions,
-      config.session_ttl_seconds, server->address());
+      config.kv_budget_bytes >> 20, config.session_ttl_seconds, server->address());
 
   // SIGTERM/SIGINT were blocked in every thread (main, before any thread
   // started); wait for one here, then drain.

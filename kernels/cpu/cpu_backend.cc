@@ -1,6 +1,9 @@
 #include "kernels/cpu/cpu_backend.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 
 #include "absl/strings/str_format.h"
@@ -80,6 +83,19 @@ CpuBackend::CpuBackend(Model model, int32_t threads, bool dequantize_weights)
   }
 }
 
+CpuBackend::ZeroedFloats::~ZeroedFloats() {
+  if (data_ != nullptr) ::munmap(data_, bytes_);
+}
+
+bool CpuBackend::ZeroedFloats::Map(size_t floats) {
+  if (floats == 0 || floats > SIZE_MAX / sizeof(float)) return false;
+  void* p = ::mmap(nullptr, floats * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  data_ = static_cast<float*>(p);
+  bytes_ = floats * sizeof(float);
+  return true;
+}
+
 int64_t CpuBackend::CacheBytes(const CacheGeometry& g) const {
   const ModelConfig& c = model_.config;
   return 2 * int64_t{c.n_layers} * g.Slots() * c.kv_dim() * int64_t{sizeof(float)};
@@ -93,8 +109,11 @@ absl::StatusOr<CacheId> CpuBackend::CreateCache(const CacheGeometry& geometry) {
   auto cache = std::make_unique<Cache>();
   cache->geometry = geometry;
   const size_t floats = static_cast<size_t>(CacheBytes(geometry) / 2 / sizeof(float));
-  cache->k.assign(floats + cpu::kCachePadding, 0.0f);
-  cache->v.assign(floats + cpu::kCachePadding, 0.0f);
+  if (!cache->k.Map(floats + cpu::kCachePadding) || !cache->v.Map(floats + cpu::kCachePadding)) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "cannot allocate a KV cache of %d bytes (sinks %d, window %d): out of memory", CacheBytes(geometry),
+        geometry.sinks, geometry.window));
+  }
   attention_scratch_ = std::max(attention_scratch_, cpu::RotatedAttentionScratch(geometry, model_.config.head_dim,
                                                                                 model_.config.n_heads / model_.config.n_kv_heads));
   if (cpu::RotatedRopePositions(geometry) > rope_.positions) {

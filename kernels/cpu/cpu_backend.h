@@ -33,15 +33,34 @@ class CpuBackend final : public Backend {
   absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
 
   // Bytes a cache with this geometry holds (K and V, every layer).
-  int64_t CacheBytes(const CacheGeometry& geometry) const;
+  int64_t CacheBytes(const CacheGeometry& geometry) const override;
 
  private:
   // CacheState (kernels/batch_validation.h) holds the geometry and the tokens
   // appended so far (the absolute index of the next).
+  // A zero-filled float buffer from an anonymous mapping: the kernel hands
+  // out zero pages as they are first touched, so making a large cache costs
+  // no time on the engine thread, and a failed mapping is a status, not an
+  // exception.
+  class ZeroedFloats {
+   public:
+    ZeroedFloats() = default;
+    ~ZeroedFloats();
+    ZeroedFloats(const ZeroedFloats&) = delete;
+    ZeroedFloats& operator=(const ZeroedFloats&) = delete;
+    bool Map(size_t floats);  // false when the memory cannot be had
+    float& operator[](int64_t i) { return data_[i]; }
+    const float& operator[](int64_t i) const { return data_[i]; }
+
+   private:
+    float* data_ = nullptr;
+    size_t bytes_ = 0;
+  };
+
   struct Cache : CacheState {
     // Slot-minor so attention vectorizes over slots (see cpu::RotatedAttention).
-    std::vector<float> k;   // (n_layers, n_kv_heads, head_dim, slots), keys rotated by their slot index
-    std::vector<float> v;   // (n_layers, n_kv_heads, head_dim, slots)
+    ZeroedFloats k;   // (n_layers, n_kv_heads, head_dim, slots), keys rotated by their slot index
+    ZeroedFloats v;   // (n_layers, n_kv_heads, head_dim, slots)
   };
 
   // Scratch for one forward over a slice of the batch. T = the slice's tokens.

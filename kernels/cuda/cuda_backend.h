@@ -75,7 +75,7 @@ class CudaBackend final : public Backend {
   absl::Status ForwardGreedy(const Batch& batch, std::vector<int32_t>* ids);
 
   // Bytes one cache of this geometry takes from the pool (K and V, all layers).
-  int64_t CacheBytes(const CacheGeometry& geometry) const;
+  int64_t CacheBytes(const CacheGeometry& geometry) const override;
   int64_t PoolBytes() const;
   int64_t PoolUsedBytes() const;
   int64_t WeightBytes() const;  // device bytes of every weight matrix and norm

@@ -1,0 +1,89 @@
+// Reliability (#16): requests that ask for more memory than the server may
+// give are refused with a status before anything is allocated, and the
+// server keeps serving everyone else.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "tests/server/test_server.h"
+
+namespace sinkserve::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Opens a session with `cache` and returns how the stream ended (OK with an
+// opened answer in `opened`, or the error).
+grpc::Status OpenWith(TestServer& s, const v1::CacheConfig& cache, v1::ChatResponse* opened = nullptr) {
+  RawStream c(s.stub());
+  if (!c.Open("", cache)) return c.Finish();
+  v1::ChatResponse r;
+  if (c.stream->Read(&r) && r.has_opened()) {
+    if (opened != nullptr) *opened = r;
+    c.context.TryCancel();
+    c.stream->Finish();
+    return grpc::Status::OK;
+  }
+  return c.Finish();
+}
+
+// An open that still works: the server serves after every refusal.
+void ExpectStillServes(TestServer& s) {
+  v1::ChatResponse r;
+  EXPECT_TRUE(OpenWith(s, v1::CacheConfig(), &r).ok());
+  EXPECT_EQ(r.opened().session_id().size(), 32u);
+}
+
+// Before: sink_tokens was checked against 2^24 only, so one open of 16M
+// sinks asked the engine thread for gigabytes (std::bad_alloc took the whole
+// server down under an address-space limit).
+TEST(LimitsTest, SinkTokensAreCappedLikeTheWindow) {
+  EngineConfig config;
+  config.max_window = 4096;
+  START_SERVER(s, config);
+  for (uint32_t sinks : {4097u, 1u << 20, 1u << 24}) {
+    v1::CacheConfig cache;
+    cache.set_policy(v1::CACHE_POLICY_SINK_WINDOW);
+    cache.set_sink_tokens(sinks);
+    const auto start = std::chrono::steady_clock::now();
+    const grpc::Status status = OpenWith(s, cache);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << sinks;
+    EXPECT_THAT(status.error_message(), HasSubstr("sink_tokens"));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2)) << "refused before allocating";
+  }
+  ExpectStillServes(s);
+}
+
+// Admission is by bytes: a cache that does not fit the KV budget is refused
+// with the free bytes in the message, and the bytes come back when a session
+// ends.
+TEST(LimitsTest, KvBudgetAdmitsByBytesAndFreesOnDelete) {
+  EngineConfig config;
+  // stories260K's default cache (S=4, W=252, chunk 64): 5 layers x 2 x 32
+  // floats x 319 slots = 408,320 bytes. Two fit in 1 MB, a third does not.
+  config.kv_budget_bytes = 1000000;
+  START_SERVER(s, config);
+  v1::ChatResponse a, b;
+  ASSERT_TRUE(OpenWith(s, v1::CacheConfig(), &a).ok());
+  ASSERT_TRUE(OpenWith(s, v1::CacheConfig(), &b).ok());
+  EXPECT_EQ(s.engine()->stats().kv_bytes, 2 * 408320);
+  grpc::Status third = OpenWith(s, v1::CacheConfig());
+  EXPECT_EQ(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(third.error_message(), HasSubstr("183360 of the server's 1000000-byte KV budget are free"));
+  // A window that fits max_window but not the budget is refused the same way.
+  v1::CacheConfig big;
+  big.set_window_tokens(60000);
+  EXPECT_EQ(OpenWith(s, big).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  grpc::ClientContext context;
+  v1::DeleteSessionRequest del;
+  del.set_session_id(a.opened().session_id());
+  v1::DeleteSessionResponse deleted;
+  ASSERT_TRUE(s.stub()->DeleteSession(&context, del, &deleted).ok());
+  EXPECT_EQ(s.engine()->stats().kv_bytes, 408320);
+  ExpectStillServes(s);
+}
+
+}  // namespace
+}  // namespace sinkserve::testing
