@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "engine/model/model_loader.h"
+#include "engine/one_line.h"
 #include "engine/status_macros.h"
 #include "kernels/backend_factory.h"
 
@@ -133,11 +134,7 @@ absl::StatusOr<SamplingParams> ParseSampling(const Flags& flags) {
 }
 
 int Fail(const std::string& tool, const absl::Status& status) {
-  std::string message(status.message());
-  for (char& c : message) {
-    if (c == '\n') c = ' ';
-  }
-  std::cerr << tool << ": error: " << message << std::endl;
+  std::cerr << tool << ": error: " << OneLine(status.message()) << std::endl;
   return 1;
 }
 

@@ -19,10 +19,17 @@ constexpr auto kSweepInterval = std::chrono::milliseconds(100);
 
 absl::Status Unavailable(const char* what) {
   return absl::UnavailableError(absl::StrFormat(
-      "the server is shutting down and accepts no %s; reconnect (to another replica) and resume by session id", what));
+      "the server is shutting down and accepts no %s; its sessions live only in this process and end with it, so "
+      "open a new session once it is back",
+      what));
 }
 
 }  // namespace
+
+bool IsSessionId(std::string_view id) {
+  return id.size() == 32 &&
+         std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
 
 std::string NewSessionId() {
   unsigned char bytes[16];
@@ -63,6 +70,7 @@ absl::Status EngineConfig::Validate() const {
   if (!(session_ttl_seconds >= 0)) return absl::InvalidArgumentError("session TTL must be >= 0");
   if (outbox_capacity < 1) return absl::InvalidArgumentError("outbox capacity must be >= 1");
   if (kv_budget_bytes < 0) return absl::InvalidArgumentError("the KV budget must be >= 0 bytes");
+  if (max_stop_strings < 0 || max_stop_bytes < 0) return absl::InvalidArgumentError("stop string caps must be >= 0");
   return default_sampling.Validate();
 }
 
@@ -236,7 +244,7 @@ void Engine::Loop() {
     }
     if (Step()) steps_.fetch_add(1, std::memory_order_relaxed);
   }
-  EndAll(absl::UnavailableError("the server stopped; reconnect and resume by session id if it comes back"));
+  EndAll(absl::UnavailableError("the server stopped, and its sessions ended with it; open a new session once it is back"));
   while (!sessions_.empty()) DestroySession(sessions_.begin()->first);
 }
 
@@ -257,6 +265,12 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
   Session* s = nullptr;
   bool resumed = false;
   if (!request.session_id.empty()) {
+    if (!IsSessionId(request.session_id)) {
+      outbox->Push(EndEvent{absl::NotFoundError(absl::StrFormat(
+          "no session with that id (%d bytes); session ids are the 32 lowercase hex digits an opened answer gave",
+          request.session_id.size()))});
+      return;
+    }
     auto it = sessions_.find(request.session_id);
     if (it == sessions_.end()) {
       outbox->Push(EndEvent{absl::NotFoundError(absl::StrFormat(

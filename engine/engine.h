@@ -29,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -56,7 +57,9 @@ struct EngineConfig {
   int64_t max_sessions = 256;              // attached + detached
   int64_t max_prompt_bytes = 1 << 20;      // per turn text and system prompt
   int64_t max_new_tokens = 1000000;        // cap on a turn's max_new_tokens
-  int64_t default_max_new_tokens = 1000000;
+  int64_t default_max_new_tokens = 512;    // when a turn asks for none
+  int64_t max_stop_strings = 16;           // per turn
+  int64_t max_stop_bytes = 1024;           // per turn, all stop strings together
   SamplingParams default_sampling;
   ChatTemplateKind default_template = ChatTemplateKind::kRaw;
   double session_ttl_seconds = 600;        // detached sessions live this long
@@ -68,7 +71,8 @@ struct EngineConfig {
   absl::Status Validate() const;
   // The turn defaults and caps this config sets (engine/turn.h).
   TurnDefaults turn_defaults() const {
-    return {default_sampling, max_new_tokens, default_max_new_tokens, max_prompt_bytes};
+    return {default_sampling, max_new_tokens, default_max_new_tokens, max_prompt_bytes, max_stop_strings,
+            max_stop_bytes};
   }
 };
 
@@ -189,5 +193,8 @@ class Engine {
 
 // A new session id: 128 bits from the OS CSPRNG (getrandom), as 32 hex digits.
 std::string NewSessionId();
+// True for what NewSessionId makes: 32 lowercase hex digits. Anything else
+// a client sends as an id is refused before it is looked up or echoed.
+bool IsSessionId(std::string_view id);
 
 }  // namespace sinkserve

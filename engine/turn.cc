@@ -24,6 +24,18 @@ absl::StatusOr<TurnOptions> ResolveTurn(const TurnRequest& request, const TurnDe
     return absl::InvalidArgumentError(absl::StrFormat(
         "min_new_tokens=%d exceeds max_new_tokens=%d", request.min_new_tokens, turn.max_new_tokens));
   }
+  if (static_cast<int64_t>(request.stop.size()) > defaults.max_stop_strings) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the turn gives %d stop strings, over this server's limit of %d", request.stop.size(),
+        defaults.max_stop_strings));
+  }
+  int64_t stop_bytes = 0;
+  for (const std::string& stop : request.stop) stop_bytes += static_cast<int64_t>(stop.size());
+  if (stop_bytes > defaults.max_stop_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the turn's stop strings have %d bytes together, over this server's limit of %d", stop_bytes,
+        defaults.max_stop_bytes));
+  }
   turn.min_new_tokens = request.min_new_tokens;
   turn.ignore_eos = request.ignore_eos;
   turn.stop = request.stop;

@@ -29,9 +29,11 @@ namespace sinkserve {
 // The server's side of a turn: its defaults and its caps.
 struct TurnDefaults {
   SamplingParams sampling;
-  int64_t max_new_tokens = 1000000;          // cap on a turn's max_new_tokens
-  int64_t default_max_new_tokens = 1000000;  // when a turn asks for none
-  int64_t max_prompt_bytes = 1 << 20;        // cap on a turn's text
+  int64_t max_new_tokens = 1000000;     // cap on a turn's max_new_tokens
+  int64_t default_max_new_tokens = 512; // when a turn asks for none
+  int64_t max_prompt_bytes = 1 << 20;   // cap on a turn's text
+  int64_t max_stop_strings = 16;        // stop strings a turn may give
+  int64_t max_stop_bytes = 1024;        // their bytes together
 };
 
 // A turn's generation settings, resolved and valid.

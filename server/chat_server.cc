@@ -56,7 +56,8 @@ void ChatServer::Drain(absl::Duration timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   engine_->EndAllStreams(absl::UnavailableError(
-      "the server is shutting down; reconnect (to another replica) and resume by session id"));
+      "the server is shutting down; its sessions live only in this process and end with it, so open a new "
+      "session once it is back"));
   // Streams end as their reactors finish; anything left after a grace
   // period (e.g. a stream that never opened) is cancelled.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));

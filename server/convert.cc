@@ -3,12 +3,13 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
+#include "engine/one_line.h"
 
 namespace sinkserve {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   // absl and gRPC share the canonical code numbering.
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), OneLine(status.message()));
 }
 
 absl::StatusOr<OpenRequest> FromProto(const v1::Open& open) {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -44,6 +45,9 @@ v1::ServerInfo Info(const EngineConfig& c, const Backend& backend, const std::st
   info.set_context_tokens(static_cast<uint32_t>(backend.config().max_seq_len));
   info.set_prefill_chunk_tokens(static_cast<uint32_t>(c.scheduler.prefill_chunk));
   info.set_step_token_budget(static_cast<uint32_t>(c.scheduler.step_token_budget));
+  info.set_max_stop_strings(static_cast<uint32_t>(c.max_stop_strings));
+  info.set_max_stop_bytes(static_cast<uint32_t>(c.max_stop_bytes));
+  info.set_kv_budget_bytes(static_cast<uint64_t>(c.kv_budget_bytes));
   return info;
 }
 
@@ -64,7 +68,8 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(config.max_prompt_bytes, flags.IntInRange("max-prompt-bytes", 1 << 20, 1, 1 << 30));
   ASSIGN_OR_RETURN(config.max_new_tokens, flags.IntInRange("max-new-tokens", 1000000, 1, 0xffffffffLL));
   ASSIGN_OR_RETURN(config.default_max_new_tokens,
-                   flags.IntInRange("default-max-new-tokens", config.max_new_tokens, 1, config.max_new_tokens));
+                   flags.IntInRange("default-max-new-tokens", std::min<int64_t>(512, config.max_new_tokens), 1,
+                                    config.max_new_tokens));
   ASSIGN_OR_RETURN(int64_t max_message, flags.IntInRange("max-message-bytes", 4 << 20, 1024, 1 << 30));
   ASSIGN_OR_RETURN(config.session_ttl_seconds, SecondsFlag(flags, "session-ttl", 600));
   ASSIGN_OR_RETURN(double drain_timeout, SecondsFlag(flags, "drain-timeout", 30));

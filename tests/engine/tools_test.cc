@@ -221,3 +221,29 @@ TEST_F(ToolsTest, BadQuantizedAndQwen2FilesFailWithOneLine) {
 
 }  // namespace
 }  // namespace sinkserve
+
+namespace sinkserve {
+namespace {
+
+// Before: a model file's bytes (a newline, control characters) were copied
+// into what must be a one-line error; now they are escaped.
+TEST_F(ToolsTest, UntrustedBytesInErrorsAreEscaped) {
+  const std::string gguf = "models/stories260K/stories260K.gguf";
+  REQUIRE_SHARED(gguf);
+  std::string bytes = testing::ReadFile(testing::SharedPath(gguf));
+  const size_t key = bytes.find("tokenizer.ggml.model");
+  ASSERT_NE(key, std::string::npos);
+  const size_t value = bytes.find("llama", key);
+  ASSERT_NE(value, std::string::npos);
+  bytes.replace(value, 5, std::string("l\x01\n\x7f" "a", 5));
+  const fs::path bad = TempFile("control.gguf");
+  std::ofstream(bad, std::ios::binary) << bytes;
+  const Result r = RunTool("sinkserve-tokenize", {"--tokenizer", bad.string()}, "hi");
+  ExpectCleanFailure(r, "\\x01\\x0a\\x7f");
+  for (size_t i = 0; i + 1 < r.err.size(); ++i) {
+    EXPECT_GE(static_cast<unsigned char>(r.err[i]), 0x20) << "raw control byte at " << i << ": " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace sinkserve

@@ -87,3 +87,71 @@ TEST(LimitsTest, KvBudgetAdmitsByBytesAndFreesOnDelete) {
 
 }  // namespace
 }  // namespace sinkserve::testing
+
+namespace sinkserve::testing {
+namespace {
+
+// Before: 10,000 stop strings slowed every session on the engine thread, and
+// a turn without max_new_tokens could run to the 1,000,000-token cap.
+TEST(LimitsTest, StopStringsAreCappedAndTheDefaultTurnIsShort) {
+  EngineConfig config;
+  config.max_stop_strings = 4;
+  config.max_stop_bytes = 32;
+  START_SERVER(s, config);
+  RawStream c(s.stub());
+  ASSERT_TRUE(c.Open());
+  v1::TurnDone done;
+  v1::ChatRequest many;
+  many.mutable_turn()->set_text("Once");
+  many.mutable_turn()->set_raw(true);
+  for (int i = 0; i < 5; ++i) many.mutable_turn()->add_stop("x");
+  ASSERT_TRUE(c.Write(many));
+  ASSERT_TRUE(c.ReadDone(&done));
+  EXPECT_EQ(done.reason(), v1::FINISH_REASON_ERROR);
+  EXPECT_THAT(done.error(), HasSubstr("limit of 4"));
+  v1::ChatRequest long_stop;
+  long_stop.mutable_turn()->set_text("Once");
+  long_stop.mutable_turn()->set_raw(true);
+  long_stop.mutable_turn()->add_stop(std::string(33, 'y'));
+  ASSERT_TRUE(c.Write(long_stop));
+  ASSERT_TRUE(c.ReadDone(&done));
+  EXPECT_THAT(done.error(), HasSubstr("33 bytes together"));
+  // No max_new_tokens: the engine's default of 512, not the 1,000,000 cap.
+  v1::ChatRequest plain;
+  plain.mutable_turn()->set_text("Once upon a time");
+  plain.mutable_turn()->set_raw(true);
+  plain.mutable_turn()->set_ignore_eos(true);
+  plain.mutable_turn()->mutable_sampling()->set_temperature(0);
+  ASSERT_TRUE(c.Write(plain));
+  ASSERT_TRUE(c.ReadDone(&done));
+  EXPECT_EQ(done.reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(done.usage().generated_tokens(), 512u);
+  EXPECT_TRUE(c.Finish().ok());
+}
+
+// Before: a 1 MiB session id came back inside the NOT_FOUND message and the
+// reply broke gRPC's metadata limit; ids are now checked by length and
+// alphabet, answered NOT_FOUND, and never echoed.
+TEST(LimitsTest, SessionIdsAreValidatedAndNotEchoed) {
+  START_SERVER(s, EngineConfig{});
+  for (const std::string& id : {std::string(1 << 20, 'a'), std::string("0123\n\x01zz"), std::string(32, 'G')}) {
+    grpc::ClientContext context;
+    v1::GetSessionRequest request;
+    request.set_session_id(id);
+    v1::SessionInfo info;
+    const grpc::Status status = s.stub()->GetSession(&context, request, &info);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << id.size();
+    EXPECT_THAT(status.error_message(), HasSubstr("32 lowercase hex digits"));
+    EXPECT_LT(status.error_message().size(), 200u);
+    RawStream c(s.stub());
+    if (id.size() < 1000) {  // a resume with the bad id, over the stream
+      ASSERT_TRUE(c.Open(id));
+      const grpc::Status open = c.Finish();
+      EXPECT_EQ(open.error_code(), grpc::StatusCode::NOT_FOUND);
+      EXPECT_EQ(open.error_message().find('\n'), std::string::npos);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sinkserve::testing
