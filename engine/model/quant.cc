@@ -34,19 +34,6 @@ uint16_t Load16(const uint8_t* p) {
   return v;
 }
 
-float LoadHalf(const uint8_t* p) { return HalfToFloat(Load16(p)); }
-
-// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block.
-void ScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
-  if (j < 4) {
-    *scale = q[j] & 63;
-    *min = q[j + 4] & 63;
-  } else {
-    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
-
 void DequantQ4_0(const uint8_t* b, float* y) {
   const float d = LoadHalf(b);
   const uint8_t* qs = b + 2;
@@ -149,6 +136,18 @@ void DequantQ6_K(const uint8_t* b, float* y) {
 }
 
 }  // namespace
+
+float LoadHalf(const uint8_t* p) { return HalfToFloat(Load16(p)); }
+
+void ScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
+  if (j < 4) {
+    *scale = q[j] & 63;
+    *min = q[j + 4] & 63;
+  } else {
+    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
 
 std::string GgmlTypeName(uint32_t type) {
   const GgmlTypeTraits* t = FindGgmlType(type);

@@ -62,6 +62,11 @@ int64_t RowBytes(GgmlType type, int64_t cols);
 
 float HalfToFloat(uint16_t h);
 uint16_t FloatToHalf(float f);  // round to nearest even, as ggml does
+// The fp16 value stored (little-endian, unaligned) at p.
+float LoadHalf(const uint8_t* p);
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block, from
+// its 12 packed scale bytes.
+void ScaleMinK4(int j, const uint8_t* scales, uint8_t* scale, uint8_t* min);
 
 // Dequantizes `n` values (a multiple of the type's block) from `src` to
 // `dst`. `type` must satisfy IsWeightType.

@@ -11,10 +11,9 @@ namespace {
 constexpr int kQK = 32;    // values per legacy block (Q4_0 ... Q8_0, Q8_1)
 constexpr int kQKK = 256;  // values per K block
 
-// Activation block sizes in bytes.
-constexpr int kQ8_0Bytes = 2 + kQK;
-constexpr int kQ8_1Bytes = 4 + kQK;
-constexpr int kQ8_KBytes = 4 + kQKK + 2 * (kQKK / 16);
+constexpr int kQ8_0Bytes = kQ8_0ActivationBytes;
+constexpr int kQ8_1Bytes = kQ8_1ActivationBytes;
+constexpr int kQ8_KBytes = kQ8_KActivationBytes;
 
 enum class ActType { kQ8_0, kQ8_1, kQ8_K };
 
@@ -32,11 +31,6 @@ ActType ActivationType(GgmlType w) {
   }
 }
 
-SINKSERVE_INLINE float Half(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return HalfToFloat(h);
-}
 
 SINKSERVE_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int n) {
   int32_t sum = 0;
@@ -104,17 +98,6 @@ void QuantizeQ8_K(const float* x, int64_t k, uint8_t* out) {
 }
 
 // ---- Weight blocks, unpacked to int8 ----------------------------------------
-
-// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block.
-SINKSERVE_INLINE void ScaleMinK4(int j, const uint8_t* q, uint8_t* scale, uint8_t* min) {
-  if (j < 4) {
-    *scale = q[j] & 63;
-    *min = q[j + 4] & 63;
-  } else {
-    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-  }
-}
 
 // Q4_K / Q5_K: q[256] in [0, 31], eight (scale, min) pairs.
 SINKSERVE_INLINE void UnpackQ45K(const uint8_t* b, bool five_bits, int8_t* q, uint8_t* sc, uint8_t* mn) {
@@ -196,8 +179,8 @@ SINKSERVE_INLINE float DotLegacy(GgmlType type, const uint8_t* w, const uint8_t*
   for (int64_t b = 0; b < k / kQK; ++b, w += t.block_bytes, x += x_bytes) {
     UnpackLegacy(type, w, q);
     const int32_t sumi = DotI8(q, reinterpret_cast<const int8_t*>(x + (with_min ? 4 : 2)), kQK);
-    sum += static_cast<float>(sumi) * (Half(w) * Half(x));
-    if (with_min) sum += Half(w + 2) * Half(x + 2);
+    sum += static_cast<float>(sumi) * (LoadHalf(w) * LoadHalf(x));
+    if (with_min) sum += LoadHalf(w + 2) * LoadHalf(x + 2);
   }
   return sum;
 }
@@ -219,7 +202,7 @@ SINKSERVE_INLINE float DotQ45K(bool five_bits, const uint8_t* w, const uint8_t* 
     }
     float yd;
     std::memcpy(&yd, x, 4);
-    sum += yd * (Half(w) * static_cast<float>(sum_q) - Half(w + 2) * static_cast<float>(sum_m));
+    sum += yd * (LoadHalf(w) * static_cast<float>(sum_q) - LoadHalf(w + 2) * static_cast<float>(sum_m));
   }
   return sum;
 }
@@ -235,7 +218,7 @@ SINKSERVE_INLINE float DotQ6K(const uint8_t* w, const uint8_t* x, int64_t k) {
     for (int s = 0; s < 16; ++s) sumi += int32_t{sc[s]} * DotI8(q + 16 * s, y + 16 * s, 16);
     float yd;
     std::memcpy(&yd, x, 4);
-    sum += yd * Half(w + 208) * static_cast<float>(sumi);
+    sum += yd * LoadHalf(w + 208) * static_cast<float>(sumi);
   }
   return sum;
 }

@@ -20,6 +20,11 @@
 
 namespace sinkserve::cpu {
 
+// Bytes of one activation block in each layout above.
+inline constexpr int kQ8_0ActivationBytes = 2 + 32;
+inline constexpr int kQ8_1ActivationBytes = 4 + 32;
+inline constexpr int kQ8_KActivationBytes = 4 + 256 + 2 * 16;
+
 // True for the block types QuantMatMul runs (the rest go through fp32).
 bool IsQuantized(GgmlType type);
 
