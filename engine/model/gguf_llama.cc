@@ -63,10 +63,9 @@ std::string DimsString(const std::vector<uint64_t>& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ", "), "]");
 }
 
-// Tensor `name` as fp32 after checking its ggml dims equal `ne` (fastest
-// first, trailing 1s ignored on both sides).
-absl::StatusOr<std::vector<float>> LoadTensor(const File& f, const std::string& name,
-                                              std::vector<uint64_t> ne) {
+// Tensor `name` after checking its ggml dims equal `ne` (fastest first,
+// trailing 1s ignored on both sides).
+absl::StatusOr<const TensorInfo*> FindShaped(const File& f, const std::string& name, std::vector<uint64_t> ne) {
   const TensorInfo* t = f.FindTensor(name);
   if (t == nullptr) {
     return absl::NotFoundError(absl::StrFormat("GGUF: tensor '%s' is missing", name));
@@ -79,21 +78,19 @@ absl::StatusOr<std::vector<float>> LoadTensor(const File& f, const std::string& 
         "GGUF: tensor '%s' has ne=%s, the config implies ne=%s (ggml order, fastest first)",
         name, DimsString(t->dims), DimsString(ne)));
   }
+  return t;
+}
+
+// Tensor `name` (ne = `ne`) as fp32: norms, biases, RoPE factors.
+absl::StatusOr<std::vector<float>> LoadTensor(const File& f, const std::string& name, std::vector<uint64_t> ne) {
+  ASSIGN_OR_RETURN(const TensorInfo* t, FindShaped(f, name, std::move(ne)));
   return f.ReadTensorF32(*t);
 }
 
 // Tensor `name` as a Weight of shape (rows, cols) (ne = [cols, rows]).
 absl::StatusOr<Weight> LoadWeight(const File& f, const std::shared_ptr<const void>& storage, const std::string& name,
                                   uint64_t cols, uint64_t rows) {
-  const TensorInfo* t = f.FindTensor(name);
-  if (t == nullptr) return absl::NotFoundError(absl::StrFormat("GGUF: tensor '%s' is missing", name));
-  std::vector<uint64_t> got = t->dims;
-  while (got.size() > 2 && got.back() == 1) got.pop_back();
-  if (got.size() != 2 || got[0] != cols || got[1] != rows) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "GGUF: tensor '%s' has ne=%s, the config implies ne=[%d, %d] (ggml order, fastest first)", name,
-        DimsString(t->dims), cols, rows));
-  }
+  ASSIGN_OR_RETURN(const TensorInfo* t, FindShaped(f, name, {cols, rows}));
   return f.ReadWeight(*t, storage);
 }
 
@@ -109,7 +106,7 @@ Weight PermuteNeoxRows(const Weight& w, int32_t head_dim) {
   std::vector<uint8_t> rows(static_cast<size_t>(w.bytes()));
   const int64_t rb = w.row_bytes();
   for (int64_t r = 0; r < w.rows; ++r) std::memcpy(rows.data() + r * rb, w.row(NeoxSourceRow(r, head_dim)), rb);
-  return Weight::Copy(w.type, w.rows, w.cols, rows.data());
+  return Weight::Own(w.type, w.rows, w.cols, std::move(rows));
 }
 
 std::vector<float> PermuteNeox(const std::vector<float>& v, int32_t head_dim) {

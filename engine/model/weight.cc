@@ -16,7 +16,11 @@ Weight Weight::FromF32(std::vector<float> values, int64_t rows, int64_t cols) {
 }
 
 Weight Weight::Copy(GgmlType type, int64_t rows, int64_t cols, const uint8_t* bytes) {
-  auto storage = std::make_shared<std::vector<uint8_t>>(bytes, bytes + rows * RowBytes(type, cols));
+  return Own(type, rows, cols, std::vector<uint8_t>(bytes, bytes + rows * RowBytes(type, cols)));
+}
+
+Weight Weight::Own(GgmlType type, int64_t rows, int64_t cols, std::vector<uint8_t> bytes) {
+  auto storage = std::make_shared<std::vector<uint8_t>>(std::move(bytes));
   Weight w;
   w.type = type;
   w.rows = rows;

@@ -21,6 +21,8 @@ struct Weight {
 
   // A weight that owns fp32 values (rows * cols of them).
   static Weight FromF32(std::vector<float> values, int64_t rows, int64_t cols);
+  // A weight that owns `bytes` (rows * RowBytes(type, cols) of them).
+  static Weight Own(GgmlType type, int64_t rows, int64_t cols, std::vector<uint8_t> bytes);
   // A weight that owns a copy of `bytes` (rows * RowBytes(type, cols)).
   static Weight Copy(GgmlType type, int64_t rows, int64_t cols, const uint8_t* bytes);
 
