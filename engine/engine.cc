@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
@@ -24,12 +25,19 @@ absl::Status Unavailable(const char* what) {
       what));
 }
 
-}  // namespace
-
-bool IsSessionId(std::string_view id) {
-  return id.size() == 32 &&
-         std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+// NOT_FOUND for an id that is not the shape NewSessionId makes (32
+// lowercase hex digits): such an id is never looked up, nor echoed back.
+absl::Status CheckSessionIdShape(std::string_view id) {
+  const bool hex32 = id.size() == 32 && std::all_of(id.begin(), id.end(), [](char c) {
+                       return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                     });
+  if (hex32) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrFormat(
+      "no session with that id (%d bytes); session ids are the 32 lowercase hex digits an opened answer gave",
+      id.size()));
 }
+
+}  // namespace
 
 std::string NewSessionId() {
   unsigned char bytes[16];
@@ -161,6 +169,10 @@ void Engine::Detach(std::shared_ptr<Outbox> outbox) {
 
 void Engine::GetSession(std::string id, std::function<void(absl::StatusOr<SessionSnapshot>)> done) {
   Post([this, id = std::move(id), done = std::move(done)] {
+    if (absl::Status shape = CheckSessionIdShape(id); !shape.ok()) {
+      done(shape);
+      return;
+    }
     auto it = sessions_.find(id);
     if (it == sessions_.end()) {
       done(absl::NotFoundError(absl::StrFormat(
@@ -186,6 +198,10 @@ void Engine::GetSession(std::string id, std::function<void(absl::StatusOr<Sessio
 
 void Engine::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
   Post([this, id = std::move(id), done = std::move(done)] {
+    if (absl::Status shape = CheckSessionIdShape(id); !shape.ok()) {
+      done(shape);
+      return;
+    }
     auto it = sessions_.find(id);
     if (it == sessions_.end()) {
       done(absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id)));
@@ -265,10 +281,8 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
   Session* s = nullptr;
   bool resumed = false;
   if (!request.session_id.empty()) {
-    if (!IsSessionId(request.session_id)) {
-      outbox->Push(EndEvent{absl::NotFoundError(absl::StrFormat(
-          "no session with that id (%d bytes); session ids are the 32 lowercase hex digits an opened answer gave",
-          request.session_id.size()))});
+    if (absl::Status shape = CheckSessionIdShape(request.session_id); !shape.ok()) {
+      outbox->Push(EndEvent{shape});
       return;
     }
     auto it = sessions_.find(request.session_id);
@@ -325,13 +339,13 @@ absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& r
   absl::StatusOr<CacheGeometry> geometry = GeometryFor(s->cache, config_.scheduler.prefill_chunk, context_);
   if (!geometry.ok()) return absl::InvalidArgumentError(geometry.status().message());
   s->geometry = *geometry;
-  s->cache_bytes = backend_->CacheBytes(s->geometry);
+  const int64_t cache_bytes = backend_->CacheBytes(s->geometry);
   const int64_t used = kv_bytes_.load(std::memory_order_relaxed);
-  if (config_.kv_budget_bytes > 0 && s->cache_bytes > config_.kv_budget_bytes - used) {
+  if (config_.kv_budget_bytes > 0 && cache_bytes > config_.kv_budget_bytes - used) {
     return absl::ResourceExhaustedError(absl::StrFormat(
         "this session's KV cache needs %d bytes but only %d of the server's %d-byte KV budget are free; ask for a "
         "smaller window, or retry when sessions end",
-        s->cache_bytes, std::max<int64_t>(config_.kv_budget_bytes - used, 0), config_.kv_budget_bytes));
+        cache_bytes, std::max<int64_t>(config_.kv_budget_bytes - used, 0), config_.kv_budget_bytes));
   }
   absl::StatusOr<CacheId> id = backend_->CreateCache(s->geometry);
   if (!id.ok()) {
@@ -339,7 +353,7 @@ absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& r
     return absl::InternalError(absl::StrFormat("could not create the session's cache: %s", id.status().message()));
   }
   s->cache_id = *id;
-  kv_bytes_.fetch_add(s->cache_bytes, std::memory_order_relaxed);
+  kv_bytes_.fetch_add(cache_bytes, std::memory_order_relaxed);
   s->id = NewSessionId();
   s->system_prompt = request.system_prompt;
   s->preamble = s->chat_template->Preamble(s->system_prompt);
@@ -446,7 +460,7 @@ void Engine::DestroySession(const std::string& id) {
   if (s.outbox != nullptr) DetachSession(s);
   if (s.phase != Phase::kIdle) EndTurn(s, FinishReason::kCancelled, "", /*emit=*/false);
   backend_->DestroyCache(s.cache_id);
-  kv_bytes_.fetch_sub(s.cache_bytes, std::memory_order_relaxed);
+  kv_bytes_.fetch_sub(backend_->CacheBytes(s.geometry), std::memory_order_relaxed);
   sessions_.erase(it);
   session_count_.store(static_cast<int64_t>(sessions_.size()));
 }

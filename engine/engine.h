@@ -29,7 +29,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -193,8 +192,5 @@ class Engine {
 
 // A new session id: 128 bits from the OS CSPRNG (getrandom), as 32 hex digits.
 std::string NewSessionId();
-// True for what NewSessionId makes: 32 lowercase hex digits. Anything else
-// a client sends as an id is refused before it is looked up or echoed.
-bool IsSessionId(std::string_view id);
 
 }  // namespace sinkserve

@@ -50,7 +50,6 @@ struct Session {
   CacheConfig cache;
   CacheGeometry geometry;
   CacheId cache_id = -1;
-  int64_t cache_bytes = 0;  // what the cache holds, counted against the KV budget
   const ChatTemplate* chat_template = nullptr;  // owned by the engine
   std::string system_prompt;
 
