@@ -72,6 +72,11 @@ CpuBackend::CpuBackend(Model model, int32_t threads, bool dequantize_weights)
     out.w13 = MakeMatrix({&l.w1, &l.w3}, dq);
     out.w2 = MakeMatrix({&l.w2}, dq);
     for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) w->Release();
+    // Biases stacked like the projections they follow, added in one pass.
+    for (std::vector<float>* b : {&l.bq, &l.bk, &l.bv}) {
+      out.bqkv.insert(out.bqkv.end(), b->begin(), b->end());
+      *b = {};
+    }
   }
   classifier_ = MakeMatrix({&model_.weights.Classifier()}, dq);
   model_.weights.classifier.Release();
@@ -223,13 +228,10 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
     cpu::RmsNorm(&ws.xb[int64_t{t} * c.dim], &ws.x[int64_t{t} * c.dim], norms.attn_norm.data(), c.dim, c.norm_eps);
   }
   MatMul(ws.qkv.data(), ws.xb.data(), w.wqkv, T, ws, parallel_ops);
-  if (!norms.bq.empty()) {
-    // Attention biases (qwen2): q | k | v per token, as the projections.
+  if (!w.bqkv.empty()) {  // attention biases (qwen2)
     for (int32_t t = 0; t < T; ++t) {
       float* row = &ws.qkv[int64_t{t} * qkv];
-      for (int32_t i = 0; i < c.q_dim(); ++i) row[i] += norms.bq[i];
-      for (int32_t i = 0; i < kv_dim; ++i) row[c.q_dim() + i] += norms.bk[i];
-      for (int32_t i = 0; i < kv_dim; ++i) row[c.q_dim() + kv_dim + i] += norms.bv[i];
+      for (int32_t i = 0; i < qkv; ++i) row[i] += w.bqkv[i];
     }
   }
 

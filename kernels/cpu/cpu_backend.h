@@ -112,10 +112,11 @@ class CpuBackend final : public Backend {
     CpuMatrix wo;    // (dim, q_dim)
     CpuMatrix w13;   // [w1; w3] (gate; up): (2 * hidden_dim, dim)
     CpuMatrix w2;    // (dim, hidden_dim)
+    std::vector<float> bqkv;  // [bq; bk; bv] (q_dim + 2 * kv_dim); empty without attention biases
   };
   int32_t qkv_dim() const { return model_.config.q_dim() + 2 * model_.config.kv_dim(); }
 
-  Model model_;                      // embedding, norms, biases; layer matrices live in layers_
+  Model model_;                      // embedding and norms; layer matrices and biases live in layers_
   std::vector<CpuLayer> layers_;
   CpuMatrix classifier_;             // (vocab_size, dim)
   ThreadPool pool_;
