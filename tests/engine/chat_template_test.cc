@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_replace.h"
 #include "tests/engine/tiny_vocab.h"
 #include "tests/test_data.h"
 #include "engine/model/model_loader.h"
@@ -32,8 +33,7 @@ std::string Layout(const Tokenizer& tok, const std::vector<int32_t>& ids) {
       out += "\xC2\xAB" + tok.vocab().tokens[id] + "\xC2\xBB";
     }
   }
-  for (size_t pos; (pos = out.find("\xE2\x96\x81")) != std::string::npos;) out.replace(pos, 3, " ");
-  return out;
+  return absl::StrReplaceAll(out, {{"\xE2\x96\x81", " "}});
 }
 
 // A session with a system prompt and two user turns, as the engine feeds it.
