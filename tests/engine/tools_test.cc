@@ -150,6 +150,8 @@ TEST_F(ToolsTest, BadInputFailsWithOneLine) {
   ExpectCleanFailure(RunTool("sinkserve-decode-bench", Concat(bench, {"--batches", "0"})), "--batches");
   ExpectCleanFailure(RunTool("sinkserve-decode-bench", Concat(bench, {"--batches", "1,x"})), "--batches");
   ExpectCleanFailure(RunTool("sinkserve-decode-bench", Concat(bench, {"--tokens", "-1"})), "--tokens");
+  ExpectCleanFailure(RunTool("sinkserve-decode-bench", Concat(bench, {"--prefill", "-1"})), "--prefill");
+  ExpectCleanFailure(RunTool("sinkserve-generate", Concat(gen, {"--weights", "int4"})), "--weights");
 }
 
 TEST_F(ToolsTest, PerplexityRejectsBadIdsAndDenseOverflow) {

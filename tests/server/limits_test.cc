@@ -4,8 +4,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 
+#include "tests/run_tool.h"
 #include "tests/server/test_server.h"
 
 namespace sinkserve::testing {
@@ -150,6 +152,25 @@ TEST(LimitsTest, SessionIdsAreValidatedAndNotEchoed) {
       EXPECT_EQ(open.error_code(), grpc::StatusCode::NOT_FOUND);
       EXPECT_EQ(open.error_message().find('\n'), std::string::npos);
     }
+  }
+}
+
+}  // namespace
+}  // namespace sinkserve::testing
+
+namespace sinkserve::testing {
+namespace {
+
+// The budget flag takes bytes with a binary suffix; anything else is one
+// line and a non-zero exit before the model loads.
+TEST(LimitsTest, BadKvBudgetFlagFailsWithOneLine) {
+  ScopedTempDir tmp;
+  ASSERT_FALSE(tmp.path().empty());
+  for (const char* value : {"12Q", "-1", "99999999999T", ""}) {
+    const ToolResult r = RunTool(tmp.path(), "sinkserve-server", {"--kv-budget", value, "--model", "/nonexistent"});
+    EXPECT_EQ(r.exit_code, 1) << value;
+    EXPECT_NE(r.err.find("--kv-budget"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
 }
 
