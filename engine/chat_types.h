@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -20,6 +21,9 @@ struct OpenRequest {
   CacheRequest cache;         // unset fields: the server default
   std::string system_prompt;
   std::string chat_template;  // empty: the server default
+  // Who asks, as the front door knows it (an API key's name, else the peer
+  // address): sessions count against this identity's quota. Never echoed.
+  std::string client;
 };
 
 // Per-turn overrides of the server's default sampling parameters.
@@ -55,12 +59,33 @@ struct TurnUsage {
   double tokens_per_second = 0;  // decode rate after the first token
 };
 
+// The output of a session's latest turn, kept so that a client whose
+// connection dropped mid-turn can show on resume what it never received.
+struct LastTurn {
+  uint32_t turn = 0;  // 0: no turn has produced output yet
+  std::string text;   // the turn's text, at most kLastTurnTextBytes (its tail)
+  bool truncated = false;
+  int64_t generated_tokens = 0;
+  bool finished = false;  // the turn ended (false: it is still running)
+  FinishReason reason = FinishReason::kLength;
+};
+inline constexpr size_t kLastTurnTextBytes = 64 * 1024;
+
+// The last `max_bytes` of `text` at most, starting at a UTF-8 character.
+inline std::string_view Utf8Tail(std::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return text;
+  size_t cut = text.size() - max_bytes;
+  while (cut < text.size() && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) ++cut;
+  return text.substr(cut);
+}
+
 struct OpenedEvent {
   std::string session_id;
   CacheConfig cache;
   std::string model;
   int64_t length = 0;  // the conversation's length in tokens so far
   bool resumed = false;
+  LastTurn last_turn;  // set on resume
 };
 
 struct DeltaEvent {

@@ -76,6 +76,8 @@ absl::Status EngineConfig::Validate() const {
                                                       default_cache.window, max_window));
   }
   if (!(session_ttl_seconds >= 0)) return absl::InvalidArgumentError("session TTL must be >= 0");
+  if (!(stalled_stream_seconds > 0)) return absl::InvalidArgumentError("the stalled-stream timeout must be > 0");
+  if (max_sessions_per_client < 0) return absl::InvalidArgumentError("max sessions per client must be >= 0");
   if (outbox_capacity < 1) return absl::InvalidArgumentError("outbox capacity must be >= 1");
   if (kv_budget_bytes < 0) return absl::InvalidArgumentError("the KV budget must be >= 0 bytes");
   if (max_stop_strings < 0 || max_stop_bytes < 0) return absl::InvalidArgumentError("stop string caps must be >= 0");
@@ -238,9 +240,9 @@ void Engine::Loop() {
                         std::any_of(active_.begin(), active_.end(), [](Session* s) { return Scheduler::Runnable(*s); });
       auto ready = [&] { return stop_ || wake_ || !commands_.empty(); };
       if (!busy) {
-        // Sleep until a command or a wake; detached sessions need a timed
-        // wake for their TTL.
-        if (sessions_.size() > attached_.size()) {
+        // Sleep until a command or a wake; sessions need a timed wake for
+        // the idle TTL and the stalled-stream check.
+        if (!sessions_.empty()) {
           cv_.wait_for(lock, kSweepInterval, ready);
         } else {
           cv_.wait(lock, ready);
@@ -256,6 +258,7 @@ void Engine::Loop() {
     const Clock::time_point now = Clock::now();
     if (now - last_sweep_ >= kSweepInterval) {
       ExpireIdle(now);
+      EndStalled(now);
       last_sweep_ = now;
     }
     if (Step()) steps_.fetch_add(1, std::memory_order_relaxed);
@@ -296,31 +299,61 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
     s = it->second.get();
     resumed = true;
     if (s->outbox != nullptr) {
+      if (!config_.allow_takeover) {
+        outbox->Push(EndEvent{absl::FailedPreconditionError(
+            "that session is attached to another stream; resume it once that stream ends (a dead connection is "
+            "noticed within the keepalive timeout), or run the server with --allow-takeover")});
+        return;
+      }
       // The newest stream wins (a client reconnecting before the server saw
       // its old stream die); the old one is told why it ends.
       EndStreamOf(*s, absl::AbortedError("this session was resumed on another stream"));
     }
   } else {
-    ExpireIdle(Clock::now());
-    if (static_cast<int64_t>(sessions_.size()) >= config_.max_sessions) {
-      outbox->Push(EndEvent{absl::ResourceExhaustedError(absl::StrFormat(
-          "the server holds its limit of %d sessions; delete sessions you no longer need (DeleteSession) "
-          "or retry after idle ones expire (%g s TTL)",
-          config_.max_sessions, config_.session_ttl_seconds))});
-      return;
-    }
-    absl::StatusOr<std::unique_ptr<Session>> created = NewSession(request);
+    absl::StatusOr<Session*> created = AdmitSession(request);
     if (!created.ok()) {
       outbox->Push(EndEvent{created.status()});
       return;
     }
-    s = created->get();
-    sessions_[s->id] = std::move(*created);
-    session_count_.store(static_cast<int64_t>(sessions_.size()));
+    s = *created;
   }
   s->outbox = outbox;
+  s->stalled = false;
   attached_[outbox.get()] = s;
-  outbox->Push(OpenedEvent{s->id, s->cache, model_name_, s->length(), resumed});
+  OpenedEvent opened{s->id, s->cache, model_name_, s->length(), resumed, LastTurn()};
+  if (resumed) {
+    opened.last_turn = s->last_turn;
+    LastTurn& last = opened.last_turn;
+    if (last.text.size() > kLastTurnTextBytes) {
+      last.text = std::string(Utf8Tail(last.text, kLastTurnTextBytes));
+      last.truncated = true;
+    }
+  }
+  outbox->Push(std::move(opened));
+}
+
+absl::StatusOr<Session*> Engine::AdmitSession(const OpenRequest& request) {
+  ExpireIdle(Clock::now());
+  const int64_t quota = config_.max_sessions_per_client;
+  if (quota > 0) {
+    auto held = client_sessions_.find(request.client);
+    if (held != client_sessions_.end() && held->second >= quota && !ReclaimDetached(&request.client)) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "this client holds its limit of %d sessions, all attached to streams; end or delete one first", quota));
+    }
+  }
+  if (static_cast<int64_t>(sessions_.size()) >= config_.max_sessions && !ReclaimDetached(nullptr)) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "the server holds its limit of %d sessions, all attached to streams; retry when one ends, or delete "
+        "sessions you no longer need (DeleteSession)",
+        config_.max_sessions));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Session> created, NewSession(request));
+  Session* s = created.get();
+  ++client_sessions_[s->client];
+  sessions_[s->id] = std::move(created);
+  session_count_.store(static_cast<int64_t>(sessions_.size()));
+  return s;
 }
 
 absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& request) {
@@ -340,13 +373,7 @@ absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& r
   if (!geometry.ok()) return absl::InvalidArgumentError(geometry.status().message());
   s->geometry = *geometry;
   const int64_t cache_bytes = backend_->CacheBytes(s->geometry);
-  const int64_t used = kv_bytes_.load(std::memory_order_relaxed);
-  if (config_.kv_budget_bytes > 0 && cache_bytes > config_.kv_budget_bytes - used) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "this session's KV cache needs %d bytes but only %d of the server's %d-byte KV budget are free; ask for a "
-        "smaller window, or retry when sessions end",
-        cache_bytes, std::max<int64_t>(config_.kv_budget_bytes - used, 0), config_.kv_budget_bytes));
-  }
+  RETURN_IF_ERROR(MakeKvRoom(cache_bytes));
   absl::StatusOr<CacheId> id = backend_->CreateCache(s->geometry);
   if (!id.ok()) {
     if (absl::IsResourceExhausted(id.status())) return id.status();
@@ -356,6 +383,7 @@ absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& r
   kv_bytes_.fetch_add(cache_bytes, std::memory_order_relaxed);
   s->id = NewSessionId();
   s->system_prompt = request.system_prompt;
+  s->client = request.client;
   s->preamble = s->chat_template->Preamble(s->system_prompt);
   return s;
 }
@@ -408,6 +436,8 @@ absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
   turn->start = Clock::now();
   for (int32_t id : prompt) PushRecent(&s.recent, id);
   s.turn = std::move(turn);
+  s.last_turn = LastTurn();
+  s.last_turn.turn = s.turns;
   s.carry.clear();
   s.preamble.clear();
   s.started = true;
@@ -461,6 +491,9 @@ void Engine::DestroySession(const std::string& id) {
   if (s.phase != Phase::kIdle) EndTurn(s, FinishReason::kCancelled, "", /*emit=*/false);
   backend_->DestroyCache(s.cache_id);
   kv_bytes_.fetch_sub(backend_->CacheBytes(s.geometry), std::memory_order_relaxed);
+  if (auto held = client_sessions_.find(s.client); held != client_sessions_.end() && --held->second <= 0) {
+    client_sessions_.erase(held);
+  }
   sessions_.erase(it);
   session_count_.store(static_cast<int64_t>(sessions_.size()));
 }
@@ -472,6 +505,56 @@ void Engine::ExpireIdle(Clock::time_point now) {
     if (s->outbox == nullptr && now - s->detached_at >= ttl) expired.push_back(id);
   }
   for (const std::string& id : expired) DestroySession(id);
+}
+
+void Engine::EndStalled(Clock::time_point now) {
+  const auto limit = std::chrono::duration<double>(config_.stalled_stream_seconds);
+  std::vector<Session*> stalled;
+  for (const auto& [outbox, s] : attached_) {
+    if (!outbox->Full()) {
+      s->stalled = false;
+    } else if (!s->stalled) {
+      s->stalled = true;
+      s->stalled_since = now;
+    } else if (now - s->stalled_since >= limit) {
+      stalled.push_back(s);
+    }
+  }
+  for (Session* s : stalled) {
+    EndStreamOf(*s, absl::DeadlineExceededError(absl::StrFormat(
+        "the client read nothing for %g s, so this stream ends; its session is kept for %g s, resume it to go on",
+        config_.stalled_stream_seconds, config_.session_ttl_seconds)));
+  }
+}
+
+bool Engine::ReclaimDetached(const std::string* client) {
+  const Session* oldest = nullptr;
+  for (const auto& [id, s] : sessions_) {
+    if (s->outbox != nullptr || (client != nullptr && s->client != *client)) continue;
+    if (oldest == nullptr || s->detached_at < oldest->detached_at) oldest = s.get();
+  }
+  if (oldest == nullptr) return false;
+  DestroySession(oldest->id);
+  return true;
+}
+
+absl::Status Engine::MakeKvRoom(int64_t cache_bytes) {
+  const int64_t budget = config_.kv_budget_bytes;
+  if (budget == 0) return absl::OkStatus();
+  auto free_bytes = [&] { return budget - kv_bytes_.load(std::memory_order_relaxed); };
+  int64_t reclaimable = 0;
+  for (const auto& [id, s] : sessions_) {
+    if (s->outbox == nullptr) reclaimable += backend_->CacheBytes(s->geometry);
+  }
+  if (cache_bytes > free_bytes() + reclaimable) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "this session's KV cache needs %d bytes but only %d of the server's %d-byte KV budget are free; ask for a "
+        "smaller window, or retry when sessions end",
+        cache_bytes, std::max<int64_t>(free_bytes(), 0), budget));
+  }
+  while (cache_bytes > free_bytes() && ReclaimDetached(nullptr)) {
+  }
+  return absl::OkStatus();
 }
 
 void Engine::EndAll(const absl::Status& status) {

@@ -54,6 +54,12 @@ struct EngineConfig {
   int32_t max_window = 65536;              // cap on a session's window tokens
   SchedulerConfig scheduler;               // prefill chunk and per-step budget
   int64_t max_sessions = 256;              // attached + detached
+  // Sessions one client identity may hold, attached or detached (0: no cap).
+  // A client at its cap reclaims its own longest-detached session first.
+  int64_t max_sessions_per_client = 64;
+  // Resuming a session another stream holds: false ends the newcomer with
+  // FAILED_PRECONDITION; true moves the session (the old stream gets ABORTED).
+  bool allow_takeover = false;
   int64_t max_prompt_bytes = 1 << 20;      // per turn text and system prompt
   int64_t max_new_tokens = 1000000;        // cap on a turn's max_new_tokens
   int64_t default_max_new_tokens = 512;    // when a turn asks for none
@@ -62,6 +68,9 @@ struct EngineConfig {
   SamplingParams default_sampling;
   ChatTemplateKind default_template = ChatTemplateKind::kRaw;
   double session_ttl_seconds = 600;        // detached sessions live this long
+  // A stream whose client reads nothing this long (its outbox stays full)
+  // ends with DEADLINE_EXCEEDED; its session is detached and kept for the TTL.
+  double stalled_stream_seconds = 60;
   size_t outbox_capacity = 64;             // events per stream before it pauses
   // Bytes all sessions' KV caches may hold together (0: no limit). An open
   // whose cache does not fit gets RESOURCE_EXHAUSTED, before any allocation.
@@ -133,6 +142,8 @@ class Engine {
 
   // Commands (engine thread).
   void DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& request);
+  // A new session under the session caps and the KV budget, registered.
+  absl::StatusOr<Session*> AdmitSession(const OpenRequest& request);
   absl::StatusOr<std::unique_ptr<Session>> NewSession(const OpenRequest& request);
   void DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& request);
   absl::Status PrepareTurn(Session& s, const TurnRequest& request);
@@ -144,6 +155,14 @@ class Engine {
   void EndStreamOf(Session& s, const absl::Status& status);
   void DestroySession(const std::string& id);
   void ExpireIdle(Clock::time_point now);
+  // Ends the streams whose clients stopped reading longer than allowed.
+  void EndStalled(Clock::time_point now);
+  // Destroys the detached session detached longest (of `client` only when
+  // it is set). False when there is none.
+  bool ReclaimDetached(const std::string* client);
+  // RESOURCE_EXHAUSTED unless `cache_bytes` fit the KV budget, reclaiming
+  // detached sessions (longest-detached first) when that makes them fit.
+  absl::Status MakeKvRoom(int64_t cache_bytes);
   void EndAll(const absl::Status& status);
   Session* Attached(Outbox* outbox);
 
@@ -173,6 +192,7 @@ class Engine {
   // Engine-thread state.
   absl::flat_hash_map<std::string, std::unique_ptr<Session>> sessions_;
   absl::flat_hash_map<const Outbox*, Session*> attached_;
+  absl::flat_hash_map<std::string, int64_t> client_sessions_;  // sessions per client identity
   std::vector<Session*> active_;  // sessions with a running turn
   Scheduler scheduler_;
   std::vector<ScheduledSeq> plan_;  // this step's sessions, in batch order

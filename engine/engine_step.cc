@@ -27,6 +27,21 @@ bool Engine::Step() {
   return true;
 }
 
+namespace {
+
+// Appends a turn's text to what a resume reports, keeping at most the last
+// kLastTurnTextBytes (cut at a UTF-8 character start). Trims in bulk, so a
+// long turn costs amortized O(1) per byte.
+void AppendLastTurn(LastTurn* last, std::string_view text, int64_t tokens) {
+  last->text.append(text);
+  last->generated_tokens += tokens;
+  if (last->text.size() <= 2 * kLastTurnTextBytes) return;
+  last->text = std::string(Utf8Tail(last->text, kLastTurnTextBytes));
+  last->truncated = true;
+}
+
+}  // namespace
+
 void Engine::Postprocess(const ScheduledSeq& item, absl::Span<float> logits) {
   Session& s = *item.session;
   s.consumed += item.n_tokens;
@@ -57,6 +72,7 @@ void Engine::SampleNext(Session& s, absl::Span<float> logits) {
   // decode phase feeds it next step, or EndTurn carries it into the next turn.
   s.phase = Phase::kDecode;
   s.next_token = step.token;
+  AppendLastTurn(&s.last_turn, step.text, 1);
   s.outbox->Push(DeltaEvent{step.text, {step.token}, t.number});
   if (step.finish) {
     EndTurn(s, *step.finish, "", /*emit=*/true);
@@ -74,10 +90,12 @@ void Engine::EndTurn(Session& s, FinishReason reason, const std::string& error, 
   s.next_token = -1;
   std::erase(active_, &s);  // safe mid-step: the step iterates plan_
   running_turns_.fetch_sub(1);
+  std::string rest = t.generation.Flush(reason);
+  AppendLastTurn(&s.last_turn, rest, 0);
+  s.last_turn.finished = true;
+  s.last_turn.reason = reason;
   if (emit && s.outbox != nullptr) {
-    if (std::string rest = t.generation.Flush(reason); !rest.empty()) {
-      s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
-    }
+    if (!rest.empty()) s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
     s.outbox->Push(DoneEvent{reason, Usage(s), t.number, error});
   }
   s.turn.reset();

@@ -52,6 +52,7 @@ struct Session {
   CacheId cache_id = -1;
   const ChatTemplate* chat_template = nullptr;  // owned by the engine
   std::string system_prompt;
+  std::string client;  // the identity that opened it (quota accounting)
 
   // The conversation's length. Every emitted token enters the cache: the
   // token a finished turn sampled last (never fed by that turn) is carried
@@ -62,11 +63,15 @@ struct Session {
   bool started = false;           // a turn has been accepted
   uint32_t turns = 0;
   std::vector<int32_t> recent;    // latest tokens, for the repetition penalty
+  LastTurn last_turn;             // the latest turn's output, for a resume
 
   // The stream attached to this session, or null while detached.
   std::shared_ptr<Outbox> outbox;
   Clock::time_point detached_at;
   bool closing = false;  // the client half-closed: end the stream once idle
+  // The outbox has been full (the client reads nothing) since stalled_since.
+  bool stalled = false;
+  Clock::time_point stalled_since;
 
   Phase phase = Phase::kIdle;
   std::unique_ptr<TurnState> turn;

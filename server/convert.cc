@@ -112,6 +112,14 @@ bool ToProto(const ChatEvent& event, v1::ChatResponse* out) {
     o->set_model(e->model);
     o->set_position(static_cast<uint64_t>(e->length));  // the wire name of the length
     o->set_resumed(e->resumed);
+    if (e->resumed) {
+      v1::LastTurn* last = o->mutable_last_turn();
+      last->set_turn(e->last_turn.turn);
+      last->set_text(e->last_turn.text);
+      last->set_truncated(e->last_turn.truncated);
+      last->set_generated_tokens(static_cast<uint32_t>(e->last_turn.generated_tokens));
+      if (e->last_turn.finished) last->set_reason(ToProto(e->last_turn.reason));
+    }
     return true;
   }
   if (const auto* e = std::get_if<DeltaEvent>(&event)) {

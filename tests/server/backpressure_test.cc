@@ -10,14 +10,7 @@
 namespace sinkserve::testing {
 namespace {
 
-uint64_t Position(TestServer& s, const std::string& id) {
-  grpc::ClientContext context;
-  v1::GetSessionRequest request;
-  request.set_session_id(id);
-  v1::SessionInfo info;
-  s.stub()->GetSession(&context, request, &info);
-  return info.position();
-}
+uint64_t Position(TestServer& s, const std::string& id) { return GetSession(s, id).position(); }
 
 TEST(BackpressureTest, ASilentClientPausesOnlyItsOwnSession) {
   START_SERVER(s, EngineConfig{});

@@ -18,16 +18,6 @@ std::vector<uint32_t> Encode(const TestServer& s, const std::string& text) {
   return out;
 }
 
-v1::SessionInfo GetSession(TestServer& s, const std::string& id, grpc::Status* status = nullptr) {
-  grpc::ClientContext context;
-  v1::GetSessionRequest request;
-  request.set_session_id(id);
-  v1::SessionInfo info;
-  grpc::Status st = s.stub()->GetSession(&context, request, &info);
-  if (status) *status = st;
-  return info;
-}
-
 TEST(ChatTest, ThreeTurnsCountOnlyTheirOwnPromptTokens) {
   START_SERVER(s, EngineConfig{});
   RawStream c(s.stub());

@@ -15,28 +15,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Opens a session with `cache` and returns how the stream ended (OK with an
-// opened answer in `opened`, or the error).
-grpc::Status OpenWith(TestServer& s, const v1::CacheConfig& cache, v1::ChatResponse* opened = nullptr) {
-  RawStream c(s.stub());
-  if (!c.Open("", cache)) return c.Finish();
-  v1::ChatResponse r;
-  if (c.stream->Read(&r) && r.has_opened()) {
-    if (opened != nullptr) *opened = r;
-    c.context.TryCancel();
-    c.stream->Finish();
-    return grpc::Status::OK;
-  }
-  return c.Finish();
-}
-
-// An open that still works: the server serves after every refusal.
-void ExpectStillServes(TestServer& s) {
-  v1::ChatResponse r;
-  EXPECT_TRUE(OpenWith(s, v1::CacheConfig(), &r).ok());
-  EXPECT_EQ(r.opened().session_id().size(), 32u);
-}
-
 // Before: sink_tokens was checked against 2^24 only, so one open of 16M
 // sinks asked the engine thread for gigabytes (std::bad_alloc took the whole
 // server down under an address-space limit).
@@ -66,9 +44,11 @@ TEST(LimitsTest, KvBudgetAdmitsByBytesAndFreesOnDelete) {
   // floats x 319 slots = 408,320 bytes. Two fit in 1 MB, a third does not.
   config.kv_budget_bytes = 1000000;
   START_SERVER(s, config);
-  v1::ChatResponse a, b;
-  ASSERT_TRUE(OpenWith(s, v1::CacheConfig(), &a).ok());
-  ASSERT_TRUE(OpenWith(s, v1::CacheConfig(), &b).ok());
+  // Both stay attached: a detached session's bytes would be reclaimed.
+  RawStream a(s.stub()), b(s.stub());
+  std::string a_id, b_id;
+  ASSERT_TRUE(a.OpenAttached(&a_id));
+  ASSERT_TRUE(b.OpenAttached(&b_id));
   EXPECT_EQ(s.engine()->stats().kv_bytes, 2 * 408320);
   grpc::Status third = OpenWith(s, v1::CacheConfig());
   EXPECT_EQ(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
@@ -80,11 +60,13 @@ TEST(LimitsTest, KvBudgetAdmitsByBytesAndFreesOnDelete) {
 
   grpc::ClientContext context;
   v1::DeleteSessionRequest del;
-  del.set_session_id(a.opened().session_id());
+  del.set_session_id(a_id);
   v1::DeleteSessionResponse deleted;
   ASSERT_TRUE(s.stub()->DeleteSession(&context, del, &deleted).ok());
   EXPECT_EQ(s.engine()->stats().kv_bytes, 408320);
   ExpectStillServes(s);
+  EXPECT_EQ(a.Finish().error_code(), grpc::StatusCode::ABORTED);  // deleted under it
+  EXPECT_TRUE(b.Finish().ok());
 }
 
 }  // namespace

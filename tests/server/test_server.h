@@ -3,6 +3,7 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include <memory>
 #include <string>
@@ -85,6 +86,13 @@ struct RawStream {
     *r.mutable_open()->mutable_cache() = cache;
     return stream->Write(r);
   }
+  // Opens and reads the opened answer; the stream stays attached.
+  bool OpenAttached(std::string* id, const v1::CacheConfig& cache = {}) {
+    v1::ChatResponse r;
+    if (!Open("", cache) || !stream->Read(&r) || !r.has_opened()) return false;
+    *id = r.opened().session_id();
+    return true;
+  }
   bool Turn(const std::string& text, uint32_t max_new, bool ignore_eos = false) {
     v1::ChatRequest r;
     v1::Turn* t = r.mutable_turn();
@@ -127,6 +135,39 @@ struct RawStream {
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReaderWriter<v1::ChatRequest, v1::ChatResponse>> stream;
 };
+
+inline v1::SessionInfo GetSession(TestServer& s, const std::string& id, grpc::Status* status = nullptr) {
+  grpc::ClientContext context;
+  v1::GetSessionRequest request;
+  request.set_session_id(id);
+  v1::SessionInfo info;
+  grpc::Status st = s.stub()->GetSession(&context, request, &info);
+  if (status) *status = st;
+  return info;
+}
+
+// Opens a session with `cache` on a stream of its own, then drops the stream
+// (the session stays, detached); returns how the open went (OK with the
+// opened answer in `opened`, or the error).
+inline grpc::Status OpenWith(TestServer& s, const v1::CacheConfig& cache, v1::ChatResponse* opened = nullptr) {
+  RawStream c(s.stub());
+  if (!c.Open("", cache)) return c.Finish();
+  v1::ChatResponse r;
+  if (c.stream->Read(&r) && r.has_opened()) {
+    if (opened != nullptr) *opened = r;
+    c.context.TryCancel();
+    c.stream->Finish();
+    return grpc::Status::OK;
+  }
+  return c.Finish();
+}
+
+// An open that still works: the server serves after every refusal.
+inline void ExpectStillServes(TestServer& s) {
+  v1::ChatResponse r;
+  EXPECT_TRUE(OpenWith(s, v1::CacheConfig(), &r).ok());
+  EXPECT_EQ(r.opened().session_id().size(), 32u);
+}
 
 }  // namespace sinkserve::testing
 
