@@ -18,6 +18,16 @@ namespace sinkserve {
 struct ChatServerOptions {
   std::string listen = "127.0.0.1:50051";  // host:port; port 0 picks a free one
   int64_t max_message_bytes = 4 << 20;     // per gRPC message, both directions
+  // Connections: HTTP/2 keepalive pings after this much silence, and a
+  // connection that does not answer one within keepalive_timeout is closed
+  // (its streams end, their sessions detach).
+  double keepalive_seconds = 30;
+  double keepalive_timeout_seconds = 10;
+  // A connection must finish its HTTP/2 handshake within this.
+  double handshake_timeout_seconds = 10;
+  // A connection with no stream this long is closed (clients reconnect).
+  double connection_idle_seconds = 300;
+  int64_t max_streams_per_connection = 100;
 };
 
 class ChatServer {

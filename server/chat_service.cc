@@ -3,6 +3,9 @@
 #include <memory>
 #include <mutex>
 
+#include <grpcpp/support/proto_buffer_reader.h>
+#include <grpcpp/support/proto_buffer_writer.h>
+
 #include "absl/strings/str_format.h"
 #include "server/convert.h"
 
@@ -23,16 +26,16 @@ constexpr size_t kMaxTokensPerDelta = 64;
 //   finished_:  Finish was called (exactly once).
 // Reads: one StartRead outstanding until the client half-closes, the call
 // dies, or a request cannot be read.
-class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>,
+class ChatReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                           public WritePump::Stream {
  public:
-  explicit ChatReactor(ChatServiceImpl* service)
-      : service_(service), engine_(service->engine_), outbox_(engine_->NewOutbox()) {
+  ChatReactor(ChatServiceImpl* service, std::string client)
+      : service_(service), engine_(service->engine_), outbox_(engine_->NewOutbox()), client_(std::move(client)) {
     service_->open_streams_.fetch_add(1);
     // The hook runs on the engine thread: it only queues this stream for the
     // pump, which calls PumpWrite.
     outbox_->SetNotify([this] { service_->pump_.Kick(this); });
-    StartRead(&request_);
+    StartRead(&request_bytes_);
   }
 
   void OnReadDone(bool ok) override {
@@ -40,11 +43,17 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
       engine_->HalfClose(outbox_);  // the stream ends once its turn is done
       return;
     }
+    if (!grpc::SerializationTraits<v1::ChatRequest>::Deserialize(&request_bytes_, &request_).ok()) {
+      engine_->EndStream(outbox_, absl::InvalidArgumentError(
+                                      "a request is not a ChatRequest (malformed protobuf, or a string field that "
+                                      "is not valid UTF-8); the stream ends"));
+      return;
+    }
     if (absl::Status status = Forward(request_); !status.ok()) {
       engine_->EndStream(outbox_, status);  // and read no more
       return;
     }
-    StartRead(&request_);
+    StartRead(&request_bytes_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -81,6 +90,7 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
       case v1::ChatRequest::kOpen: {
         absl::StatusOr<OpenRequest> open = FromProto(request.open());
         if (!open.ok()) return open.status();
+        open->client = client_;
         engine_->Open(outbox_, *std::move(open));
         return absl::OkStatus();
       }
@@ -119,24 +129,45 @@ class ChatReactor final : public grpc::ServerBidiReactor<v1::ChatRequest, v1::Ch
       return;
     }
     ToProto(*event, &response_);
+    bool own_buffer = false;
+    response_bytes_.Clear();  // the last write's bytes; Serialize wants an empty buffer
+    if (!grpc::SerializationTraits<v1::ChatResponse>::Serialize(response_, &response_bytes_, &own_buffer).ok()) {
+      // Only a message over 2 GiB fails to serialize; ours are bounded.
+      finished_ = true;
+      lock.unlock();
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "could not serialize a response"));
+      return;
+    }
     writing_ = true;
     lock.unlock();
-    StartWrite(&response_);
+    StartWrite(&response_bytes_);
   }
 
   ChatServiceImpl* service_;
   Engine* engine_;
   std::shared_ptr<Outbox> outbox_;
-  v1::ChatRequest request_;  // the outstanding read's target
+  const std::string client_;        // the identity its sessions count against
+  grpc::ByteBuffer request_bytes_;  // the outstanding read's target
+  v1::ChatRequest request_;         // the last request, parsed
   std::mutex mu_;
-  v1::ChatResponse response_;  // the outstanding write's source
+  v1::ChatResponse response_;
+  grpc::ByteBuffer response_bytes_;  // the outstanding write's source
   bool writing_ = false;
   bool dead_ = false;
   bool finished_ = false;
 };
 
-grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>* ChatServiceImpl::Chat(grpc::CallbackServerContext*) {
-  return new ChatReactor(this);
+std::string PeerIdentity(std::string_view peer) {
+  // gRPC writes "ipv4:1.2.3.4:5678", "ipv6:[::1]:5678" or "unix:/path".
+  if (peer.starts_with("ipv4:") || peer.starts_with("ipv6:")) {
+    if (const size_t colon = peer.rfind(':'); colon > 4) peer = peer.substr(0, colon);
+  }
+  return std::string(peer);
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatServiceImpl::Chat(
+    grpc::CallbackServerContext* context) {
+  return new ChatReactor(this, PeerIdentity(context->peer()));
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::GetSession(grpc::CallbackServerContext* context,

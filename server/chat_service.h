@@ -5,6 +5,8 @@
 #pragma once
 
 #include <atomic>
+#include <string>
+#include <string_view>
 
 #include "engine/engine.h"
 #include "server/write_pump.h"
@@ -12,13 +14,26 @@
 
 namespace sinkserve {
 
-class ChatServiceImpl final : public v1::ChatService::CallbackService {
+// Chat is a raw method (bytes in, bytes out): the reactor parses each request
+// itself, so a body that is not a ChatRequest (or a string field that is not
+// UTF-8) ends the stream with INVALID_ARGUMENT instead of looking like a
+// half-close.
+using ChatServiceBase = v1::ChatService::WithRawCallbackMethod_Chat<v1::ChatService::WithCallbackMethod_GetSession<
+    v1::ChatService::WithCallbackMethod_DeleteSession<v1::ChatService::WithCallbackMethod_GetServerInfo<
+        v1::ChatService::Service>>>>;
+
+// The identity a connection's sessions count against when no API key names
+// one: the peer's address without its port ("ipv4:10.0.0.7"), so that one
+// host's connections share a quota.
+std::string PeerIdentity(std::string_view peer);
+
+class ChatServiceImpl final : public ChatServiceBase {
  public:
   // `engine` must outlive the service. `info` is what GetServerInfo returns
   // (active_sessions is filled per call).
   ChatServiceImpl(Engine* engine, v1::ServerInfo info) : engine_(engine), info_(std::move(info)) {}
 
-  grpc::ServerBidiReactor<v1::ChatRequest, v1::ChatResponse>* Chat(grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Chat(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
                                        v1::SessionInfo* response) override;
   grpc::ServerUnaryReactor* DeleteSession(grpc::CallbackServerContext* context,

@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,15 +49,44 @@ v1::ServerInfo Info(const EngineConfig& c, const Backend& backend, const std::st
   info.set_max_stop_strings(static_cast<uint32_t>(c.max_stop_strings));
   info.set_max_stop_bytes(static_cast<uint32_t>(c.max_stop_bytes));
   info.set_kv_budget_bytes(static_cast<uint64_t>(c.kv_budget_bytes));
+  info.set_max_sessions_per_client(static_cast<uint32_t>(c.max_sessions_per_client));
+  info.set_allow_takeover(c.allow_takeover);
+  info.set_stalled_stream_seconds(c.stalled_stream_seconds);
   return info;
+}
+
+// Below this many fds a server warns at start: a few hundred clients would
+// exhaust it.
+constexpr int64_t kFewFds = 4096;
+
+struct FdLimit {
+  int64_t soft = 0;
+};
+
+// Raises the soft limit on open files to the hard one: every connection is a
+// descriptor, and gRPC's listener stops accepting for good once accept()
+// fails with EMFILE (grpc/grpc#20418), so the limit must sit far above what
+// clients reach.
+FdLimit RaiseFdLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return {};
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  return {limit.rlim_cur == RLIM_INFINITY ? INT64_MAX : static_cast<int64_t>(limit.rlim_cur)};
 }
 
 absl::Status Run(int argc, char** argv) {
   std::vector<std::string> valued = {"listen", "chat-template", "step-tokens", "max-sessions", "max-window",
                                      "max-prompt-bytes", "max-new-tokens", "default-max-new-tokens",
-                                     "max-message-bytes", "session-ttl", "drain-timeout", "outbox", "kv-budget"};
+                                     "max-message-bytes", "session-ttl", "drain-timeout", "outbox", "kv-budget",
+                                     "max-sessions-per-client", "stalled-stream-timeout", "keepalive",
+                                     "keepalive-timeout", "handshake-timeout", "connection-idle",
+                                     "max-streams-per-connection"};
   for (const auto* group : {&kModelFlags, &kCacheFlags, &kSamplingFlags}) valued.insert(valued.end(), group->begin(), group->end());
-  Flags flags(valued, {});
+  Flags flags(valued, {"allow-takeover"});
   RETURN_IF_ERROR(flags.Parse(argc, argv));
 
   EngineConfig config;
@@ -64,6 +94,10 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(config.scheduler.prefill_chunk, ParseChunk(flags));
   ASSIGN_OR_RETURN(config.scheduler.step_token_budget, flags.IntInRange("step-tokens", 512, 1, 1 << 20));
   ASSIGN_OR_RETURN(config.max_sessions, flags.IntInRange("max-sessions", 256, 1, 1 << 20));
+  ASSIGN_OR_RETURN(config.max_sessions_per_client,
+                   flags.IntInRange("max-sessions-per-client", std::max<int64_t>(config.max_sessions / 4, 1), 0,
+                                    1 << 20));
+  config.allow_takeover = flags.Switch("allow-takeover");
   ASSIGN_OR_RETURN(config.max_window, flags.IntInRange("max-window", 65536, 1, 1 << 24));
   ASSIGN_OR_RETURN(config.max_prompt_bytes, flags.IntInRange("max-prompt-bytes", 1 << 20, 1, 1 << 30));
   ASSIGN_OR_RETURN(config.max_new_tokens, flags.IntInRange("max-new-tokens", 1000000, 1, 0xffffffffLL));
@@ -72,6 +106,7 @@ absl::Status Run(int argc, char** argv) {
                                     config.max_new_tokens));
   ASSIGN_OR_RETURN(int64_t max_message, flags.IntInRange("max-message-bytes", 4 << 20, 1024, 1 << 30));
   ASSIGN_OR_RETURN(config.session_ttl_seconds, SecondsFlag(flags, "session-ttl", 600));
+  ASSIGN_OR_RETURN(config.stalled_stream_seconds, SecondsFlag(flags, "stalled-stream-timeout", 60));
   ASSIGN_OR_RETURN(double drain_timeout, SecondsFlag(flags, "drain-timeout", 30));
   ASSIGN_OR_RETURN(int64_t outbox, flags.IntInRange("outbox", 64, 1, 1 << 20));
   config.outbox_capacity = static_cast<size_t>(outbox);
@@ -108,15 +143,28 @@ absl::Status Run(int argc, char** argv) {
   ChatServerOptions options;
   options.listen = flags.String("listen", "127.0.0.1:50051");
   options.max_message_bytes = max_message;
+  ASSIGN_OR_RETURN(options.keepalive_seconds, SecondsFlag(flags, "keepalive", 30));
+  ASSIGN_OR_RETURN(options.keepalive_timeout_seconds, SecondsFlag(flags, "keepalive-timeout", 10));
+  ASSIGN_OR_RETURN(options.handshake_timeout_seconds, SecondsFlag(flags, "handshake-timeout", 10));
+  ASSIGN_OR_RETURN(options.connection_idle_seconds, SecondsFlag(flags, "connection-idle", 300));
+  ASSIGN_OR_RETURN(options.max_streams_per_connection, flags.IntInRange("max-streams-per-connection", 100, 1, 1 << 20));
+  const FdLimit fds = RaiseFdLimit();
   ASSIGN_OR_RETURN(std::unique_ptr<ChatServer> server,
                    ChatServer::Start(engine.get(), Info(config, backend, config.model_name, max_message), options));
   const CacheConfig& c = config.default_cache;
   std::cerr << absl::StrFormat(
       "%s: serving model=%s backend=%s cache=%s sinks=%d window=%d chunk=%d template=%s max_sessions=%d "
-      "kv_budget=%dMiB session_ttl=%gs listen=%s\n",
+      "kv_budget=%dMiB session_ttl=%gs max_sessions_per_client=%d fd_limit=%d listen=%s\n",
       kTool, config.model_name, backend.name(), CachePolicyName(c.policy), c.sinks, c.window,
       config.scheduler.prefill_chunk, ChatTemplateName(config.default_template), config.max_sessions,
-      config.kv_budget_bytes >> 20, config.session_ttl_seconds, server->address());
+      config.kv_budget_bytes >> 20, config.session_ttl_seconds, config.max_sessions_per_client, fds.soft,
+      server->address());
+  if (fds.soft < kFewFds) {
+    std::cerr << absl::StrFormat(
+        "%s: warning: only %d file descriptors may be open (hard limit); each connection takes one, so raise it "
+        "(ulimit -n, or the container's nofile) for many clients\n",
+        kTool, fds.soft);
+  }
 
   // SIGTERM/SIGINT were blocked in every thread (main, before any thread
   // started); wait for one here, then drain.

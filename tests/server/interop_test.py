@@ -10,58 +10,11 @@ import argparse
 import os
 import queue
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
-SKIP = 77
-
-
-def skip(why):
-    print(f"SKIP: {why}")
-    sys.exit(SKIP)
-
-
-def load_messages(proto_dir, workdir):
-    protoc = shutil.which("protoc")
-    if protoc is None:
-        skip("protoc is not installed (apt-get install protobuf-compiler)")
-    desc = os.path.join(workdir, "chat.desc")
-    subprocess.run([protoc, f"--proto_path={proto_dir}", "--include_imports", f"--descriptor_set_out={desc}",
-                    "sinkserve/v1/chat.proto"], check=True)
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    fds = descriptor_pb2.FileDescriptorSet()
-    with open(desc, "rb") as f:
-        fds.ParseFromString(f.read())
-    pool = descriptor_pool.DescriptorPool()
-    for fd in fds.file:
-        pool.Add(fd)
-    names = ["ChatRequest", "ChatResponse", "GetSessionRequest", "SessionInfo"]
-    classes = {}
-    for n in names:
-        d = pool.FindMessageTypeByName(f"sinkserve.v1.{n}")
-        if hasattr(message_factory, "GetMessageClass"):
-            classes[n] = message_factory.GetMessageClass(d)
-        else:
-            classes[n] = message_factory.MessageFactory(pool).GetPrototype(d)
-    return classes, pool
-
-
-def start_server(binary, shared):
-    model = os.path.join(shared, "models/stories260K/stories260K.bin")
-    vocab = os.path.join(shared, "models/stories260K/tok512.bin")
-    if not os.path.exists(model):
-        skip(f"shared test data missing: {model} (set SINKSERVE_SHARED_DIR)")
-    proc = subprocess.Popen([binary, "--model", model, "--tokenizer", vocab, "--listen", "127.0.0.1:0",
-                             "--backend", "cpu", "--threads", "1"], stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    m = re.search(r"listen=(\S+)", line)
-    if not m:
-        proc.kill()
-        raise RuntimeError(f"no startup line from the server: {line!r}")
-    return proc, m.group(1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from grpc_harness import import_grpc, load_messages, start_server, stop_server  # noqa: E402
 
 
 def main():
@@ -70,25 +23,16 @@ def main():
     ap.add_argument("--proto-dir", required=True)
     ap.add_argument("--shared-dir", required=True)
     args = ap.parse_args()
-    try:
-        import grpc  # noqa: F401
-        from google.protobuf import descriptor_pool  # noqa: F401
-    except ImportError as e:
-        skip(f"python grpc/protobuf missing ({e}); apt-get install python3-grpcio python3-protobuf")
-    import grpc
+    grpc = import_grpc()
 
     shared = os.environ.get("SINKSERVE_SHARED_DIR") or args.shared_dir
     with tempfile.TemporaryDirectory() as work:
         msgs, pool = load_messages(args.proto_dir, work)
-        proc, address = start_server(args.server_binary, shared)
+        proc, port, _ = start_server(args.server_binary, shared)
         try:
-            run(grpc, msgs, pool, address)
+            run(grpc, msgs, pool, f"127.0.0.1:{port}")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     print("OK")
 
 
