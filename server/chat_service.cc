@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "server/convert.h"
+#include "server/dispatch.h"
 
 namespace sinkserve {
 
@@ -44,12 +45,10 @@ class ChatReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       return;
     }
     if (!grpc::SerializationTraits<v1::ChatRequest>::Deserialize(&request_bytes_, &request_).ok()) {
-      engine_->EndStream(outbox_, absl::InvalidArgumentError(
-                                      "a request is not a ChatRequest (malformed protobuf, or a string field that "
-                                      "is not valid UTF-8); the stream ends"));
+      engine_->EndStream(outbox_, NotAChatRequest());  // and read no more
       return;
     }
-    if (absl::Status status = Forward(request_); !status.ok()) {
+    if (absl::Status status = Dispatch(*engine_, outbox_, request_, client_); !status.ok()) {
       engine_->EndStream(outbox_, status);  // and read no more
       return;
     }
@@ -84,28 +83,6 @@ class ChatReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   }
 
  private:
-  // Hands one request to the engine; an error for a request it cannot read.
-  absl::Status Forward(const v1::ChatRequest& request) {
-    switch (request.kind_case()) {
-      case v1::ChatRequest::kOpen: {
-        absl::StatusOr<OpenRequest> open = FromProto(request.open());
-        if (!open.ok()) return open.status();
-        open->client = client_;
-        engine_->Open(outbox_, *std::move(open));
-        return absl::OkStatus();
-      }
-      case v1::ChatRequest::kTurn:
-        engine_->StartTurn(outbox_, FromProto(request.turn()));
-        return absl::OkStatus();
-      case v1::ChatRequest::kCancel:
-        engine_->Cancel(outbox_);
-        return absl::OkStatus();
-      case v1::ChatRequest::KIND_NOT_SET:
-        break;
-    }
-    return absl::InvalidArgumentError("empty ChatRequest: set one of open, turn or cancel");
-  }
-
   void PumpWrite() override { TryWrite(); }
 
   // Starts the next write, or finishes the stream. Called from reactions and
