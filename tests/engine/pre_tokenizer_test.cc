@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "engine/text/tokenizer.h"
 #include "engine/text/unicode.h"
+#include "tests/build_flavor.h"
 
 namespace sinkserve {
 namespace {
@@ -157,9 +158,9 @@ TEST(PreTokenizer, HostileInputCostsBoundedWork) {
       const auto start = std::chrono::steady_clock::now();
       const std::vector<std::string_view> pieces = pre->Split(text);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-#ifdef NDEBUG
-      EXPECT_LT(seconds, 1.0) << name << " on " << text.size() << " bytes starting \"" << text.substr(0, 8) << "\"";
-#endif
+      if (testing::kTimingHolds) {  // not in unoptimized or sanitizer builds
+        EXPECT_LT(seconds, 1.0) << name << " on " << text.size() << " bytes starting \"" << text.substr(0, 8) << "\"";
+      }
       size_t total = 0;
       for (std::string_view p : pieces) total += p.size();
       EXPECT_EQ(total, text.size()) << name;
