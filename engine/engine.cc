@@ -59,9 +59,22 @@ std::string NewSessionId() {
   return id;
 }
 
+namespace {
+
+// The scheduler's config with its cost model filled in from the model.
+SchedulerConfig ForModel(SchedulerConfig config, const ModelConfig& model) {
+  if (config.weight_keys_per_token < 0) config.weight_keys_per_token = WeightKeysPerToken(model);
+  return config;
+}
+
+}  // namespace
+
 absl::Status EngineConfig::Validate() const {
   if (scheduler.prefill_chunk < 1) return absl::InvalidArgumentError("prefill chunk must be >= 1");
   if (scheduler.step_token_budget < 1) return absl::InvalidArgumentError("step token budget must be >= 1");
+  if (!(scheduler.prefill_share > 0) || scheduler.prefill_share > 1e6) {
+    return absl::InvalidArgumentError("prefill share must be > 0");
+  }
   if (max_sessions < 1) return absl::InvalidArgumentError("max sessions must be >= 1");
   if (max_window < 1) return absl::InvalidArgumentError("max window must be >= 1");
   if (max_prompt_bytes < 1) return absl::InvalidArgumentError("max prompt bytes must be >= 1");
@@ -105,7 +118,7 @@ Engine::Engine(Backend* backend, const Tokenizer* tokenizer, EngineConfig config
                                                     : "model"),
       vocab_size_(backend->config().vocab_size),
       context_(backend->config().max_seq_len),
-      scheduler_(config_.scheduler),
+      scheduler_(ForModel(config_.scheduler, backend->config())),
       last_sweep_(Clock::now()) {
   for (ChatTemplateKind kind : kAllChatTemplateKinds) {
     templates_.push_back(std::make_unique<ChatTemplate>(kind, *tokenizer_));

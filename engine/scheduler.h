@@ -5,6 +5,13 @@
 // tokens, round-robin, from what is left of the per-step token budget, so one
 // long prompt cannot starve the others. Sessions whose outbox is full (their
 // client is not reading) or that are idle contribute nothing.
+//
+// While sessions are decoding, prefill is also capped by work, not only by
+// tokens: a token costs its weight matmuls plus attention over every key it
+// sees, so 64 prompt tokens deep in a long window can cost many times a
+// step of 64 decodes. The step's prefill work is held to `prefill_share` of
+// its decodes' work (at least one chunk's weight work, and one token), which
+// bounds how much anyone's prompt slows the sessions that are streaming.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +27,20 @@ struct SchedulerConfig {
   int32_t prefill_chunk = 64;       // most prompt tokens of one session per step
   int32_t step_token_budget = 512;  // decode + prefill tokens per step (decode
                                     // always runs; prefill gets at least 1)
+  // While decodes run, a step's prefill work is at most this fraction of its
+  // decodes' work (or one chunk's weight work, whichever is more).
+  double prefill_share = 0.5;
+  // A token's weight matmuls, as the number of attention keys that cost the
+  // same (see WeightKeysPerToken). Negative: the engine derives it from the
+  // model; 0: prefill is capped by tokens only.
+  double weight_keys_per_token = -1;
 };
+
+// The weight work of one token (multiply-adds of every projection, the MLP
+// and the classifier) over the attention work of one key it attends to
+// (QK and PV over every head of every layer): for stories260K about 400, for
+// an 8B Llama about 30,000.
+double WeightKeysPerToken(const ModelConfig& config);
 
 // One session's share of a step. A step's plan is one list of these, passed
 // through schedule, forward and postprocess: the backend's batch is built
@@ -48,6 +68,9 @@ class Scheduler {
   const SchedulerConfig& config() const { return config_; }
 
  private:
+  // The work of a token that follows `tokens_before` tokens of `s`, in keys.
+  double TokenCost(const Session& s, int64_t tokens_before) const;
+
   SchedulerConfig config_;
   size_t prefill_cursor_ = 0;  // round-robin start among prefilling sessions
 };

@@ -84,7 +84,7 @@ absl::Status Run(int argc, char** argv) {
                                      "max-message-bytes", "session-ttl", "drain-timeout", "outbox", "kv-budget",
                                      "max-sessions-per-client", "stalled-stream-timeout", "keepalive",
                                      "keepalive-timeout", "handshake-timeout", "connection-idle",
-                                     "max-streams-per-connection"};
+                                     "max-streams-per-connection", "prefill-share"};
   for (const auto* group : {&kModelFlags, &kCacheFlags, &kSamplingFlags}) valued.insert(valued.end(), group->begin(), group->end());
   Flags flags(valued, {"allow-takeover"});
   RETURN_IF_ERROR(flags.Parse(argc, argv));
@@ -93,6 +93,11 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(config.default_cache, ParseCacheConfig(flags));
   ASSIGN_OR_RETURN(config.scheduler.prefill_chunk, ParseChunk(flags));
   ASSIGN_OR_RETURN(config.scheduler.step_token_budget, flags.IntInRange("step-tokens", 512, 1, 1 << 20));
+  ASSIGN_OR_RETURN(config.scheduler.prefill_share, flags.Double("prefill-share", 0.5));
+  if (!(config.scheduler.prefill_share > 0) || config.scheduler.prefill_share > 1e6) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--prefill-share must be > 0, got %g", config.scheduler.prefill_share));
+  }
   ASSIGN_OR_RETURN(config.max_sessions, flags.IntInRange("max-sessions", 256, 1, 1 << 20));
   ASSIGN_OR_RETURN(config.max_sessions_per_client,
                    flags.IntInRange("max-sessions-per-client", std::max<int64_t>(config.max_sessions / 4, 1), 0,
@@ -137,6 +142,15 @@ absl::Status Run(int argc, char** argv) {
   }
   config.model_name = runtime.model_name;
   const Backend& backend = *runtime.backend;
+  // A session's sinks and window default to at most the model's trained
+  // context: positions in the cache run up to sinks + window, and a query's
+  // attention costs time in proportion to the keys it sees, so a larger cap
+  // lets one client's sessions slow every step (raise it explicitly).
+  const int32_t context = backend.config().max_seq_len;
+  const bool window_above_context = flags.Has("max-window") && config.max_window > context;
+  if (!flags.Has("max-window")) {
+    config.max_window = std::max({context, config.default_cache.window, config.default_cache.sinks});
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
                    Engine::Create(runtime.backend.get(), runtime.tokenizer.get(), config));
 
@@ -159,6 +173,12 @@ absl::Status Run(int argc, char** argv) {
       config.scheduler.prefill_chunk, ChatTemplateName(config.default_template), config.max_sessions,
       config.kv_budget_bytes >> 20, config.session_ttl_seconds, config.max_sessions_per_client, fds.soft,
       server->address());
+  if (window_above_context) {
+    std::cerr << absl::StrFormat(
+        "%s: warning: --max-window %d is above the model's trained context of %d tokens; a session that large sees "
+        "positions the model was not trained on, and its tokens cost more than others'\n",
+        kTool, config.max_window, context);
+  }
   if (fds.soft < kFewFds) {
     std::cerr << absl::StrFormat(
         "%s: warning: only %d file descriptors may be open (hard limit); each connection takes one, so raise it "

@@ -109,6 +109,66 @@ TEST_F(SchedulerTest, DecodesAlwaysRunAndPrefillStillProgresses) {
   EXPECT_EQ(plan_[3].n_tokens, 1);
 }
 
+TEST_F(SchedulerTest, PrefillWorkIsCappedByTheDecodesWork) {
+  // Each token costs 100 keys of weights plus the keys it attends to.
+  Scheduler scheduler({.prefill_chunk = 64, .step_token_budget = 512, .prefill_share = 0.5,
+                       .weight_keys_per_token = 100});
+  for (int i = 0; i < 8; ++i) Add(0, 1000)->geometry = {4, 96, 96};  // decodes seeing 100 keys: 200 each
+  Session* shallow = Add(64, 0);
+  shallow->geometry = {4, 96, 96};
+  Session* deep = Add(64, 10000);
+  deep->geometry = {4, 8000, 8063};  // 8,004 keys: 8,104 a token
+  // Decode work 8 x 200 = 1,600; prefill may add max(0.5 x 1,600, 64 x 100) = 6,400.
+  ASSERT_EQ(Schedule(scheduler), 9u);
+  EXPECT_EQ(plan_[8].session, shallow);
+  EXPECT_EQ(plan_[8].n_tokens, 39);  // priced at its 64th token (64 keys + 100): 6,400 / 164
+  // Not even one of the deep prompt's tokens fits what is left (4 keys).
+  // Next step it is first in line, and the first prompt in line always
+  // moves: one token, which spends the step's prefill work.
+  ASSERT_EQ(Schedule(scheduler), 9u);
+  EXPECT_EQ(plan_[8].session, deep);
+  EXPECT_EQ(plan_[8].n_tokens, 1);
+  // With more decodes, prefill may add more: 256 decodes allow
+  // 0.5 x 51,200 = 25,600 keys.
+  for (int i = 0; i < 248; ++i) Add(0, 1000)->geometry = {4, 96, 96};
+  ASSERT_EQ(Schedule(scheduler), 258u);
+  EXPECT_EQ(plan_[256].session, shallow);
+  EXPECT_EQ(plan_[256].n_tokens, 64);  // 10,496 of 25,600
+  EXPECT_EQ(plan_[257].session, deep);
+  EXPECT_EQ(plan_[257].n_tokens, 1);   // 15,104 left: one token of 8,104
+}
+
+TEST_F(SchedulerTest, WithNoDecodesPrefillIsCappedByTokensOnly) {
+  Scheduler scheduler({.prefill_chunk = 64, .step_token_budget = 512, .prefill_share = 0.5,
+                       .weight_keys_per_token = 100});
+  Session* deep = Add(100, 5000);
+  deep->geometry = {4, 4000, 4063};
+  ASSERT_EQ(Schedule(scheduler), 1u);
+  EXPECT_EQ(plan_[0].n_tokens, 64);  // nobody is streaming: a full chunk
+}
+
+ModelConfig Shape(int32_t dim, int32_t hidden, int32_t layers, int32_t heads, int32_t kv_heads, int32_t head_dim,
+                  int32_t vocab) {
+  ModelConfig c;
+  c.dim = dim;
+  c.hidden_dim = hidden;
+  c.n_layers = layers;
+  c.n_heads = heads;
+  c.n_kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.vocab_size = vocab;
+  return c;
+}
+
+TEST(SchedulerCostTest, WeightKeysPerTokenOfKnownShapes) {
+  // stories260K: dim 64, hidden 172, 5 layers, 8 heads of 8, 4 kv heads, vocab 512.
+  const ModelConfig tiny = Shape(64, 172, 5, 8, 4, 8, 512);
+  // Per layer 64 x (64 + 64) + 64 x 64 + 3 x 64 x 172 = 45,312; x5 + 64 x 512 = 259,328 over 640 a key.
+  EXPECT_NEAR(WeightKeysPerToken(tiny), 405.2, 0.1);
+  const ModelConfig llama8b = Shape(4096, 14336, 32, 32, 8, 128, 128256);
+  EXPECT_NEAR(WeightKeysPerToken(llama8b), 28700, 300);
+}
+
 TEST(OutboxTest, PopMergedJoinsDeltasOfOneTurnAndWakesTheEngine) {
   int wakes = 0;
   Outbox box(3, [&] { ++wakes; });
