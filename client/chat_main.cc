@@ -147,6 +147,17 @@ absl::Status Run(int argc, char** argv) {
       const v1::Opened& o = (*stream)->opened();
       std::cerr << absl::StrFormat("[%s session %s, model %s, position %d]\n", o.resumed() ? "resumed" : "new",
                                    o.session_id(), o.model(), o.position());
+      // What the latest turn produced, which a dropped connection may have
+      // cut short on this side.
+      if (o.resumed() && o.last_turn().turn() > 0) {
+        const v1::LastTurn& last = o.last_turn();
+        std::cerr << absl::StrFormat("[turn %d: %d tokens, %s%s]\n", last.turn(), last.generated_tokens(),
+                                     last.reason() == v1::FINISH_REASON_UNSPECIFIED ? "still running"
+                                                                                     : v1::FinishReason_Name(last.reason()),
+                                     last.truncated() ? ", its last 64 KiB" : "");
+        std::printf("%s\n", last.text().c_str());
+        std::fflush(stdout);
+      }
     }
     return stream;
   };

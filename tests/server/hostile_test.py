@@ -15,6 +15,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ from grpc_harness import Stream, import_grpc, load_messages, start_server, stop_
 grpc = import_grpc()
 Code = grpc.StatusCode
 
+SERVER_BINARY = ""  # set by main()
 QUOTA = 8
 FLAGS = ["--max-sessions", "48", "--max-sessions-per-client", str(QUOTA), "--stalled-stream-timeout", "1",
          "--handshake-timeout", "2", "--keepalive", "5", "--keepalive-timeout", "2", "--max-message-bytes", "262144",
@@ -285,6 +287,13 @@ def resume_reports_what_was_missed(c):
     expect(last.text.startswith(seen) and last.generated_tokens >= 3, (seen, last))
     again.close()
     ends_with(again, Code.OK)
+    # sinkserve-chat shows it too when it resumes the session.
+    chat = os.path.join(os.path.dirname(SERVER_BINARY), "sinkserve-chat")
+    if os.path.exists(chat):
+        shown = subprocess.run([chat, "--server", c.address, "--session", session_id], input="/quit\n",
+                               capture_output=True, text=True, timeout=30)
+        expect(shown.returncode == 0 and last.text in shown.stdout, f"sinkserve-chat on resume: {shown}")
+        expect("FINISH_REASON_CANCELLED" in shown.stderr, shown.stderr)
 
 
 def closed_by_peer(sock):
@@ -356,6 +365,8 @@ def main():
     ap.add_argument("--shared-dir", required=True)
     ap.add_argument("--only", default="", help="run only the cases whose names contain this")
     args = ap.parse_args()
+    global SERVER_BINARY
+    SERVER_BINARY = args.server_binary
     shared = os.environ.get("SINKSERVE_SHARED_DIR") or args.shared_dir
     with tempfile.TemporaryDirectory() as work:
         msgs, _ = load_messages(args.proto_dir, work)
