@@ -190,15 +190,22 @@ def main():
     for kind in chosen:
         if kind not in kinds:
             ap.error(f"unknown kind {kind!r}; choose from {', '.join(kinds)}")
-    workers = [threading.Thread(target=kinds[k][0], args=kinds[k][1]) for k in chosen]
+    workers = [threading.Thread(target=kinds[k][0], args=kinds[k][1], daemon=True) for k in chosen]
     for w in workers:
         w.start()
     print("hostile: running", flush=True)
-    stop.wait(args.seconds)
+    # Short waits, so the main thread gets to run the SIGTERM handler.
+    deadline = time.monotonic() + args.seconds
+    while not stop.is_set() and time.monotonic() < deadline:
+        stop.wait(0.2)
     stop.set()
     for w in workers:
-        w.join(timeout=60)
+        w.join(timeout=10)
+    stuck = sum(w.is_alive() for w in workers)
+    if stuck:
+        counts.add("workers-stuck-at-exit", stuck)
     print(json.dumps(dict(sorted(counts.c.items()))), flush=True)
+    os._exit(0)  # gRPC's own threads must not hold the exit
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ bench() {  # label, json
   sleep 3
   bench "under attack" "$out/attacked.json"
   kill -TERM "$hostile"
+  for _ in $(seq 300); do kill -0 "$hostile" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$hostile" 2>/dev/null && { kill -KILL "$hostile"; echo "hostile client did not stop in 30 s"; exit 1; }
   wait "$hostile" || { echo "hostile client failed:"; cat "$out/hostile.txt"; exit 1; }
   hostile=
   echo "hostile client counts: $(tail -1 "$out/hostile.txt")"
