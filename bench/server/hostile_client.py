@@ -84,17 +84,24 @@ def max_size(stop, channel, msgs, info, counts):
         s.close()
 
 
+def new_session(channel, msgs, timeout, max_new):
+    """A stream that opens a session with the defaults, and a turn for it
+    (not yet sent) of `max_new` tokens that ignores EOS."""
+    s = Stream(channel, msgs, timeout=timeout)
+    r = msgs["ChatRequest"]()
+    r.open.SetInParent()
+    s.put(r)
+    t = msgs["ChatRequest"]()
+    t.turn.text = "Once upon a time"
+    t.turn.raw = True
+    t.turn.ignore_eos = True
+    t.turn.max_new_tokens = max_new
+    return s, t
+
+
 def stops(stop, channel, msgs, info, counts):
     while not stop.is_set():
-        s = Stream(channel, msgs, timeout=60)
-        r = msgs["ChatRequest"]()
-        r.open.SetInParent()
-        s.put(r)
-        t = msgs["ChatRequest"]()
-        t.turn.text = "Once upon a time"
-        t.turn.raw = True
-        t.turn.ignore_eos = True
-        t.turn.max_new_tokens = 256
+        s, t = new_session(channel, msgs, timeout=60, max_new=256)
         # As many stop strings as allowed, each as long as the byte cap lets them be.
         n = max(1, info.max_stop_strings)
         size = max(1, min(info.max_stop_bytes // n, 4096))
@@ -143,15 +150,7 @@ def half_open(stop, port, n, counts):
 
 def drops(stop, channel, msgs, counts):
     while not stop.is_set():
-        s = Stream(channel, msgs, timeout=30)
-        r = msgs["ChatRequest"]()
-        r.open.SetInParent()
-        s.put(r)
-        t = msgs["ChatRequest"]()
-        t.turn.text = "Once upon a time"
-        t.turn.raw = True
-        t.turn.ignore_eos = True
-        t.turn.max_new_tokens = 100000
+        s, t = new_session(channel, msgs, timeout=30, max_new=100000)
         s.put(t)
         try:
             s.next()  # opened
