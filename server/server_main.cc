@@ -11,7 +11,9 @@
 #include <cstdio>
 #include <iostream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "google/protobuf/stubs/logging.h"
 #include "common/runtime.h"
 #include "engine/engine.h"
 #include "engine/status_macros.h"
@@ -53,6 +55,17 @@ v1::ServerInfo Info(const EngineConfig& c, const Backend& backend, const std::st
   info.set_allow_takeover(c.allow_takeover);
   info.set_stalled_stream_seconds(c.stalled_stream_seconds);
   return info;
+}
+
+// Protobuf logs an ERROR line for each message with a string field that is
+// not UTF-8. Such a message is the client's mistake, answered with
+// INVALID_ARGUMENT; a line per message would let any client flood the log.
+// Everything else protobuf logs still goes to stderr.
+void ProtobufLog(google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
+  if (absl::StrContains(message, "invalid UTF-8")) return;
+  static constexpr const char* kLevels[] = {"INFO", "WARNING", "ERROR", "FATAL"};
+  std::cerr << absl::StrFormat("[libprotobuf %s %s:%d] %s\n", kLevels[std::clamp(static_cast<int>(level), 0, 3)], file,
+                               line, message);
 }
 
 // Below this many fds a server warns at start: a few hundred clients would
@@ -163,6 +176,7 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(options.connection_idle_seconds, SecondsFlag(flags, "connection-idle", 300));
   ASSIGN_OR_RETURN(options.max_streams_per_connection, flags.IntInRange("max-streams-per-connection", 100, 1, 1 << 20));
   const FdLimit fds = RaiseFdLimit();
+  google::protobuf::SetLogHandler(&ProtobufLog);  // before any request is parsed
   ASSIGN_OR_RETURN(std::unique_ptr<ChatServer> server,
                    ChatServer::Start(engine.get(), Info(config, backend, config.model_name, max_message), options));
   const CacheConfig& c = config.default_cache;

@@ -405,6 +405,9 @@ def main():
         finally:
             if proc.poll() is None:
                 stop_server(proc)
+        # A malformed message is answered, not logged: no client can flood the log.
+        log = proc.stderr.read()
+        expect("invalid UTF-8" not in log, f"the server logged a client's malformed message: {log[-500:]!r}")
     print("OK")
 
 
