@@ -54,6 +54,7 @@ v1::ServerInfo Info(const EngineConfig& c, const Backend& backend, const std::st
   info.set_max_sessions_per_client(static_cast<uint32_t>(c.max_sessions_per_client));
   info.set_allow_takeover(c.allow_takeover);
   info.set_stalled_stream_seconds(c.stalled_stream_seconds);
+  info.set_prefill_share(c.scheduler.prefill_share);
   return info;
 }
 

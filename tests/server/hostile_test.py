@@ -58,6 +58,11 @@ class Client:
         ser = lambda m: m.SerializeToString()  # noqa: E731
         self._get = self.channel.unary_unary("/sinkserve.v1.ChatService/GetSession", request_serializer=ser,
                                              response_deserializer=msgs["SessionInfo"].FromString)
+        self._info = self.channel.unary_unary("/sinkserve.v1.ChatService/GetServerInfo", request_serializer=ser,
+                                              response_deserializer=msgs["ServerInfo"].FromString)
+
+    def info(self):
+        return self._info(self.msgs["GetServerInfoRequest"](), timeout=10)
 
     def stream(self, timeout=60, raw=False):
         return Stream(self.channel, self.msgs, timeout=timeout, raw=raw)
@@ -121,6 +126,14 @@ def ends_with(s, code, contains=""):
     expect(contains in details, f"expected {contains!r} in {details!r}")
     expect("\n" not in details, f"a multi-line status: {details!r}")
     return details
+
+
+def limits_reported(c):
+    """Every limit a client can run into is in GetServerInfo, as the flags set it."""
+    info = c.info()
+    got = (info.max_sessions, info.max_sessions_per_client, info.max_window_tokens, info.max_prompt_bytes,
+           info.stalled_stream_seconds, info.allow_takeover, info.prefill_share, info.max_stop_strings)
+    expect(got == (48, QUOTA, 4096, 32768, 1.0, False, 0.5, 16), f"GetServerInfo: {got}")
 
 
 # --- cases that already held before #16 ------------------------------------
@@ -379,6 +392,7 @@ def main():
         c = Client(msgs, f"127.0.0.1:{port}")
         other = Client(msgs, f"[::1]:{port}") if v6 else None
         cases = [
+            ("limits in GetServerInfo", lambda: limits_reported(c)),
             ("turn before open", lambda: turn_before_open(c)),
             ("two opens", lambda: two_opens(c)),
             ("oversized message", lambda: oversized_message(c)),
