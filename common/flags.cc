@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
@@ -11,12 +13,31 @@ namespace sinkserve {
 Flags::Flags(std::vector<std::string> valued, std::vector<std::string> switches)
     : valued_(std::move(valued)), switches_(std::move(switches)) {}
 
+std::string Flags::Usage(const std::string& program) const {
+  const size_t slash = program.rfind('/');
+  std::string out = absl::StrFormat("usage: %s [--flag VALUE | --flag=VALUE | --switch]...\n",
+                                    slash == std::string::npos ? program : program.substr(slash + 1));
+  std::vector<std::string> valued = valued_, switches = switches_;
+  std::sort(valued.begin(), valued.end());
+  std::sort(switches.begin(), switches.end());
+  out += "flags with a value:";
+  for (const std::string& name : valued) out += " --" + name;
+  out += "\nswitches:";
+  for (const std::string& name : switches) out += " --" + name;
+  out += "\nWhat each does, its default and its bounds: README.md (Limits and defaults, and the tools' sections).\n";
+  return out;
+}
+
 absl::Status Flags::Parse(int argc, char** argv) {
   auto contains = [](const std::vector<std::string>& v, const std::string& s) {
     return std::find(v.begin(), v.end(), s) != v.end();
   };
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(Usage(argc > 0 ? argv[0] : "").c_str(), stdout);
+      std::exit(0);
+    }
     if (arg.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrFormat("unexpected argument '%s'", arg));
     std::string name = arg.substr(2);
     std::string value;
@@ -36,7 +57,7 @@ absl::Status Flags::Parse(int argc, char** argv) {
       }
       values_[name] = value;
     } else {
-      return absl::InvalidArgumentError(absl::StrFormat("unknown flag --%s", name));
+      return absl::InvalidArgumentError(absl::StrFormat("unknown flag --%s (--help lists them)", name));
     }
   }
   return absl::OkStatus();

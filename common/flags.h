@@ -18,7 +18,10 @@ class Flags {
   // `valued`: flags that take a value; `switches`: boolean flags.
   Flags(std::vector<std::string> valued, std::vector<std::string> switches);
 
+  // `--help` (or -h) prints Usage() and exits 0.
   absl::Status Parse(int argc, char** argv);
+  // One line of syntax, then every declared flag and switch.
+  std::string Usage(const std::string& program) const;
 
   bool Has(const std::string& name) const { return values_.count(name) > 0; }
   bool Switch(const std::string& name) const { return switches_set_.count(name) > 0; }

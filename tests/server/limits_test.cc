@@ -156,5 +156,22 @@ TEST(LimitsTest, BadKvBudgetFlagFailsWithOneLine) {
   }
 }
 
+// --help lists every flag of the server (the reliability ones included)
+// and exits 0 without loading anything; an unknown flag points to it.
+TEST(LimitsTest, HelpListsTheFlagsAndUnknownOnesPointToIt) {
+  ScopedTempDir tmp;
+  ASSERT_FALSE(tmp.path().empty());
+  const ToolResult help = RunTool(tmp.path(), "sinkserve-server", {"--help"});
+  EXPECT_EQ(help.exit_code, 0) << help.err;
+  EXPECT_NE(help.out.find("usage: sinkserve-server"), std::string::npos) << help.out;
+  for (const char* flag : {"--kv-budget", "--max-sessions-per-client", "--stalled-stream-timeout", "--handshake-timeout",
+                           "--prefill-share", "--allow-takeover", "--model"}) {
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag << " missing from: " << help.out;
+  }
+  const ToolResult unknown = RunTool(tmp.path(), "sinkserve-server", {"--max-sesions", "4"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("unknown flag --max-sesions (--help lists them)"), std::string::npos) << unknown.err;
+}
+
 }  // namespace
 }  // namespace sinkserve::testing
