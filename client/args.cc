@@ -1,6 +1,7 @@
 #include "client/args.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <iostream>
 
 #include "absl/strings/numbers.h"
@@ -11,6 +12,15 @@ namespace sinkserve::client {
 absl::Status Args::Parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << "usage: " << (argc > 0 ? std::string(argv[0]).substr(std::string(argv[0]).rfind('/') + 1) : "")
+                << " [--flag VALUE | --flag=VALUE | --switch]...\nflags with a value:";
+      for (const std::string& name : valued_) std::cout << " --" << name;
+      std::cout << "\nswitches:";
+      for (const std::string& name : switches_) std::cout << " --" << name;
+      std::cout << "\nWhat each does: README.md, and the header comment of the tool's source in client/.\n";
+      std::exit(0);
+    }
     if (arg.rfind("--", 0) != 0) return absl::InvalidArgumentError(absl::StrFormat("unexpected argument '%s'", arg));
     std::string name = arg.substr(2);
     std::string value;
@@ -30,7 +40,7 @@ absl::Status Args::Parse(int argc, char** argv) {
       }
       values_[name].push_back(value);
     } else {
-      return absl::InvalidArgumentError(absl::StrFormat("unknown flag --%s (see the file header for flags)", name));
+      return absl::InvalidArgumentError(absl::StrFormat("unknown flag --%s (--help lists them)", name));
     }
   }
   return absl::OkStatus();

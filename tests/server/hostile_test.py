@@ -307,6 +307,8 @@ def resume_reports_what_was_missed(c):
                                capture_output=True, text=True, timeout=30)
         expect(shown.returncode == 0 and last.text in shown.stdout, f"sinkserve-chat on resume: {shown}")
         expect("FINISH_REASON_CANCELLED" in shown.stderr, shown.stderr)
+        usage = subprocess.run([chat, "--help"], capture_output=True, text=True, timeout=30)
+        expect(usage.returncode == 0 and "--session" in usage.stdout, f"sinkserve-chat --help: {usage}")
 
 
 def closed_by_peer(sock):
