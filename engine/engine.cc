@@ -73,7 +73,8 @@ absl::Status EngineConfig::Validate() const {
   if (scheduler.prefill_chunk < 1) return absl::InvalidArgumentError("prefill chunk must be >= 1");
   if (scheduler.step_token_budget < 1) return absl::InvalidArgumentError("step token budget must be >= 1");
   if (!(scheduler.prefill_share > 0) || scheduler.prefill_share > 1e6) {
-    return absl::InvalidArgumentError("prefill share must be > 0");
+    return absl::InvalidArgumentError(
+        absl::StrFormat("prefill share must be in (0, 1e6], got %g", scheduler.prefill_share));
   }
   if (max_sessions < 1) return absl::InvalidArgumentError("max sessions must be >= 1");
   if (max_window < 1) return absl::InvalidArgumentError("max window must be >= 1");

@@ -32,7 +32,7 @@ size_t Scheduler::Schedule(const std::vector<Session*>& active, std::vector<Sche
   plan->clear();
   std::vector<Session*> prefilling;
   const bool costed = config_.weight_keys_per_token > 0;
-  double decode_work = 0;
+  double decode_work = 0;  // > 0 exactly when costed and someone decodes
   for (Session* s : active) {
     if (!Runnable(*s)) continue;
     if (s->phase == Phase::kDecode) {
@@ -58,7 +58,7 @@ size_t Scheduler::Schedule(const std::vector<Session*>& active, std::vector<Sche
     const int64_t left = static_cast<int64_t>(t.feed.size() - t.fed);
     int32_t take = static_cast<int32_t>(std::min<int64_t>({left, config_.prefill_chunk, budget}));
     if (take <= 0) continue;
-    if (costed && decode_work > 0) {
+    if (decode_work > 0) {
       // Every token of the chunk priced as its last (the most keys).
       const double per_token = TokenCost(*s, s->consumed + take - 1);
       const auto affordable = static_cast<int32_t>(std::min<double>(work / per_token, take));

@@ -107,11 +107,7 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(config.default_cache, ParseCacheConfig(flags));
   ASSIGN_OR_RETURN(config.scheduler.prefill_chunk, ParseChunk(flags));
   ASSIGN_OR_RETURN(config.scheduler.step_token_budget, flags.IntInRange("step-tokens", 512, 1, 1 << 20));
-  ASSIGN_OR_RETURN(config.scheduler.prefill_share, flags.Double("prefill-share", 0.5));
-  if (!(config.scheduler.prefill_share > 0) || config.scheduler.prefill_share > 1e6) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("--prefill-share must be > 0, got %g", config.scheduler.prefill_share));
-  }
+  ASSIGN_OR_RETURN(config.scheduler.prefill_share, flags.Double("prefill-share", 0.5));  // checked by Validate()
   ASSIGN_OR_RETURN(config.max_sessions, flags.IntInRange("max-sessions", 256, 1, 1 << 20));
   ASSIGN_OR_RETURN(config.max_sessions_per_client,
                    flags.IntInRange("max-sessions-per-client", std::max<int64_t>(config.max_sessions / 4, 1), 0,

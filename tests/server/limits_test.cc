@@ -156,6 +156,20 @@ TEST(LimitsTest, BadKvBudgetFlagFailsWithOneLine) {
   }
 }
 
+// The prefill share is a positive fraction; anything else is one line and a
+// non-zero exit before the model loads.
+TEST(LimitsTest, BadPrefillShareFailsWithOneLine) {
+  ScopedTempDir tmp;
+  ASSERT_FALSE(tmp.path().empty());
+  for (const char* value : {"0", "-0.5", "nan", "2e6", "half"}) {
+    const ToolResult r = RunTool(tmp.path(), "sinkserve-server", {"--prefill-share", value, "--model", "/nonexistent"});
+    EXPECT_EQ(r.exit_code, 1) << value;
+    EXPECT_NE(r.err.find("prefill"), std::string::npos) << value << ": " << r.err;
+    EXPECT_EQ(r.err.find("/nonexistent"), std::string::npos) << "the model was loaded first: " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
 // --help lists every flag of the server (the reliability ones included)
 // and exits 0 without loading anything; an unknown flag points to it.
 TEST(LimitsTest, HelpListsTheFlagsAndUnknownOnesPointToIt) {
