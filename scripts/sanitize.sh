@@ -19,7 +19,7 @@ asan_dir=${ASAN_BUILD_DIR:-build-asan}
 tsan_dir=${TSAN_BUILD_DIR:-build-tsan}
 fuzz_seconds=${FUZZ_SECONDS:-30}
 jobs=${JOBS:-$(nproc)}
-shared=${SINKSERVE_SHARED_DIR:-../shared}
+shared=$(realpath -m "${SINKSERVE_SHARED_DIR:-../shared}")
 steps=("$@")
 ((${#steps[@]})) || steps=(asan fuzz tsan)
 
@@ -34,21 +34,24 @@ configure_clang() {  # dir, extra CMake arguments
   CC=clang CXX=clang++ cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSINKSERVE_CUDA=OFF "$@" > /dev/null
 }
 
+# The ASan+UBSan tree, which also holds the fuzz targets.
+build_asan() {  # CMake --build arguments (default: everything)
+  configure_clang "$asan_dir" -DSINKSERVE_SANITIZE=address,undefined -DSINKSERVE_FUZZ=ON
+  cmake --build "$asan_dir" -j "$jobs" "$@"
+}
+
 asan() {
   section "ASan+UBSan build"
-  configure_clang "$asan_dir" -DSINKSERVE_SANITIZE=address,undefined -DSINKSERVE_FUZZ=ON
-  cmake --build "$asan_dir" -j "$jobs"
+  build_asan
   section "ASan+UBSan tests"
   ctest --test-dir "$asan_dir" --output-on-failure -j "$jobs"
 }
 
 fuzz() {
   section "fuzz targets, ${fuzz_seconds} s each"
-  [[ -x $asan_dir/fuzz/request_fuzz ]] || {
-    configure_clang "$asan_dir" -DSINKSERVE_SANITIZE=address,undefined -DSINKSERVE_FUZZ=ON
-    cmake --build "$asan_dir" -j "$jobs" --target fuzz_targets
-  }
-  local work=$asan_dir/fuzz-run
+  [[ -x $asan_dir/fuzz/request_fuzz ]] || build_asan --target fuzz_targets
+  local work
+  work=$(realpath -m "$asan_dir/fuzz-run")
   rm -rf "$work"
   mkdir -p "$work"
   /usr/bin/python3 fuzz/make_seeds.py "$work/seeds" > /dev/null
@@ -59,14 +62,14 @@ fuzz() {
   for target in gguf llama2c tokenizer stream_decoder chat_template request; do
     case $target in
       gguf | llama2c) seeds=$work/seeds/$target ;;
-      *) seeds=fuzz/seeds/$target ;;
+      *) seeds=$PWD/fuzz/seeds/$target ;;
     esac
     mkdir -p "$work/corpus/$target"
     echo "-- ${target}_fuzz"
     # Crash, leak, UB, timeout (10 s a unit) or out-of-memory all fail.
-    if ! (cd "$work" && SINKSERVE_SHARED_DIR=$(realpath -m "$OLDPWD/$shared") "../fuzz/${target}_fuzz" \
+    if ! (cd "$work" && SINKSERVE_SHARED_DIR=$shared "../fuzz/${target}_fuzz" \
           -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 \
-          "corpus/$target" "$(realpath "$OLDPWD/$seeds")" > "$target.log" 2>&1); then
+          "corpus/$target" "$seeds" > "$target.log" 2>&1); then
       echo "sanitize: ${target}_fuzz failed; the tail of $work/$target.log:"
       tail -40 "$work/$target.log"
       status=1
@@ -82,7 +85,7 @@ tsan() {
   cmake --build "$tsan_dir" -j "$jobs" --target engine_tests kernels_tests server_tests sinkserve-server
   section "TSan tests"
   export TSAN_OPTIONS="suppressions=$PWD/tests/sanitizers/tsan.supp halt_on_error=1 second_deadlock_stack=1"
-  export SINKSERVE_SHARED_DIR=$(realpath -m "$shared")
+  export SINKSERVE_SHARED_DIR=$shared
   (cd "$tsan_dir" && ./tests/engine_tests --gtest_brief=1)
   (cd "$tsan_dir" && ./tests/kernels_tests --gtest_brief=1 --gtest_filter='ThreadPool*:CpuBackend*')
   (cd "$tsan_dir" && ./tests/server/server_tests --gtest_brief=1)
