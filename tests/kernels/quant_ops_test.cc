@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace sinkserve::cpu {
@@ -53,56 +54,65 @@ Weight RandomWeight(GgmlType type, int64_t rows, int64_t cols, std::mt19937& rng
 
 class QuantOpsTest : public ::testing::TestWithParam<GgmlType> {};
 
+void Check(GgmlType type, int64_t rows, int32_t tokens, int64_t cols);
+
 TEST_P(QuantOpsTest, SimdLevelsMatchTheReferenceAndTheReferenceMatchesFp32) {
   const GgmlType type = GetParam();
-  std::mt19937 rng(1234 + static_cast<int>(type));
-  // 25 blocks of 32 (an odd count, for the two-block 512-bit steps), or three
-  // blocks of 256.
-  constexpr int64_t kRows = 9;
-  constexpr int32_t kTokens = 7;
-  const int64_t kCols = FindGgmlType(static_cast<uint32_t>(type))->block == 256 ? 768 : 800;
-  const Weight w = RandomWeight(type, kRows, kCols, rng);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(kTokens * kCols);
-  for (float& v : x) v = normal(rng);
-  const int64_t x_bytes = ActivationRowBytes(type, kCols);
-  std::vector<uint8_t> xq(kTokens * x_bytes);
-  for (int32_t t = 0; t < kTokens; ++t) QuantizeActivations(type, &x[t * kCols], kCols, &xq[t * x_bytes]);
+  // 25 blocks of 32 (an odd count, for the two-block 512-bit steps) or 32,
+  // three blocks of 256; 7 tokens (one partial tile) or 37 (chunks of 16
+  // and partial tiles), 9 rows or 14 (partial row tiles either way).
+  for (const auto& [rows, tokens, legacy_cols] :
+       {std::tuple<int64_t, int32_t, int64_t>{9, 7, 800}, {14, 37, 1024}}) {
+    Check(type, rows, tokens, FindGgmlType(static_cast<uint32_t>(type))->block == 256 ? 768 : legacy_cols);
+  }
+}
 
-  std::vector<float> reference(kTokens * kRows);
-  QuantMatMulReference(reference.data(), kRows, xq.data(), kTokens, w, 0, kRows);
+void Check(GgmlType type, int64_t rows, int32_t tokens, int64_t cols) {
+  SCOPED_TRACE(std::to_string(rows) + " rows, " + std::to_string(tokens) + " tokens, " + std::to_string(cols) +
+               " columns");
+  std::mt19937 rng(1234 + static_cast<int>(type) + static_cast<int>(cols));
+  const Weight w = RandomWeight(type, rows, cols, rng);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(tokens * cols);
+  for (float& v : x) v = normal(rng);
+  const int64_t x_bytes = ActivationRowBytes(type, cols);
+  std::vector<uint8_t> xq(tokens * x_bytes);
+  for (int32_t t = 0; t < tokens; ++t) QuantizeActivations(type, &x[t * cols], cols, &xq[t * x_bytes]);
+
+  std::vector<float> reference(tokens * rows);
+  QuantMatMulReference(reference.data(), rows, xq.data(), tokens, w, 0, rows);
 
   // fp32 arithmetic on the dequantized weights and activations: the
   // activation rounding (int8 per block) is all that separates them.
   const std::vector<float> wf = w.ToF32();
   // The SIMD levels sum the same integer block dots in another order: their
   // float error scales with the size of the terms, not of the result.
-  std::vector<double> tolerance(kTokens * kRows);
-  for (int32_t t = 0; t < kTokens; ++t) {
-    for (int64_t r = 0; r < kRows; ++r) {
+  std::vector<double> tolerance(tokens * rows);
+  for (int32_t t = 0; t < tokens; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
       double exact = 0, magnitude = 0;
-      for (int64_t i = 0; i < kCols; ++i) {
-        exact += double{wf[r * kCols + i]} * x[t * kCols + i];
-        magnitude += std::fabs(double{wf[r * kCols + i]} * x[t * kCols + i]);
+      for (int64_t i = 0; i < cols; ++i) {
+        exact += double{wf[r * cols + i]} * x[t * cols + i];
+        magnitude += std::fabs(double{wf[r * cols + i]} * x[t * cols + i]);
       }
-      EXPECT_NEAR(reference[t * kRows + r], exact, 0.02 * magnitude) << "token " << t << " row " << r;
-      tolerance[t * kRows + r] = 4e-6 * magnitude + 1e-7;
+      EXPECT_NEAR(reference[t * rows + r], exact, 0.02 * magnitude) << "token " << t << " row " << r;
+      tolerance[t * rows + r] = 4e-6 * magnitude + 1e-7;
     }
   }
   int levels_run = 0;
   for (int level : {1, 2}) {
-    std::vector<float> out(kTokens * kRows, NAN);
+    std::vector<float> out(tokens * rows, NAN);
     // Rows split in two ranges, as threads split them.
-    if (!QuantMatMulAtLevel(level, out.data(), kRows, xq.data(), kTokens, w, 0, 4)) continue;
-    ASSERT_TRUE(QuantMatMulAtLevel(level, out.data(), kRows, xq.data(), kTokens, w, 4, kRows));
+    if (!QuantMatMulAtLevel(level, out.data(), rows, xq.data(), tokens, w, 0, 4)) continue;
+    ASSERT_TRUE(QuantMatMulAtLevel(level, out.data(), rows, xq.data(), tokens, w, 4, rows));
     ++levels_run;
     for (size_t i = 0; i < out.size(); ++i) {
       EXPECT_NEAR(out[i], reference[i], tolerance[i]) << "level " << level << " at " << i;
     }
     // One token at a time: the batch-1 decode path (512-bit at level 2).
-    std::vector<float> single(kTokens * kRows, NAN);
-    for (int32_t t = 0; t < kTokens; ++t) {
-      ASSERT_TRUE(QuantMatMulAtLevel(level, &single[t * kRows], kRows, &xq[t * x_bytes], 1, w, 0, kRows));
+    std::vector<float> single(tokens * rows, NAN);
+    for (int32_t t = 0; t < tokens; ++t) {
+      ASSERT_TRUE(QuantMatMulAtLevel(level, &single[t * rows], rows, &xq[t * x_bytes], 1, w, 0, rows));
     }
     for (size_t i = 0; i < single.size(); ++i) {
       EXPECT_NEAR(single[i], reference[i], tolerance[i]) << "level " << level << " one token, at " << i;
