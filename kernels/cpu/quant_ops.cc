@@ -1,5 +1,7 @@
 #include "kernels/cpu/quant_ops.h"
 
+#include <immintrin.h>
+
 #include <cmath>
 #include <cstring>
 
@@ -50,7 +52,7 @@ void QuantizeQ8_0(const float* x, int64_t k, uint8_t* out, bool with_sum) {
     auto* q = reinterpret_cast<int8_t*>(out + (with_sum ? 4 : 2));
     int32_t sum = 0;
     for (int j = 0; j < kQK; ++j) {
-      q[j] = static_cast<int8_t>(std::roundf(x[j] * id));
+      q[j] = static_cast<int8_t>(std::nearbyintf(x[j] * id));  // ties to even, as the SIMD path
       sum += q[j];
     }
     const uint16_t dh = FloatToHalf(d);
@@ -89,6 +91,90 @@ void QuantizeQ8_K(const float* x, int64_t k, uint8_t* out) {
         int sum = 0;
         for (int j = 0; j < 16; ++j) sum += q[16 * s + j];
         bsums[s] = static_cast<int16_t>(sum);
+      }
+      d = 1.0f / iscale;
+    }
+    std::memcpy(out, &d, 4);
+    std::memcpy(out + 4 + kQKK, bsums, sizeof(bsums));
+  }
+}
+
+// The same two quantizers in AVX2 (every level with SIMD kernels has it):
+// the same products and the same round-to-nearest-even, so their bytes equal
+// the scalar loops' bytes. They run on the engine thread between matrix
+// products, while the other threads wait.
+#define SINKSERVE_AVX2 [[gnu::target("avx2,fma,f16c")]]
+
+SINKSERVE_AVX2 inline float MaxAbs8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+// 32 floats times `scale`, rounded to int8 (|x * scale| <= 127.5 rounds
+// inside [-128, 127]; the caller clamps where it must). Returns the sum.
+SINKSERVE_AVX2 inline int32_t RoundPack32(const float* x, float scale, int8_t* out, int32_t max) {
+  const __m256 s = _mm256_set1_ps(scale);
+  __m256i q[4];
+  for (int i = 0; i < 4; ++i) {
+    const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * i), s),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q[i] = _mm256_min_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(max));
+  }
+  const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+  // packs works within 128-bit lanes; the permutation puts the bytes back
+  // in order.
+  const __m256i bytes = _mm256_permutevar8x32_epi32(
+      _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3])),
+      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), bytes);
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+  return _mm_cvtsi128_si32(t);
+}
+
+SINKSERVE_AVX2 void QuantizeQ8_0Avx2(const float* x, int64_t k, uint8_t* out, bool with_sum) {
+  const int block_bytes = with_sum ? kQ8_1Bytes : kQ8_0Bytes;
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t b = 0; b < k / kQK; ++b, x += kQK, out += block_bytes) {
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + 8 * i), abs_mask));
+    const float d = MaxAbs8(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int32_t sum = RoundPack32(x, id, reinterpret_cast<int8_t*>(out + (with_sum ? 4 : 2)), 127);
+    const uint16_t dh = FloatToHalf(d);
+    std::memcpy(out, &dh, 2);
+    if (with_sum) {
+      const uint16_t sh = FloatToHalf(static_cast<float>(sum) * d);
+      std::memcpy(out + 2, &sh, 2);
+    }
+  }
+}
+
+SINKSERVE_AVX2 void QuantizeQ8_KAvx2(const float* x, int64_t k, uint8_t* out) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t b = 0; b < k / kQKK; ++b, x += kQKK, out += kQ8_KBytes) {
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < kQKK / 8; ++i) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + 8 * i), abs_mask));
+    const float amax = MaxAbs8(m);
+    auto* q = reinterpret_cast<int8_t*>(out + 4);
+    int16_t bsums[kQKK / 16];
+    float d = 0.0f;
+    if (amax == 0.0f) {
+      std::memset(q, 0, kQKK);
+      std::memset(bsums, 0, sizeof(bsums));
+    } else {
+      int j = 0;  // the first value of largest magnitude, as the scalar loop picks it
+      while (std::fabs(x[j]) != amax) ++j;
+      const float iscale = -127.0f / x[j];
+      for (int i = 0; i < kQKK / 32; ++i) {
+        RoundPack32(x + 32 * i, iscale, q + 32 * i, 127);
+        for (int h = 0; h < 2; ++h) {
+          int sum = 0;
+          for (int l = 0; l < 16; ++l) sum += q[32 * i + 16 * h + l];
+          bsums[2 * i + h] = static_cast<int16_t>(sum);
+        }
       }
       d = 1.0f / iscale;
     }
@@ -269,6 +355,18 @@ int64_t ActivationRowBytes(GgmlType weight_type, int64_t k) {
 }
 
 void QuantizeActivations(GgmlType weight_type, const float* x, int64_t k, uint8_t* out) {
+  static const bool avx2 = SimdLevel() >= 1;
+  if (avx2) {
+    switch (ActivationType(weight_type)) {
+      case ActType::kQ8_0: QuantizeQ8_0Avx2(x, k, out, /*with_sum=*/false); return;
+      case ActType::kQ8_1: QuantizeQ8_0Avx2(x, k, out, /*with_sum=*/true); return;
+      case ActType::kQ8_K: QuantizeQ8_KAvx2(x, k, out); return;
+    }
+  }
+  QuantizeActivationsReference(weight_type, x, k, out);
+}
+
+void QuantizeActivationsReference(GgmlType weight_type, const float* x, int64_t k, uint8_t* out) {
   switch (ActivationType(weight_type)) {
     case ActType::kQ8_0: QuantizeQ8_0(x, k, out, /*with_sum=*/false); return;
     case ActType::kQ8_1: QuantizeQ8_0(x, k, out, /*with_sum=*/true); return;

@@ -34,6 +34,9 @@ int64_t ActivationRowBytes(GgmlType weight_type, int64_t k);
 // Quantizes one activation row x (k values, a multiple of the block) into
 // `out` (ActivationRowBytes(weight_type, k) bytes).
 void QuantizeActivations(GgmlType weight_type, const float* x, int64_t k, uint8_t* out);
+// The same through the scalar loops (QuantizeActivations uses AVX2 where the
+// CPU has it; both write the same bytes).
+void QuantizeActivationsReference(GgmlType weight_type, const float* x, int64_t k, uint8_t* out);
 
 // The dot product of weight row `w` (k values of `weight_type`) with an
 // activation row quantized for it.

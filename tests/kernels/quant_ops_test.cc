@@ -129,6 +129,29 @@ INSTANTIATE_TEST_SUITE_P(Types, QuantOpsTest,
                            return GgmlTypeName(static_cast<uint32_t>(info.param));
                          });
 
+TEST(QuantOpsTest, SimdActivationQuantizersWriteTheReferenceBytes) {
+  std::mt19937 rng(99);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  constexpr int64_t kCols = 1024;
+  for (GgmlType type : {GgmlType::kQ8_0, GgmlType::kQ4_1, GgmlType::kQ4_K}) {
+    for (int trial = 0; trial < 50; ++trial) {
+      std::vector<float> x(kCols);
+      for (float& v : x) v = normal(rng) * (trial % 5 == 0 ? 1e-3f : 3.0f);
+      if (trial % 7 == 0) std::fill(x.begin(), x.begin() + 256, 0.0f);  // all-zero blocks
+      if (trial % 3 == 0) {
+        // Values that land on .5 exactly: the rounding of ties must agree.
+        x[5] = 127.0f;
+        for (int j = 6; j < 32; ++j) x[j] = (j % 2 ? 0.5f : -2.5f) + static_cast<float>(j - 16);
+      }
+      const int64_t bytes = ActivationRowBytes(type, kCols);
+      std::vector<uint8_t> fast(bytes), reference(bytes);
+      QuantizeActivations(type, x.data(), kCols, fast.data());
+      QuantizeActivationsReference(type, x.data(), kCols, reference.data());
+      ASSERT_EQ(fast, reference) << GgmlTypeName(static_cast<uint32_t>(type)) << " trial " << trial;
+    }
+  }
+}
+
 TEST(QuantOpsTest, HalfConversionRoundsToNearestEven) {
   for (float f : {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f, 0.1f, 1234.567f}) {
     EXPECT_EQ(HalfToFloat(FloatToHalf(f)), HalfToFloat(FloatToHalf(HalfToFloat(FloatToHalf(f))))) << f;
