@@ -177,6 +177,9 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
   // scratch: scores (G, row) | rotated queries (G, head_dim)
   float* scores = a.scratch;
   float* q = scores + int64_t{G} * row;
+  // Blocks of 16 keys worked on together, so a small group still has four
+  // independent FMA chains (one head alone would wait on one chain).
+  constexpr int32_t kSpan = G >= 4 ? 1 : 4 / G;
 
   int32_t offset[3] = {};
   Vec16 max_lanes[G];
@@ -189,22 +192,30 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
       for (int32_t d = 0; d < hd; ++d) q[g * hd + d] = a.q[(first_head + g) * hd + d] * scale;
       Rope(q + g * hd, hd, run.position, *a.rope);
     }
-    for (int32_t b = 0; b < Blocks(n); ++b) {
-      Vec16 acc[G] = {};
+    // kSpan blocks at a time: G * kSpan independent FMA chains over d.
+    const auto score_blocks = [&]<int kSpan>(int32_t b) {
+      Vec16 acc[G][kSpan] = {};
       for (int32_t d = 0; d < hd; ++d) {
-        const Vec16 kd = simd::Load(k + int64_t{d} * slots + run.begin + b * L);
-        for (int32_t g = 0; g < G; ++g) acc[g] += q[g * hd + d] * kd;
+        for (int32_t j = 0; j < kSpan; ++j) {
+          const Vec16 kd = simd::Load(k + int64_t{d} * slots + run.begin + (b + j) * L);
+          for (int32_t g = 0; g < G; ++g) acc[g][j] += q[g * hd + d] * kd;
+        }
       }
-      if ((b + 1) * L > n) {  // the padded last block
-        const simd::IVec16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-        const auto valid = lane < n - b * L;
-        for (int32_t g = 0; g < G; ++g) acc[g] = valid ? acc[g] : simd::Splat(-INFINITY);
+      for (int32_t j = 0; j < kSpan; ++j) {
+        if ((b + j + 1) * L > n) {  // the padded last block
+          const simd::IVec16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+          const auto valid = lane < n - (b + j) * L;
+          for (int32_t g = 0; g < G; ++g) acc[g][j] = valid ? acc[g][j] : simd::Splat(-INFINITY);
+        }
+        for (int32_t g = 0; g < G; ++g) {
+          simd::Store(scores + int64_t{g} * row + off + (b + j) * L, acc[g][j]);
+          max_lanes[g] = max_lanes[g] > acc[g][j] ? max_lanes[g] : acc[g][j];
+        }
       }
-      for (int32_t g = 0; g < G; ++g) {
-        simd::Store(scores + int64_t{g} * row + off + b * L, acc[g]);
-        max_lanes[g] = max_lanes[g] > acc[g] ? max_lanes[g] : acc[g];
-      }
-    }
+    };
+    int32_t b = 0;
+    for (; b + kSpan <= Blocks(n); b += kSpan) score_blocks.template operator()<kSpan>(b);
+    for (; b < Blocks(n); ++b) score_blocks.template operator()<1>(b);
   }
   const int32_t used = offset[n_runs - 1] + Blocks(runs[n_runs - 1].end - runs[n_runs - 1].begin) * L;
 
@@ -242,14 +253,25 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
   } else {
     for (int32_t d = 0; d < hd; ++d) {
       const float* vd = v + int64_t{d} * slots;
-      Vec16 acc[G] = {};
+      Vec16 acc[G][kSpan] = {};
       for (int32_t r = 0; r < n_runs; ++r) {
-        for (int32_t b = 0; b < Blocks(runs[r].end - runs[r].begin); ++b) {
-          const Vec16 vb = simd::Load(vd + runs[r].begin + b * L);
-          for (int32_t g = 0; g < G; ++g) acc[g] += simd::Load(scores + int64_t{g} * row + offset[r] + b * L) * vb;
-        }
+        const auto add_blocks = [&]<int kBlocks>(int32_t b) {
+          for (int32_t j = 0; j < kBlocks; ++j) {
+            const Vec16 vb = simd::Load(vd + runs[r].begin + (b + j) * L);
+            for (int32_t g = 0; g < G; ++g) {
+              acc[g][j] += simd::Load(scores + int64_t{g} * row + offset[r] + (b + j) * L) * vb;
+            }
+          }
+        };
+        int32_t b = 0;
+        for (; b + kSpan <= Blocks(runs[r].end - runs[r].begin); b += kSpan) add_blocks.template operator()<kSpan>(b);
+        for (; b < Blocks(runs[r].end - runs[r].begin); ++b) add_blocks.template operator()<1>(b);
       }
-      for (int32_t g = 0; g < G; ++g) a.out[(first_head + g) * hd + d] = simd::HorizontalSum(acc[g]) * inv_sum[g];
+      for (int32_t g = 0; g < G; ++g) {
+        Vec16 total = acc[g][0];
+        for (int32_t j = 1; j < kSpan; ++j) total += acc[g][j];
+        a.out[(first_head + g) * hd + d] = simd::HorizontalSum(total) * inv_sum[g];
+      }
     }
   }
 }
