@@ -3,7 +3,9 @@
 # (issue #11's speed and memory items): batch-1 decode of 128 tokens against
 # llama-bench tg128, a 512-token prefill against llama-bench pp512, and the
 # peak RSS of a 128-token generation against the file's size and llama.cpp's
-# own peak RSS (llama-bench, from GNU time). Rounds interleave the two
+# own peak RSS (llama-bench, from GNU time), and the floor beside them: how
+# fast two threads stream-read the file's bytes (sinkserve-read-bandwidth),
+# since a batch-1 token reads every weight once. Rounds interleave the two
 # engines and both files, so machine noise hits them alike; the summary
 # takes medians.
 #
@@ -28,6 +30,10 @@ for f in $files; do echo "# file $f: $(stat -c %s "$models/llama85m-$f.gguf") by
 for ((r = 0; r < rounds; r++)); do
   for f in $files; do
     m=$models/llama85m-$f.gguf
+    # The floor: how fast two threads stream-read this file through a
+    # read-only mmap, as the CPU backend reads it (median of five reads).
+    "$build/sinkserve-read-bandwidth" "$m" | sed -n 's/.* threads=2 .*gb_s=//p' | sort -n | sed -n 3p \
+      | awk -v r="$r" -v f="$f" '{ printf "round=%d file=%s engine=memory test=read_gb_s value=%s\n", r, f, $1 }'
     # llama.cpp: one repetition of pp512 and tg128 per round; GNU time's
     # %M is its peak RSS in KiB.
     "$llama/llama-bench" -m "$m" -t "$threads" -p 512 -n 128 -r 1 -o csv 2>/dev/null > /tmp/llamabench.$$ \
