@@ -177,9 +177,12 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
   // scratch: scores (G, row) | rotated queries (G, head_dim)
   float* scores = a.scratch;
   float* q = scores + int64_t{G} * row;
-  // Blocks of 16 keys worked on together, so a small group still has four
-  // independent FMA chains (one head alone would wait on one chain).
-  constexpr int32_t kSpan = G >= 4 ? 1 : 4 / G;
+  // Blocks of 16 keys worked on together, so a small group of large heads
+  // still has four independent FMA chains (one head alone would wait on one
+  // chain of head_dim FMAs per block). Small heads (HD > 0) keep one block:
+  // there the kernel is throughput bound, and spanning measured 2-4% slower
+  // (bench/cpu/NOTES.md).
+  constexpr int32_t kSpan = HD > 0 || G >= 4 ? 1 : 4 / G;
 
   int32_t offset[3] = {};
   Vec16 max_lanes[G];
