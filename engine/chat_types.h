@@ -36,7 +36,18 @@ struct SamplingOverrides {
   std::optional<uint64_t> seed;
 };
 
+// An earlier message of a conversation the front door replays into a fresh
+// session (a stateless OpenAI request carries the whole history).
+struct HistoryMessage {
+  bool assistant = false;  // false: a user message
+  std::string text;
+};
+
 struct TurnRequest {
+  // Messages fed before `text`, oldest first: user messages through the
+  // template, assistant messages verbatim (each closed by the next user
+  // message's template tokens). Empty for an ordinary turn.
+  std::vector<HistoryMessage> history;
   std::string text;
   bool raw = false;
   int64_t max_new_tokens = 0;  // 0: the server default

@@ -183,14 +183,19 @@ void Engine::Detach(std::shared_ptr<Outbox> outbox) {
   Post([this, outbox = std::move(outbox)] { DoDetach(outbox.get()); });
 }
 
-void Engine::GetSession(std::string id, std::function<void(absl::StatusOr<SessionSnapshot>)> done) {
-  Post([this, id = std::move(id), done = std::move(done)] {
+bool Engine::OwnedByOther(const Session& s, const std::string& client) {
+  return !client.empty() && s.client.starts_with("key#") && s.client != client;
+}
+
+void Engine::GetSession(std::string id, std::string client,
+                        std::function<void(absl::StatusOr<SessionSnapshot>)> done) {
+  Post([this, id = std::move(id), client = std::move(client), done = std::move(done)] {
     if (absl::Status shape = CheckSessionIdShape(id); !shape.ok()) {
       done(shape);
       return;
     }
     auto it = sessions_.find(id);
-    if (it == sessions_.end()) {
+    if (it == sessions_.end() || OwnedByOther(*it->second, client)) {
       done(absl::NotFoundError(absl::StrFormat(
           "no session '%s': it never existed, was deleted, or expired after %g s detached", id,
           config_.session_ttl_seconds)));
@@ -212,14 +217,14 @@ void Engine::GetSession(std::string id, std::function<void(absl::StatusOr<Sessio
   });
 }
 
-void Engine::DeleteSession(std::string id, std::function<void(absl::Status)> done) {
-  Post([this, id = std::move(id), done = std::move(done)] {
+void Engine::DeleteSession(std::string id, std::string client, std::function<void(absl::Status)> done) {
+  Post([this, id = std::move(id), client = std::move(client), done = std::move(done)] {
     if (absl::Status shape = CheckSessionIdShape(id); !shape.ok()) {
       done(shape);
       return;
     }
     auto it = sessions_.find(id);
-    if (it == sessions_.end()) {
+    if (it == sessions_.end() || OwnedByOther(*it->second, client)) {
       done(absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id)));
       return;
     }
@@ -242,7 +247,8 @@ void Engine::EndAllStreams(absl::Status status) {
 }
 
 EngineStats Engine::stats() const {
-  return {session_count_.load(), running_turns_.load(), steps_.load(), kv_bytes_.load()};
+  return {session_count_.load(), running_turns_.load(), steps_.load(),       kv_bytes_.load(),
+          attached_count_.load(), queued_turns_.load(),  evicted_tokens_.load()};
 }
 
 void Engine::Loop() {
@@ -276,6 +282,7 @@ void Engine::Loop() {
       last_sweep_ = now;
     }
     if (Step()) steps_.fetch_add(1, std::memory_order_relaxed);
+    attached_count_.store(static_cast<int64_t>(attached_.size()), std::memory_order_relaxed);
   }
   EndAll(absl::UnavailableError("the server stopped, and its sessions ended with it; open a new session once it is back"));
   while (!sessions_.empty()) DestroySession(sessions_.begin()->first);
@@ -303,7 +310,7 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
       return;
     }
     auto it = sessions_.find(request.session_id);
-    if (it == sessions_.end()) {
+    if (it == sessions_.end() || OwnedByOther(*it->second, request.client)) {
       outbox->Push(EndEvent{absl::NotFoundError(absl::StrFormat(
           "no session '%s': it never existed, was deleted, or expired after %g s detached; "
           "open with an empty session_id to start a new one",
@@ -433,8 +440,22 @@ absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
   const bool first = !s.started;
   std::vector<int32_t> prompt = first ? s.preamble : std::vector<int32_t>{};
   const ChatTemplate& tmpl = *s.chat_template;
+  int64_t history_bytes = 0;
+  for (const HistoryMessage& m : request.history) history_bytes += static_cast<int64_t>(m.text.size());
+  if (history_bytes + static_cast<int64_t>(request.text.size()) > config_.max_prompt_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the turn's messages hold %d bytes; the limit is %d", history_bytes + request.text.size(),
+        config_.max_prompt_bytes));
+  }
+  bool first_user = first;
+  for (const HistoryMessage& m : request.history) {
+    const std::vector<int32_t> part =
+        m.assistant ? tmpl.RawText(m.text) : tmpl.UserTurn(m.text, first_user, s.system_prompt);
+    if (!m.assistant) first_user = false;
+    prompt.insert(prompt.end(), part.begin(), part.end());
+  }
   std::vector<int32_t> body = request.raw ? tmpl.RawText(request.text)
-                                          : tmpl.UserTurn(request.text, first, s.system_prompt);
+                                          : tmpl.UserTurn(request.text, first_user, s.system_prompt);
   prompt.insert(prompt.end(), body.begin(), body.end());
   if (prompt.empty() && s.carry.empty()) {
     return absl::InvalidArgumentError("the turn's text encodes to no tokens; send some text");

@@ -75,6 +75,9 @@ struct EngineConfig {
   // Bytes all sessions' KV caches may hold together (0: no limit). An open
   // whose cache does not fit gets RESOURCE_EXHAUSTED, before any allocation.
   int64_t kv_budget_bytes = 0;
+  // Called on the engine thread after each step is scheduled, with the
+  // step's tokens and sequences (metrics); must not block.
+  std::function<void(int64_t tokens, int64_t sequences)> on_step;
 
   absl::Status Validate() const;
   // The turn defaults and caps this config sets (engine/turn.h).
@@ -89,6 +92,9 @@ struct EngineStats {
   int64_t running_turns = 0;  // sessions with a turn in progress
   int64_t steps = 0;          // forward passes run
   int64_t kv_bytes = 0;       // bytes the live sessions' KV caches hold
+  int64_t attached = 0;       // sessions attached to a stream
+  int64_t queued_turns = 0;   // running turns still prefilling their prompt (no token yet)
+  int64_t evicted_tokens = 0; // tokens evicted from caches since start, as of each turn's end
 };
 
 class Engine {
@@ -121,8 +127,17 @@ class Engine {
   void Detach(std::shared_ptr<Outbox> outbox);
 
   // Unary queries; `done` runs on the engine thread and must not block.
-  void GetSession(std::string id, std::function<void(absl::StatusOr<SessionSnapshot>)> done);
-  void DeleteSession(std::string id, std::function<void(absl::Status)> done);
+  void GetSession(std::string id, std::function<void(absl::StatusOr<SessionSnapshot>)> done) {
+    GetSession(std::move(id), "", std::move(done));
+  }
+  void DeleteSession(std::string id, std::function<void(absl::Status)> done) {
+    DeleteSession(std::move(id), "", std::move(done));
+  }
+  // The same on behalf of `client`: a session an API key opened is NOT_FOUND
+  // to every other key (as when resuming it), so ids cannot be probed across
+  // keys. An empty client skips the check.
+  void GetSession(std::string id, std::string client, std::function<void(absl::StatusOr<SessionSnapshot>)> done);
+  void DeleteSession(std::string id, std::string client, std::function<void(absl::Status)> done);
 
   // Draining: new sessions and resumes get UNAVAILABLE; running turns go on.
   void BeginDrain();
@@ -165,6 +180,9 @@ class Engine {
   absl::Status MakeKvRoom(int64_t cache_bytes);
   void EndAll(const absl::Status& status);
   Session* Attached(Outbox* outbox);
+  // True when `client` may not see `s`: it was opened with an API key
+  // ("key#N" identity) and `client` is another identity.
+  static bool OwnedByOther(const Session& s, const std::string& client);
 
   // The step (engine/engine_step.cc).
   bool Step();
@@ -207,6 +225,9 @@ class Engine {
   std::atomic<int64_t> running_turns_{0};
   std::atomic<int64_t> steps_{0};
   std::atomic<int64_t> kv_bytes_{0};  // written on the engine thread only
+  std::atomic<int64_t> attached_count_{0};
+  std::atomic<int64_t> queued_turns_{0};
+  std::atomic<int64_t> evicted_tokens_{0};
   std::thread thread_;  // last: starts after every member above exists
 };
 

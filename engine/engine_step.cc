@@ -14,6 +14,10 @@ bool Engine::Step() {
   if (active_.empty()) return false;
   if (scheduler_.Schedule(active_, &plan_) == 0) return false;
   BuildBatch(plan_, &batch_);
+  queued_turns_.store(std::count_if(active_.begin(), active_.end(),
+                                    [](const Session* s) { return s->phase == Phase::kPrefill; }),
+                      std::memory_order_relaxed);
+  if (config_.on_step) config_.on_step(static_cast<int64_t>(batch_.tokens.size()), static_cast<int64_t>(plan_.size()));
   if (absl::Status status = backend_->Forward(batch_, &logits_); !status.ok()) {
     // Nothing was appended; the sessions in this batch cannot go on safely.
     const std::string message = absl::StrFormat("internal error in the forward pass: %s", status.message());
@@ -94,6 +98,9 @@ void Engine::EndTurn(Session& s, FinishReason reason, const std::string& error, 
   AppendLastTurn(&s.last_turn, rest, 0);
   s.last_turn.finished = true;
   s.last_turn.reason = reason;
+  const int64_t evicted = s.evicted_tokens();
+  evicted_tokens_.fetch_add(evicted - s.evicted_reported, std::memory_order_relaxed);
+  s.evicted_reported = evicted;
   if (emit && s.outbox != nullptr) {
     if (!rest.empty()) s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
     s.outbox->Push(DoneEvent{reason, Usage(s), t.number, error});

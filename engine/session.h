@@ -53,6 +53,7 @@ struct Session {
   const ChatTemplate* chat_template = nullptr;  // owned by the engine
   std::string system_prompt;
   std::string client;  // the identity that opened it (quota accounting)
+  int64_t evicted_reported = 0;  // evicted tokens already counted in the engine's total
 
   // The conversation's length. Every emitted token enters the cache: the
   // token a finished turn sampled last (never fed by that turn) is carried
