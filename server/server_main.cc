@@ -17,8 +17,11 @@
 #include "common/runtime.h"
 #include "engine/engine.h"
 #include "engine/status_macros.h"
+#include "server/api_keys.h"
 #include "server/chat_server.h"
 #include "server/convert.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
 
 namespace sinkserve {
 namespace {
@@ -98,9 +101,10 @@ absl::Status Run(int argc, char** argv) {
                                      "max-message-bytes", "session-ttl", "drain-timeout", "outbox", "kv-budget",
                                      "max-sessions-per-client", "stalled-stream-timeout", "keepalive",
                                      "keepalive-timeout", "handshake-timeout", "connection-idle",
-                                     "max-streams-per-connection", "prefill-share"};
+                                     "max-streams-per-connection", "prefill-share", "http-listen", "api-key-file",
+                                     "http-max-body-bytes", "http-max-connections"};
   for (const auto* group : {&kModelFlags, &kCacheFlags, &kSamplingFlags}) valued.insert(valued.end(), group->begin(), group->end());
-  Flags flags(valued, {"allow-takeover"});
+  Flags flags(valued, {"allow-takeover", "metrics-public"});
   RETURN_IF_ERROR(flags.Parse(argc, argv));
 
   EngineConfig config;
@@ -161,8 +165,23 @@ absl::Status Run(int argc, char** argv) {
   if (!flags.Has("max-window")) {
     config.max_window = std::max({context, config.default_cache.window, config.default_cache.sinks});
   }
+  // The HTTP front door's settings, checked before anything starts.
+  HttpServerOptions http_options;
+  http_options.listen = flags.String("http-listen", "127.0.0.1:8080");
+  http_options.metrics_public = flags.Switch("metrics-public");
+  ASSIGN_OR_RETURN(http_options.max_body_bytes,
+                   flags.IntInRange("http-max-body-bytes", std::max<int64_t>(8 << 20, 4 * config.max_prompt_bytes), 1024,
+                                    int64_t{1} << 31));
+  ASSIGN_OR_RETURN(http_options.max_connections, flags.IntInRange("http-max-connections", 1024, 1, 1 << 20));
+  ApiKeys keys;
+  if (flags.Has("api-key-file")) {
+    ASSIGN_OR_RETURN(keys, ApiKeys::Load(flags.String("api-key-file", "")));
+  }
+  Metrics metrics;
+  config.on_step = [&metrics](int64_t tokens, int64_t sequences) { metrics.ObserveStep(tokens, sequences); };
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
                    Engine::Create(runtime.backend.get(), runtime.tokenizer.get(), config));
+  metrics.SetEngine(engine.get());
 
   ChatServerOptions options;
   options.listen = flags.String("listen", "127.0.0.1:50051");
@@ -176,13 +195,19 @@ absl::Status Run(int argc, char** argv) {
   google::protobuf::SetLogHandler(&ProtobufLog);  // before any request is parsed
   ASSIGN_OR_RETURN(std::unique_ptr<ChatServer> server,
                    ChatServer::Start(engine.get(), Info(config, backend, config.model_name, max_message), options));
+  std::unique_ptr<HttpServer> http;
+  if (http_options.listen != "off") {
+    ASSIGN_OR_RETURN(http, HttpServer::Start(engine.get(), &keys, &metrics, http_options));
+  }
   const CacheConfig& c = config.default_cache;
   std::cerr << absl::StrFormat(
       "%s: serving model=%s backend=%s cache=%s sinks=%d window=%d chunk=%d template=%s max_sessions=%d "
-      "kv_budget=%dMiB session_ttl=%gs max_sessions_per_client=%d fd_limit=%d listen=%s\n",
+      "kv_budget=%dMiB session_ttl=%gs max_sessions_per_client=%d fd_limit=%d api_keys=%d metrics=%s http=%s "
+      "listen=%s\n",
       kTool, config.model_name, backend.name(), CachePolicyName(c.policy), c.sinks, c.window,
       config.scheduler.prefill_chunk, ChatTemplateName(config.default_template), config.max_sessions,
       config.kv_budget_bytes >> 20, config.session_ttl_seconds, config.max_sessions_per_client, fds.soft,
+      keys.size(), http_options.metrics_public || !keys.enabled() ? "open" : "key", http ? http->address() : "off",
       server->address());
   if (window_above_context) {
     std::cerr << absl::StrFormat(
@@ -207,7 +232,9 @@ absl::Status Run(int argc, char** argv) {
   sigwait(&signals, &signal_number);
   std::cerr << absl::StrFormat("%s: %s received, draining for up to %gs\n", kTool,
                                signal_number == SIGTERM ? "SIGTERM" : "SIGINT", drain_timeout);
+  if (http) http->BeginDrain();
   server->Drain(absl::Seconds(drain_timeout));
+  http.reset();
   server.reset();
   engine.reset();  // before the backend and tokenizer it uses
   std::cerr << absl::StrFormat("%s: stopped\n", kTool);

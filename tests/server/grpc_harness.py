@@ -67,7 +67,10 @@ def stories_args(shared):
 def start_server(binary, shared, extra=(), listen="127.0.0.1:0", prefix=()):
     """Starts sinkserve-server (after `prefix`, e.g. prlimit); returns the
     process, its port and its startup line."""
-    proc = subprocess.Popen(list(prefix) + [binary] + stories_args(shared) + ["--listen", listen] + list(extra),
+    # The HTTP front door on a free port too, so servers in parallel tests do
+    # not meet on its default 8080.
+    http = [] if "--http-listen" in extra else ["--http-listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(list(prefix) + [binary] + stories_args(shared) + ["--listen", listen] + http + list(extra),
                             stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     m = re.search(r"listen=\S*:(\d+)", line)

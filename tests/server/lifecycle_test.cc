@@ -95,7 +95,7 @@ class ServerProcess {
   explicit ServerProcess(const std::vector<std::string>& extra) {
     std::vector<std::string> args = {BinaryPath("sinkserve-server"), "--model", SharedPath(kModel), "--tokenizer",
                                      SharedPath(kVocab), "--backend", "cpu", "--threads", "1", "--listen",
-                                     "127.0.0.1:0"};
+                                     "127.0.0.1:0", "--http-listen", "127.0.0.1:0"};
     args.insert(args.end(), extra.begin(), extra.end());
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
