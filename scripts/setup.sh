@@ -8,7 +8,7 @@ packages=(
   libabsl-dev libprotobuf-dev protobuf-compiler
   libgrpc++-dev protobuf-compiler-grpc
   libgtest-dev libgmock-dev libpcre2-dev
-  libboost-dev nlohmann-json3-dev prometheus-cpp-dev libssl-dev
+  libboost-dev nlohmann-json3-dev prometheus-cpp-dev libssl-dev openssl curl
   clang libclang-rt-dev
   python3 python3-grpcio python3-protobuf python3-numpy python3-matplotlib
 )

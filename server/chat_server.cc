@@ -1,6 +1,8 @@
 #include "server/chat_server.h"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <grpc/grpc.h>
@@ -10,8 +12,19 @@
 #include <grpcpp/server_builder.h>
 
 #include "absl/strings/str_format.h"
+#include "engine/status_macros.h"
 
 namespace sinkserve {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (in) text << in.rdbuf();
+  if (!in || text.str().find("-----BEGIN ") == std::string::npos || text.str().size() > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: not a readable PEM file", path));
+  }
+  return text.str();
+}
 
 absl::StatusOr<std::unique_ptr<ChatServer>> ChatServer::Start(Engine* engine, v1::ServerInfo info,
                                                               const ChatServerOptions& options) {
@@ -21,9 +34,17 @@ absl::StatusOr<std::unique_ptr<ChatServer>> ChatServer::Start(Engine* engine, v1
 
   std::unique_ptr<ChatServer> server(new ChatServer());
   server->engine_ = engine;
-  server->service_ = std::make_unique<ChatServiceImpl>(engine, std::move(info));
+  server->service_ = std::make_unique<ChatServiceImpl>(engine, std::move(info), options.keys, options.metrics);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_file.empty()) {
+    ASSIGN_OR_RETURN(const std::string cert, ReadPem(options.tls_cert_file));
+    ASSIGN_OR_RETURN(const std::string key, ReadPem(options.tls_key_file));
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(options.listen, credentials, &server->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   auto ms = [](double seconds) { return static_cast<int>(std::min(seconds * 1000, 2e9)); };

@@ -28,7 +28,16 @@ struct ChatServerOptions {
   // A connection with no stream this long is closed (clients reconnect).
   double connection_idle_seconds = 300;
   int64_t max_streams_per_connection = 100;
+  const ApiKeys* keys = nullptr;  // see ChatServiceImpl
+  Metrics* metrics = nullptr;
+  // PEM files: both set serves TLS instead of plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
+
+// The contents of a PEM file (a TLS certificate chain or key);
+// INVALID_ARGUMENT naming the file when it is unreadable or not PEM.
+absl::StatusOr<std::string> ReadPem(const std::string& path);
 
 class ChatServer {
  public:

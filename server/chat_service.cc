@@ -48,6 +48,10 @@ class ChatReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       engine_->EndStream(outbox_, NotAChatRequest());  // and read no more
       return;
     }
+    if (request_.has_turn() && service_->metrics_ != nullptr) {
+      std::lock_guard<std::mutex> lock(mu_);
+      metric_.emplace(service_->metrics_, "grpc");
+    }
     if (absl::Status status = Dispatch(*engine_, outbox_, request_, client_); !status.ok()) {
       engine_->EndStream(outbox_, status);  // and read no more
       return;
@@ -105,6 +109,13 @@ class ChatReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       Finish(status);
       return;
     }
+    if (metric_) {
+      if (const auto* delta = std::get_if<DeltaEvent>(&*event)) metric_->Delta(static_cast<int64_t>(delta->token_ids.size()));
+      if (const auto* done = std::get_if<DoneEvent>(&*event)) {
+        metric_->Done(*done);
+        metric_.reset();
+      }
+    }
     ToProto(*event, &response_);
     bool own_buffer = false;
     response_bytes_.Clear();  // the last write's bytes; Serialize wants an empty buffer
@@ -132,6 +143,19 @@ class ChatReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   bool writing_ = false;
   bool dead_ = false;
   bool finished_ = false;
+  std::optional<Metrics::Turn> metric_;  // the running turn's, under mu_
+};
+
+// A Chat call without a valid API key: finished at once.
+class RejectedChat final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  RejectedChat() { Finish(Unauthenticated()); }
+  void OnDone() override { delete this; }
+
+  static grpc::Status Unauthenticated() {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "a valid API key is required: metadata 'authorization: Bearer KEY'");
+  }
 };
 
 std::string PeerIdentity(std::string_view peer) {
@@ -142,20 +166,35 @@ std::string PeerIdentity(std::string_view peer) {
   return std::string(peer);
 }
 
+std::optional<std::string> ChatServiceImpl::Identify(grpc::CallbackServerContext* context) const {
+  if (keys_ == nullptr || !keys_->enabled()) return PeerIdentity(context->peer());
+  const auto& metadata = context->client_metadata();
+  const auto it = metadata.find("authorization");
+  if (it == metadata.end()) return std::nullopt;
+  return keys_->Identify(std::string_view(it->second.data(), it->second.size()));
+}
+
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ChatServiceImpl::Chat(
     grpc::CallbackServerContext* context) {
-  return new ChatReactor(this, PeerIdentity(context->peer()));
+  std::optional<std::string> client = Identify(context);
+  if (!client) return new RejectedChat();
+  return new ChatReactor(this, *std::move(client));
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::GetSession(grpc::CallbackServerContext* context,
                                                       const v1::GetSessionRequest* request,
                                                       v1::SessionInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const std::optional<std::string> client = Identify(context);
+  if (!client) {
+    reactor->Finish(RejectedChat::Unauthenticated());
+    return reactor;
+  }
   if (request->session_id().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "session_id is empty"));
     return reactor;
   }
-  engine_->GetSession(request->session_id(), [reactor, response](absl::StatusOr<SessionSnapshot> snapshot) {
+  engine_->GetSession(request->session_id(), *client, [reactor, response](absl::StatusOr<SessionSnapshot> snapshot) {
     if (snapshot.ok()) ToProto(*snapshot, response);
     reactor->Finish(ToGrpcStatus(snapshot.status()));
   });
@@ -166,17 +205,27 @@ grpc::ServerUnaryReactor* ChatServiceImpl::DeleteSession(grpc::CallbackServerCon
                                                          const v1::DeleteSessionRequest* request,
                                                          v1::DeleteSessionResponse*) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const std::optional<std::string> client = Identify(context);
+  if (!client) {
+    reactor->Finish(RejectedChat::Unauthenticated());
+    return reactor;
+  }
   if (request->session_id().empty()) {
     reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "session_id is empty"));
     return reactor;
   }
-  engine_->DeleteSession(request->session_id(),
+  engine_->DeleteSession(request->session_id(), *client,
                          [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::GetServerInfo(grpc::CallbackServerContext* context,
                                                          const v1::GetServerInfoRequest*, v1::ServerInfo* response) {
+  if (!Identify(context)) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(RejectedChat::Unauthenticated());
+    return reactor;
+  }
   *response = info_;
   response->set_active_sessions(static_cast<uint32_t>(engine_->stats().sessions));
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();

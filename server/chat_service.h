@@ -4,11 +4,15 @@
 // stream's Outbox, whose notify hook only queues the stream on the WritePump.
 #pragma once
 
+#include <optional>
+
 #include <atomic>
 #include <string>
 #include <string_view>
 
 #include "engine/engine.h"
+#include "server/api_keys.h"
+#include "server/metrics.h"
 #include "server/write_pump.h"
 #include "sinkserve/v1/chat.grpc.pb.h"
 
@@ -31,7 +35,11 @@ class ChatServiceImpl final : public ChatServiceBase {
  public:
   // `engine` must outlive the service. `info` is what GetServerInfo returns
   // (active_sessions is filled per call).
-  ChatServiceImpl(Engine* engine, v1::ServerInfo info) : engine_(engine), info_(std::move(info)) {}
+  // With `keys` enabled every call needs `authorization: Bearer KEY`
+  // metadata (else UNAUTHENTICATED), and a key's sessions are its own.
+  // `metrics` (optional) gets the Chat streams' turns.
+  ChatServiceImpl(Engine* engine, v1::ServerInfo info, const ApiKeys* keys = nullptr, Metrics* metrics = nullptr)
+      : engine_(engine), info_(std::move(info)), keys_(keys), metrics_(metrics) {}
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Chat(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* GetSession(grpc::CallbackServerContext* context, const v1::GetSessionRequest* request,
@@ -47,8 +55,14 @@ class ChatServiceImpl final : public ChatServiceBase {
 
  private:
   friend class ChatReactor;
+  // The caller's identity: its API key's ("key#N") when keys are on (nullopt
+  // for a missing or unknown key), else the peer's address.
+  std::optional<std::string> Identify(grpc::CallbackServerContext* context) const;
+
   Engine* engine_;
   const v1::ServerInfo info_;
+  const ApiKeys* keys_;
+  Metrics* metrics_;
   std::atomic<int64_t> open_streams_{0};
   WritePump pump_;  // starts the writes the engine's events call for
 };

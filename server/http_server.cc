@@ -8,6 +8,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
@@ -58,7 +59,13 @@ absl::StatusOr<tcp::endpoint> ParseListen(const std::string& listen) {
 
 }  // namespace
 
-class Connection;
+// What the server holds of a connection, whatever its transport.
+class ConnectionBase {
+ public:
+  virtual ~ConnectionBase() = default;
+  // The server is stopping: drop the turn (its session detaches) and close.
+  virtual void Abort() = 0;
+};
 
 class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
  public:
@@ -68,6 +75,16 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
 
   absl::Status Listen() {
     ASSIGN_OR_RETURN(tcp::endpoint endpoint, ParseListen(options_.listen));
+    if (!options_.tls_cert_file.empty()) {
+      tls_.emplace(net::ssl::context::tls_server);
+      tls_->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                        net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1);
+      boost::system::error_code ec;
+      tls_->use_certificate_chain_file(options_.tls_cert_file, ec);
+      if (ec) return absl::InvalidArgumentError(absl::StrCat(options_.tls_cert_file, ": ", ec.message()));
+      tls_->use_private_key_file(options_.tls_key_file, net::ssl::context::pem, ec);
+      if (ec) return absl::InvalidArgumentError(absl::StrCat(options_.tls_key_file, ": ", ec.message()));
+    }
     boost::system::error_code ec;
     acceptor_.open(endpoint.protocol(), ec);
     if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
@@ -92,7 +109,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   const HttpServerOptions options_;
   // Touched on the io thread only (and declared before ioc_, so they outlive
   // the handlers ioc_ destroys).
-  std::unordered_set<Connection*> connections_;
+  std::unordered_set<ConnectionBase*> connections_;
   struct Tracked {
     openai::ConversationHash hash;
     uint64_t stamp = 0;
@@ -100,6 +117,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   absl::flat_hash_map<std::string, Tracked> tracked_;  // session id -> its conversation so far
   uint64_t stamp_ = 0;
   net::io_context ioc_{1};
+  std::optional<net::ssl::context> tls_;  // set when serving HTTPS
   tcp::acceptor acceptor_;
   std::thread thread_;
   int port_ = 0;
@@ -118,31 +136,44 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   }
 };
 
-// One HTTP/1.1 connection: requests in turn (keep-alive), each answered in
-// full before the next is read. A completion is fed by the engine through
+// One HTTP/1.1 connection over `Stream` (beast::tcp_stream, or a TLS
+// stream over one): requests in turn (keep-alive), each answered in full
+// before the next is read. A completion is fed by the engine through
 // `outbox_`; its hook posts Pump() to the io thread.
-class Connection : public std::enable_shared_from_this<Connection> {
+template <class Stream>
+class Connection final : public ConnectionBase, public std::enable_shared_from_this<Connection<Stream>> {
  public:
-  Connection(HttpServer::Impl* server, tcp::socket socket) : server_(server), stream_(std::move(socket)) {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  template <class... Args>
+  Connection(HttpServer::Impl* server, Args&&... args) : server_(server), stream_(std::forward<Args>(args)...) {
     boost::system::error_code ec;
-    const tcp::endpoint peer = stream_.socket().remote_endpoint(ec);
+    const tcp::endpoint peer = Socket().remote_endpoint(ec);
     peer_ = ec ? "unknown" : peer.address().to_string();
   }
 
   void Start() {
     server_->connections_.insert(this);
-    ReadRequest();
+    if constexpr (kTls) {
+      Tcp().expires_after(IdleTimeout());
+      stream_.async_handshake(net::ssl::stream_base::server,
+                              [self = this->shared_from_this(), this](beast::error_code ec) {
+                                if (ec) return Close();  // not TLS, or a failed handshake: nothing to answer
+                                ReadRequest();
+                              });
+    } else {
+      ReadRequest();
+    }
   }
 
-  // The server is stopping: drop the turn (its session detaches) and close.
-  void Abort() {
+  void Abort() override {
     EndTurnEarly();
     boost::system::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.socket().close(ec);
+    Socket().shutdown(tcp::socket::shutdown_both, ec);
+    Socket().close(ec);
   }
 
-  ~Connection() { server_->connections_.erase(this); }
+  ~Connection() override { server_->connections_.erase(this); }
 
  private:
   struct Out {
@@ -150,12 +181,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::string data;
   };
 
+  beast::tcp_stream& Tcp() { return beast::get_lowest_layer(stream_); }
+  tcp::socket& Socket() { return Tcp().socket(); }
+  std::chrono::milliseconds IdleTimeout() const {
+    return std::chrono::milliseconds(static_cast<int64_t>(server_->options_.idle_seconds * 1000));
+  }
+
   void ReadRequest() {
     parser_.emplace();
     parser_->body_limit(static_cast<uint64_t>(server_->options_.max_body_bytes));
     parser_->header_limit(static_cast<uint32_t>(server_->options_.max_header_bytes));
-    stream_.expires_after(std::chrono::milliseconds(static_cast<int64_t>(server_->options_.idle_seconds * 1000)));
-    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Connection::OnRead, shared_from_this()));
+    Tcp().expires_after(IdleTimeout());
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&Connection::OnRead, this->shared_from_this()));
   }
 
   void OnRead(beast::error_code ec, size_t) {
@@ -172,7 +209,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       return Close();
     }
-    stream_.expires_never();
+    Tcp().expires_never();
     request_ = parser_->release();
     keep_alive_ = request_.keep_alive();
     Route();
@@ -222,7 +259,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // (unless the server is gone by then).
   template <typename T>
   std::function<void(T)> OnIoThread(std::function<void(Connection&, T)> answer) {
-    return [server = server_->weak_from_this(), self = shared_from_this(), answer](T value) {
+    return [server = server_->weak_from_this(), self = this->shared_from_this(), answer](T value) {
       if (auto s = server.lock()) {
         net::post(s->ioc_, [self, answer, value = std::move(value)]() mutable { answer(*self, std::move(value)); });
       }
@@ -290,14 +327,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     headers_sent_ = false;
     turn_active_ = true;
     // Nothing else may hold the connection while it waits for the engine.
-    self_ = shared_from_this();
+    self_ = this->shared_from_this();
     first_delta_ = true;
     hash_.StartAssistant();
     if (server_->metrics_ != nullptr) metric_.emplace(server_->metrics_, "http");
 
     Engine& engine = *server_->engine_;
     outbox_ = engine.NewOutbox();
-    std::weak_ptr<Connection> weak = weak_from_this();
+    std::weak_ptr<Connection> weak = this->weak_from_this();
     net::io_context& ioc = server_->ioc_;
     outbox_->SetNotify([weak, &ioc] {
       net::post(ioc, [weak] {
@@ -312,10 +349,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // A client that closes its connection mid-turn cancels the turn.
   void WatchPeer() {
-    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), this](beast::error_code ec) {
+    Socket().async_wait(tcp::socket::wait_read, [self = this->shared_from_this(), this](beast::error_code ec) {
       if (ec || !turn_active_) return;
       boost::system::error_code e;
-      if (stream_.socket().available(e) == 0 || e) {
+      // (Under TLS a pipelined request or a close_notify also reads as data;
+      // a bare close still reads as none.)
+      if (Socket().available(e) == 0 || e) {
         EndTurnEarly();
         Close();
       }
@@ -442,7 +481,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (out_.empty()) return;
     writing_ = true;
     Out& front = out_.front();
-    auto done = beast::bind_front_handler(&Connection::OnStreamWritten, shared_from_this());
+    auto done = beast::bind_front_handler(&Connection::OnStreamWritten, this->shared_from_this());
     switch (front.kind) {
       case Out::kHeader:
         sse_serializer_.emplace(sse_header_);
@@ -488,7 +527,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     res.keep_alive(keep_alive_);
     res.prepare_payload();
     auto shared = std::make_shared<http::response<http::string_body>>(std::move(res));
-    http::async_write(stream_, *shared, [self = shared_from_this(), this, shared](beast::error_code ec, size_t) {
+    http::async_write(stream_, *shared, [self = this->shared_from_this(), this, shared](beast::error_code ec, size_t) {
       if (ec) return Close();
       AfterResponse();
     });
@@ -501,12 +540,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void Close() {
     boost::system::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.socket().close(ec);
+    Socket().shutdown(tcp::socket::shutdown_send, ec);
+    Socket().close(ec);
   }
 
   HttpServer::Impl* server_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   Request request_;
@@ -538,13 +577,15 @@ void HttpServer::Impl::Accept() {
   acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
-      auto connection = std::make_shared<Connection>(this, std::move(socket));
       if (static_cast<int64_t>(connections_.size()) >= options_.max_connections) {
         // Over the cap: a short 503 would need a read first; closing at once
         // tells the client as plainly.
-        connection->Abort();
+        boost::system::error_code ignored;
+        socket.close(ignored);
+      } else if (tls_) {
+        std::make_shared<Connection<beast::ssl_stream<beast::tcp_stream>>>(this, std::move(socket), *tls_)->Start();
       } else {
-        connection->Start();
+        std::make_shared<Connection<beast::tcp_stream>>(this, std::move(socket))->Start();
       }
     }
     Accept();
@@ -557,8 +598,8 @@ void HttpServer::Impl::Stop() {
     boost::system::error_code ec;
     acceptor_.close(ec);
     // Abort() may drop the last reference, which erases from connections_.
-    std::vector<Connection*> all(connections_.begin(), connections_.end());
-    for (Connection* c : all) c->Abort();
+    std::vector<ConnectionBase*> all(connections_.begin(), connections_.end());
+    for (ConnectionBase* c : all) c->Abort();
   });
   if (thread_.joinable()) thread_.join();
 }

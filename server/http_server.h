@@ -29,6 +29,9 @@ struct HttpServerOptions {
   int64_t max_connections = 1024;          // 503 (and close) above
   double idle_seconds = 60;                // keep-alive idle, and the time to send a request
   bool metrics_public = false;             // /metrics without an API key
+  // PEM files: both set serves HTTPS instead of plain HTTP.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // Sessions the front door remembers the conversation hash of (for the
   // 409 check of resumed requests); the oldest are forgotten first.
   int64_t max_tracked_sessions = 1 << 16;

@@ -102,7 +102,7 @@ absl::Status Run(int argc, char** argv) {
                                      "max-sessions-per-client", "stalled-stream-timeout", "keepalive",
                                      "keepalive-timeout", "handshake-timeout", "connection-idle",
                                      "max-streams-per-connection", "prefill-share", "http-listen", "api-key-file",
-                                     "http-max-body-bytes", "http-max-connections"};
+                                     "http-max-body-bytes", "http-max-connections", "tls-cert", "tls-key"};
   for (const auto* group : {&kModelFlags, &kCacheFlags, &kSamplingFlags}) valued.insert(valued.end(), group->begin(), group->end());
   Flags flags(valued, {"allow-takeover", "metrics-public"});
   RETURN_IF_ERROR(flags.Parse(argc, argv));
@@ -191,6 +191,13 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(options.handshake_timeout_seconds, SecondsFlag(flags, "handshake-timeout", 10));
   ASSIGN_OR_RETURN(options.connection_idle_seconds, SecondsFlag(flags, "connection-idle", 300));
   ASSIGN_OR_RETURN(options.max_streams_per_connection, flags.IntInRange("max-streams-per-connection", 100, 1, 1 << 20));
+  options.keys = &keys;
+  options.metrics = &metrics;
+  if (flags.Has("tls-cert") != flags.Has("tls-key")) {
+    return absl::InvalidArgumentError("--tls-cert and --tls-key go together (PEM files)");
+  }
+  options.tls_cert_file = http_options.tls_cert_file = flags.String("tls-cert", "");
+  options.tls_key_file = http_options.tls_key_file = flags.String("tls-key", "");
   const FdLimit fds = RaiseFdLimit();
   google::protobuf::SetLogHandler(&ProtobufLog);  // before any request is parsed
   ASSIGN_OR_RETURN(std::unique_ptr<ChatServer> server,
