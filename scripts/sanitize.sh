@@ -59,7 +59,7 @@ fuzz() {
     [[ -f $shared/models/$f ]] && cp "$shared/models/$f" "$work/seeds/gguf/"
   done
   local target seeds status=0
-  for target in gguf llama2c tokenizer stream_decoder chat_template request; do
+  for target in gguf llama2c tokenizer stream_decoder chat_template request openai; do
     case $target in
       gguf | llama2c) seeds=$work/seeds/$target ;;
       *) seeds=$PWD/fuzz/seeds/$target ;;

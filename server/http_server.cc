@@ -472,7 +472,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
 
   // ---- Writing -------------------------------------------------------------
 
-  void Queue(Out::Kind kind, std::string data) {
+  void Queue(typename Out::Kind kind, std::string data) {
     out_.push_back({kind, std::move(data)});
     if (!writing_) WriteNext();
   }
