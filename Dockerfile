@@ -5,7 +5,8 @@
 # libraries they link, run as a non-root user.
 #
 #   docker build -t sinkserve .
-#   docker run --gpus all -p 50051:50051 -v /path/to/models:/models:ro sinkserve
+#   docker run --gpus all -p 50051:50051 -p 8080:8080 -v /path/to/models:/models:ro sinkserve
+#   (gRPC on 50051; HTTP on 8080: the web chat page at /, the OpenAI API at /v1)
 #   (without a GPU, drop --gpus: --backend auto falls back to the CPU backend)
 #
 # Ubuntu 24.04 ships the same gRPC 1.51 / protobuf 3.21 / Abseil 20220623 as
@@ -18,7 +19,7 @@ ENV DEBIAN_FRONTEND=noninteractive
 WORKDIR /src
 # setup.sh first, so the package layer is cached across source edits.
 COPY scripts/setup.sh scripts/setup.sh
-RUN bash scripts/setup.sh && rm -rf /var/lib/apt/lists/*
+RUN SETUP_TEST_TOOLS=0 bash scripts/setup.sh && rm -rf /var/lib/apt/lists/*
 COPY . .
 # No GPU at build time: name the architectures instead of probing (sm_80 A100,
 # sm_90 H100/H200), and build for a generic x86-64 CPU, not the build host's.
@@ -46,7 +47,7 @@ RUN ! ldd /opt/sinkserve/bin/* | grep "not found" \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin sinkserve \
  && mkdir -p /models
 USER 10001
-EXPOSE 50051
+EXPOSE 50051 8080
 VOLUME ["/models"]
 # grpc.health.v1: SERVING once the model is loaded, NOT_SERVING while draining.
 HEALTHCHECK --interval=10s --timeout=4s --start-period=60s --retries=3 \
@@ -56,4 +57,4 @@ HEALTHCHECK --interval=10s --timeout=4s --start-period=60s --retries=3 \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["sinkserve-server"]
 CMD ["--model", "/models/stories260K/stories260K.bin", "--tokenizer", "/models/stories260K/tok512.bin", \
-     "--listen", "0.0.0.0:50051", "--backend", "auto", "--drain-timeout", "8"]
+     "--listen", "0.0.0.0:50051", "--http-listen", "0.0.0.0:8080", "--backend", "auto", "--drain-timeout", "8"]

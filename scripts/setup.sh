@@ -9,10 +9,15 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc
   libgtest-dev libgmock-dev libpcre2-dev
   libboost-dev nlohmann-json3-dev prometheus-cpp-dev libssl-dev openssl curl
-  chromium
   clang libclang-rt-dev
   python3 python3-grpcio python3-protobuf python3-numpy python3-matplotlib
 )
+
+# What only the tests need (a browser for the web page's test); an image
+# that only builds and serves sets SETUP_TEST_TOOLS=0.
+if [[ ${SETUP_TEST_TOOLS:-1} != 0 ]]; then
+  packages+=(chromium)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -29,8 +34,10 @@ fi
 # The Node test clients (the official openai client, playwright-core), at the
 # versions tests/http/package-lock.json pins.
 # (Node 20 and npm come with the machine, not from Debian.)
-http_tests=$(cd "$(dirname "$0")/../tests/http" && pwd)
-if ! command -v npm > /dev/null; then
+http_tests=$(cd "$(dirname "$0")/.." && pwd)/tests/http
+if [[ ${SETUP_TEST_TOOLS:-1} == 0 || ! -f $http_tests/package-lock.json ]]; then
+  :
+elif ! command -v npm > /dev/null; then
   echo "setup: npm is missing; the Node tests of the HTTP front door will skip" >&2
 elif [[ ! -d $http_tests/node_modules/openai || $http_tests/package-lock.json -nt $http_tests/node_modules ]]; then
   (cd "$http_tests" && npm ci --no-audit --no-fund --loglevel=error)
