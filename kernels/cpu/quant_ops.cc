@@ -64,38 +64,55 @@ void QuantizeQ8_0(const float* x, int64_t k, uint8_t* out, bool with_sum) {
   }
 }
 
+// Rounds 256 values times `iscale` to int8 (half to even), capped at 127.
+using RoundQ8_KFn = void (*)(const float* x, float iscale, int8_t* q);
+
+void RoundQ8_K(const float* x, float iscale, int8_t* q) {
+  for (int j = 0; j < kQKK; ++j) {
+    const long v = std::lrint(iscale * x[j]);  // round half to even
+    q[j] = static_cast<int8_t>(v > 127 ? 127 : v);
+  }
+}
+
+// One Q8_K block. The value of largest magnitude, with its sign (`max`, 0
+// when every value is 0), maps to -127, so every q fits [-127, 127] (ggml's
+// Q8_K convention; d may be negative).
+SINKSERVE_INLINE void WriteQ8_KBlock(const float* x, float max, RoundQ8_KFn round, uint8_t* out) {
+  auto* q = reinterpret_cast<int8_t*>(out + 4);
+  int16_t bsums[kQKK / 16];
+  float d = 0.0f;
+  if (max == 0.0f) {
+    std::memset(q, 0, kQKK);
+    std::memset(bsums, 0, sizeof(bsums));
+  } else {
+    const float iscale = -127.0f / max;
+    round(x, iscale, q);
+    for (int s = 0; s < kQKK / 16; ++s) {
+      int sum = 0;
+      for (int j = 0; j < 16; ++j) sum += q[16 * s + j];
+      bsums[s] = static_cast<int16_t>(sum);
+    }
+    d = 1.0f / iscale;
+  }
+  std::memcpy(out, &d, 4);
+  std::memcpy(out + 4 + kQKK, bsums, sizeof(bsums));
+}
+
+// The first value of largest magnitude, with its sign (NaNs are passed over).
+float SignedMaxAbs(const float* x) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < kQKK; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
+}
+
 void QuantizeQ8_K(const float* x, int64_t k, uint8_t* out) {
   for (int64_t b = 0; b < k / kQKK; ++b, x += kQKK, out += kQ8_KBytes) {
-    // The value of largest magnitude, with its sign, maps to -127, so every
-    // q fits [-127, 127] (ggml's Q8_K convention; d may be negative).
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < kQKK; ++j) {
-      if (std::fabs(x[j]) > amax) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
-    }
-    auto* q = reinterpret_cast<int8_t*>(out + 4);
-    int16_t bsums[kQKK / 16];
-    float d = 0.0f;
-    if (amax == 0.0f) {
-      std::memset(q, 0, kQKK);
-      std::memset(bsums, 0, sizeof(bsums));
-    } else {
-      const float iscale = -127.0f / max;
-      for (int j = 0; j < kQKK; ++j) {
-        const long v = std::lrint(iscale * x[j]);  // round half to even
-        q[j] = static_cast<int8_t>(v > 127 ? 127 : v);
-      }
-      for (int s = 0; s < kQKK / 16; ++s) {
-        int sum = 0;
-        for (int j = 0; j < 16; ++j) sum += q[16 * s + j];
-        bsums[s] = static_cast<int16_t>(sum);
-      }
-      d = 1.0f / iscale;
-    }
-    std::memcpy(out, &d, 4);
-    std::memcpy(out + 4 + kQKK, bsums, sizeof(bsums));
+    WriteQ8_KBlock(x, SignedMaxAbs(x), RoundQ8_K, out);
   }
 }
 
@@ -152,34 +169,21 @@ SINKSERVE_AVX2 void QuantizeQ8_0Avx2(const float* x, int64_t k, uint8_t* out, bo
   }
 }
 
+SINKSERVE_AVX2 void RoundQ8_KAvx2(const float* x, float iscale, int8_t* q) {
+  for (int i = 0; i < kQKK / 32; ++i) RoundPack32(x + 32 * i, iscale, q + 32 * i, 127);
+}
+
 SINKSERVE_AVX2 void QuantizeQ8_KAvx2(const float* x, int64_t k, uint8_t* out) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   for (int64_t b = 0; b < k / kQKK; ++b, x += kQKK, out += kQ8_KBytes) {
     __m256 m = _mm256_setzero_ps();
     for (int i = 0; i < kQKK / 8; ++i) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(x + 8 * i), abs_mask));
     const float amax = MaxAbs8(m);
-    auto* q = reinterpret_cast<int8_t*>(out + 4);
-    int16_t bsums[kQKK / 16];
-    float d = 0.0f;
-    if (amax == 0.0f) {
-      std::memset(q, 0, kQKK);
-      std::memset(bsums, 0, sizeof(bsums));
-    } else {
-      int j = 0;  // the first value of largest magnitude, as the scalar loop picks it
-      while (std::fabs(x[j]) != amax) ++j;
-      const float iscale = -127.0f / x[j];
-      for (int i = 0; i < kQKK / 32; ++i) {
-        RoundPack32(x + 32 * i, iscale, q + 32 * i, 127);
-        for (int h = 0; h < 2; ++h) {
-          int sum = 0;
-          for (int l = 0; l < 16; ++l) sum += q[32 * i + 16 * h + l];
-          bsums[2 * i + h] = static_cast<int16_t>(sum);
-        }
-      }
-      d = 1.0f / iscale;
-    }
-    std::memcpy(out, &d, 4);
-    std::memcpy(out + 4 + kQKK, bsums, sizeof(bsums));
+    // The first value of that magnitude, as the scalar loop picks it (a NaN
+    // in the block: the scalar search, which passes NaNs over).
+    int j = 0;
+    while (j < kQKK && std::fabs(x[j]) != amax) ++j;
+    WriteQ8_KBlock(x, amax == 0.0f ? 0.0f : (j < kQKK ? x[j] : SignedMaxAbs(x)), RoundQ8_KAvx2, out);
   }
 }
 

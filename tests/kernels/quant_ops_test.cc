@@ -143,10 +143,12 @@ TEST(QuantOpsTest, SimdActivationQuantizersWriteTheReferenceBytes) {
         x[5] = 127.0f;
         for (int j = 6; j < 32; ++j) x[j] = (j % 2 ? 0.5f : -2.5f) + static_cast<float>(j - 16);
       }
+      if (trial == 49) x[300] = NAN;  // a bad model's NaN: any bytes, but no crash or overrun
       const int64_t bytes = ActivationRowBytes(type, kCols);
       std::vector<uint8_t> fast(bytes), reference(bytes);
       QuantizeActivations(type, x.data(), kCols, fast.data());
       QuantizeActivationsReference(type, x.data(), kCols, reference.data());
+      if (trial == 49) continue;
       ASSERT_EQ(fast, reference) << GgmlTypeName(static_cast<uint32_t>(type)) << " trial " << trial;
     }
   }

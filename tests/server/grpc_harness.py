@@ -21,6 +21,20 @@ def skip(why):
     sys.exit(SKIP)
 
 
+def test_args(extra=lambda ap: None):
+    """The command line every Python server test takes (--server-binary,
+    --proto-dir, --shared-dir; `extra` may add more), and the shared-data
+    folder ($SINKSERVE_SHARED_DIR wins over --shared-dir)."""
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server-binary", required=True)
+    ap.add_argument("--proto-dir", required=True)
+    ap.add_argument("--shared-dir", required=True)
+    extra(ap)
+    args = ap.parse_args()
+    return args, os.environ.get("SINKSERVE_SHARED_DIR") or args.shared_dir
+
+
 def import_grpc():
     try:
         import grpc

@@ -8,7 +8,6 @@ Runs two sinkserve-server processes with stories260K: one listening on [::]
 and one started under `prlimit --nofile=1024:HARD` for the fd-exhaustion
 repro. Exit 77 = skipped (no grpc for /usr/bin/python3, no shared data).
 """
-import argparse
 import math
 import os
 import resource
@@ -21,7 +20,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from grpc_harness import Stream, import_grpc, load_messages, start_server, stop_server  # noqa: E402
+from grpc_harness import Stream, import_grpc, load_messages, start_server, stop_server, test_args  # noqa: E402
 
 grpc = import_grpc()
 Code = grpc.StatusCode
@@ -374,15 +373,10 @@ def sigterm_mid_turn(c, proc):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server-binary", required=True)
-    ap.add_argument("--proto-dir", required=True)
-    ap.add_argument("--shared-dir", required=True)
-    ap.add_argument("--only", default="", help="run only the cases whose names contain this")
-    args = ap.parse_args()
+    args, shared = test_args(
+        lambda ap: ap.add_argument("--only", default="", help="run only the cases whose names contain this"))
     global SERVER_BINARY
     SERVER_BINARY = args.server_binary
-    shared = os.environ.get("SINKSERVE_SHARED_DIR") or args.shared_dir
     with tempfile.TemporaryDirectory() as work:
         msgs, _ = load_messages(args.proto_dir, work)
         try:

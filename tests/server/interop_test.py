@@ -6,7 +6,6 @@ set of proto/sinkserve/v1/chat.proto (no generated Python is checked in). The
 test starts sinkserve-server on a free port with stories260K, opens a session,
 streams two raw turns and checks the usage figures. Exit 77 = skipped.
 """
-import argparse
 import os
 import queue
 import re
@@ -14,18 +13,12 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from grpc_harness import import_grpc, load_messages, start_server, stop_server  # noqa: E402
+from grpc_harness import import_grpc, test_args, load_messages, start_server, stop_server  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server-binary", required=True)
-    ap.add_argument("--proto-dir", required=True)
-    ap.add_argument("--shared-dir", required=True)
-    args = ap.parse_args()
+    args, shared = test_args()
     grpc = import_grpc()
-
-    shared = os.environ.get("SINKSERVE_SHARED_DIR") or args.shared_dir
     with tempfile.TemporaryDirectory() as work:
         msgs, pool = load_messages(args.proto_dir, work)
         proc, port, _ = start_server(args.server_binary, shared)

@@ -8,7 +8,6 @@ plain HTTP refused; over gRPC with TLS: UNAUTHENTICATED without the key's
 metadata, GetServerInfo and a Chat turn with it, and a session opened with
 one key NOT_FOUND to another; plaintext gRPC refused. Exit 77 = skipped.
 """
-import argparse
 import json
 import os
 import shutil
@@ -20,22 +19,17 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from grpc_harness import import_grpc, load_messages, skip, start_server, stop_server  # noqa: E402
+from grpc_harness import import_grpc, test_args, load_messages, skip, start_server, stop_server  # noqa: E402
 
 KEY1 = "first-test-key-0123456789abcdef"
 KEY2 = "second-test-key-0123456789abcdef"
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server-binary", required=True)
-    ap.add_argument("--proto-dir", required=True)
-    ap.add_argument("--shared-dir", required=True)
-    args = ap.parse_args()
+    args, shared = test_args()
     grpc = import_grpc()
     if shutil.which("openssl") is None:
         skip("the openssl command is not installed")
-    shared = os.environ.get("SINKSERVE_SHARED_DIR") or args.shared_dir
     with tempfile.TemporaryDirectory() as work:
         cert, key = os.path.join(work, "tls.crt"), os.path.join(work, "tls.key")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
