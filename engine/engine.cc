@@ -183,6 +183,10 @@ void Engine::Detach(std::shared_ptr<Outbox> outbox) {
   Post([this, outbox = std::move(outbox)] { DoDetach(outbox.get()); });
 }
 
+static absl::Status NotYours() {
+  return absl::PermissionDeniedError("this session belongs to another API key; it is left as it was");
+}
+
 bool Engine::OwnedByOther(const Session& s, const std::string& client) {
   return !client.empty() && s.client.starts_with("key#") && s.client != client;
 }
@@ -195,10 +199,14 @@ void Engine::GetSession(std::string id, std::string client,
       return;
     }
     auto it = sessions_.find(id);
-    if (it == sessions_.end() || OwnedByOther(*it->second, client)) {
+    if (it == sessions_.end()) {
       done(absl::NotFoundError(absl::StrFormat(
           "no session '%s': it never existed, was deleted, or expired after %g s detached", id,
           config_.session_ttl_seconds)));
+      return;
+    }
+    if (OwnedByOther(*it->second, client)) {
+      done(NotYours());
       return;
     }
     const Session& s = *it->second;
@@ -224,8 +232,12 @@ void Engine::DeleteSession(std::string id, std::string client, std::function<voi
       return;
     }
     auto it = sessions_.find(id);
-    if (it == sessions_.end() || OwnedByOther(*it->second, client)) {
+    if (it == sessions_.end()) {
       done(absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id)));
+      return;
+    }
+    if (OwnedByOther(*it->second, client)) {
+      done(NotYours());
       return;
     }
     Session& s = *it->second;
@@ -310,7 +322,11 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
       return;
     }
     auto it = sessions_.find(request.session_id);
-    if (it == sessions_.end() || OwnedByOther(*it->second, request.client)) {
+    if (it != sessions_.end() && OwnedByOther(*it->second, request.client)) {
+      outbox->Push(EndEvent{NotYours()});
+      return;
+    }
+    if (it == sessions_.end()) {
       outbox->Push(EndEvent{absl::NotFoundError(absl::StrFormat(
           "no session '%s': it never existed, was deleted, or expired after %g s detached; "
           "open with an empty session_id to start a new one",

@@ -133,9 +133,9 @@ class Engine {
   void DeleteSession(std::string id, std::function<void(absl::Status)> done) {
     DeleteSession(std::move(id), "", std::move(done));
   }
-  // The same on behalf of `client`: a session an API key opened is NOT_FOUND
-  // to every other key (as when resuming it), so ids cannot be probed across
-  // keys. An empty client skips the check.
+  // The same on behalf of `client`: a session an API key opened is
+  // PERMISSION_DENIED to every other key (as when resuming it), and left as
+  // it was. An empty client skips the check.
   void GetSession(std::string id, std::string client, std::function<void(absl::StatusOr<SessionSnapshot>)> done);
   void DeleteSession(std::string id, std::string client, std::function<void(absl::Status)> done);
 

@@ -30,13 +30,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   c.chat = chat;
   c.model = r->model;
   c.session_id = r->session_id;
+  c.return_token_ids = r->return_token_ids;
   DoneEvent done;
   done.reason = FinishReason::kError;
   done.error = r->turn.text;
-  (void)openai::DeltaChunk(c, r->turn.text, true);
+  (void)openai::DeltaChunk(c, r->turn.text, {1, 2, 3}, true);
   (void)openai::FinishChunk(c, done);
   (void)openai::UsageChunk(c, done);
-  (void)openai::CompletionResponse(c, r->open.system_prompt, done);
+  (void)openai::CompletionResponse(c, r->open.system_prompt, {}, done);
   openai::ConversationHash hash;
   for (const HistoryMessage& m : r->earlier) hash.Add(m.assistant, m.text);
   return 0;

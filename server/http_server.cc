@@ -292,6 +292,10 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
     absl::StatusOr<openai::CompletionRequest> parsed = openai::ParseCompletionRequest(request_.body(), session_header, chat);
     if (!parsed.ok()) return SendStatus(parsed.status());
     req_ = *std::move(parsed);
+    if (!req_.model.empty() && req_.model != server_->engine_->model_name()) {
+      return SendError(404, absl::StrCat("the model '", req_.model.substr(0, 200), "' does not exist; this server serves '",
+                                         server_->engine_->model_name(), "' (GET /v1/models)"));
+    }
     // The conversation so far, as this request states it.
     openai::ConversationHash stated;
     for (const HistoryMessage& m : req_.earlier) stated.Add(m.assistant, m.text);
@@ -321,8 +325,10 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
     ctx_.chat = chat;
     ctx_.id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", NewSessionId().substr(0, 24));
     ctx_.created = UnixSeconds();
-    ctx_.model = req_.model.empty() ? server_->engine_->model_name() : req_.model;
+    ctx_.model = server_->engine_->model_name();
+    ctx_.return_token_ids = req_.return_token_ids;
     text_.clear();
+    ids_.clear();
     done_.reset();
     headers_sent_ = false;
     turn_active_ = true;
@@ -373,14 +379,15 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
         session_id_ = opened->session_id;
       } else if (auto* delta = std::get_if<DeltaEvent>(&*event)) {
         if (metric_) metric_->Delta(static_cast<int64_t>(delta->token_ids.size()));
-        if (delta->text.empty()) continue;
+        if (delta->text.empty() && !(req_.return_token_ids && !delta->token_ids.empty())) continue;
         hash_.Append(delta->text);
         if (req_.stream) {
           SendHeadersOnce();
-          Queue(Out::kChunk, openai::DeltaChunk(ctx_, delta->text, first_delta_));
+          Queue(Out::kChunk, openai::DeltaChunk(ctx_, delta->text, delta->token_ids, first_delta_));
           first_delta_ = false;
         } else {
           text_ += delta->text;
+          if (req_.return_token_ids) ids_.insert(ids_.end(), delta->token_ids.begin(), delta->token_ids.end());
         }
       } else if (auto* done = std::get_if<DoneEvent>(&*event)) {
         if (metric_) metric_->Done(*done);
@@ -431,7 +438,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
       return SendError(400, done_->error);
     }
     if (!req_.stream) {
-      std::string body = openai::CompletionResponse(ctx_, text_, *done_);
+      std::string body = openai::CompletionResponse(ctx_, text_, ids_, *done_);
       http::response<http::string_body> res{http::status::ok, 11};
       res.set(http::field::content_type, "application/json");
       if (!ctx_.session_id.empty()) res.set("x-session-id", ctx_.session_id);
@@ -565,6 +572,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   bool headers_sent_ = false;
   bool first_delta_ = true;
   std::string text_;
+  std::vector<int32_t> ids_;  // with return_token_ids, for a whole response
   std::optional<DoneEvent> done_;
   std::optional<Metrics::Turn> metric_;
   http::response<http::empty_body> sse_header_;

@@ -202,6 +202,10 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, 
     if (!j["stream"].is_boolean()) return Invalid("stream", "must be true or false");
     r.stream = j["stream"].get<bool>();
   }
+  if (j.contains("return_token_ids") && !j["return_token_ids"].is_null()) {
+    if (!j["return_token_ids"].is_boolean()) return Invalid("return_token_ids", "must be true or false");
+    r.return_token_ids = j["return_token_ids"].get<bool>();
+  }
   if (j.contains("stream_options") && j["stream_options"].is_object()) {
     const Json& o = j["stream_options"];
     if (o.contains("include_usage") && o["include_usage"].is_boolean()) r.include_usage = o["include_usage"].get<bool>();
@@ -261,15 +265,19 @@ const char* FinishReasonText(FinishReason reason) {
   return "stop";
 }
 
-std::string DeltaChunk(const ResponseContext& c, std::string_view text, bool first) {
+std::string DeltaChunk(const ResponseContext& c, std::string_view text, const std::vector<int32_t>& ids,
+                       bool first) {
   Json j = Envelope(c, true);
+  Json choice = {{"index", 0}, {"finish_reason", nullptr}};
   if (c.chat) {
     Json delta = {{"content", text}};
     if (first) delta["role"] = "assistant";
-    j["choices"] = Json::array({{{"index", 0}, {"delta", delta}, {"finish_reason", nullptr}}});
+    choice["delta"] = delta;
   } else {
-    j["choices"] = Json::array({{{"index", 0}, {"text", text}, {"finish_reason", nullptr}}});
+    choice["text"] = text;
   }
+  if (c.return_token_ids) choice["token_ids"] = ids;
+  j["choices"] = Json::array({choice});
   return Event(j);
 }
 
@@ -298,7 +306,8 @@ std::string ErrorChunk(std::string_view message) {
   return Event(Json{{"error", {{"message", message}, {"type", "server_error"}}}});
 }
 
-std::string CompletionResponse(const ResponseContext& c, std::string_view text, const DoneEvent& done) {
+std::string CompletionResponse(const ResponseContext& c, std::string_view text, const std::vector<int32_t>& ids,
+                               const DoneEvent& done) {
   Json j = Envelope(c, false);
   Json choice = {{"index", 0}, {"finish_reason", FinishReasonText(done.reason)}};
   if (c.chat) {
@@ -309,6 +318,7 @@ std::string CompletionResponse(const ResponseContext& c, std::string_view text, 
   j["choices"] = Json::array({choice});
   j["usage"] = Usage(done);
   j["sinkserve"] = CacheState(c, done);
+  if (c.return_token_ids) j["sinkserve"]["token_ids"] = ids;
   if (done.reason == FinishReason::kError) j["error"] = {{"message", done.error}};
   return Dump(j);
 }

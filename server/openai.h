@@ -39,6 +39,7 @@ struct CompletionRequest {
   std::string model;       // echoed; any value is accepted (one model per server)
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  bool return_token_ids = false;  // extension: the generated token ids too
   OpenRequest open;            // system prompt and cache (new sessions only)
   // The messages before the last one, system messages aside (kResume checks
   // them against the session's record; the others feed them).
@@ -80,12 +81,15 @@ struct ResponseContext {
   std::string model;
   std::string session_id;  // empty: stateless (not shown)
   CacheConfig cache;
+  bool return_token_ids = false;
 };
 
 const char* FinishReasonText(FinishReason reason);
 
-// One SSE event ("data: {...}\n\n") carrying a text delta.
-std::string DeltaChunk(const ResponseContext& c, std::string_view text, bool first);
+// One SSE event ("data: {...}\n\n") carrying a text delta (and its token
+// ids, with return_token_ids).
+std::string DeltaChunk(const ResponseContext& c, std::string_view text, const std::vector<int32_t>& ids,
+                       bool first);
 // The event that carries the finish reason (an empty delta).
 std::string FinishChunk(const ResponseContext& c, const DoneEvent& done);
 // The usage event of stream_options.include_usage (no choices).
@@ -94,8 +98,10 @@ std::string UsageChunk(const ResponseContext& c, const DoneEvent& done);
 std::string ErrorChunk(std::string_view message);
 inline constexpr std::string_view kDoneEvent = "data: [DONE]\n\n";
 
-// A whole (non-streaming) response.
-std::string CompletionResponse(const ResponseContext& c, std::string_view text, const DoneEvent& done);
+// A whole (non-streaming) response; `ids` go in sinkserve.token_ids with
+// return_token_ids.
+std::string CompletionResponse(const ResponseContext& c, std::string_view text, const std::vector<int32_t>& ids,
+                               const DoneEvent& done);
 
 // An OpenAI error body: {"error": {"message", "type", "code"}}.
 std::string ErrorBody(std::string_view message, std::string_view type, int http_status);

@@ -42,6 +42,12 @@ SINKSERVE_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int n) {
 
 // ---- Activations ----------------------------------------------------------
 
+// Round half to even, as the SIMD path; a NaN (a broken model's) becomes 0.
+SINKSERVE_INLINE int8_t RoundToInt8(float v) {
+  const float r = std::nearbyintf(v);
+  return r >= -128.0f && r <= 127.0f ? static_cast<int8_t>(r) : (r > 127.0f ? 127 : (r < -128.0f ? -128 : 0));
+}
+
 void QuantizeQ8_0(const float* x, int64_t k, uint8_t* out, bool with_sum) {
   const int block_bytes = with_sum ? kQ8_1Bytes : kQ8_0Bytes;
   for (int64_t b = 0; b < k / kQK; ++b, x += kQK, out += block_bytes) {
@@ -52,7 +58,7 @@ void QuantizeQ8_0(const float* x, int64_t k, uint8_t* out, bool with_sum) {
     auto* q = reinterpret_cast<int8_t*>(out + (with_sum ? 4 : 2));
     int32_t sum = 0;
     for (int j = 0; j < kQK; ++j) {
-      q[j] = static_cast<int8_t>(std::nearbyintf(x[j] * id));  // ties to even, as the SIMD path
+      q[j] = RoundToInt8(x[j] * id);
       sum += q[j];
     }
     const uint16_t dh = FloatToHalf(d);
@@ -69,8 +75,8 @@ using RoundQ8_KFn = void (*)(const float* x, float iscale, int8_t* q);
 
 void RoundQ8_K(const float* x, float iscale, int8_t* q) {
   for (int j = 0; j < kQKK; ++j) {
-    const long v = std::lrint(iscale * x[j]);  // round half to even
-    q[j] = static_cast<int8_t>(v > 127 ? 127 : v);
+    const int8_t v = RoundToInt8(iscale * x[j]);  // round half to even
+    q[j] = v;
   }
 }
 

@@ -280,11 +280,15 @@ TEST_F(HttpTest, ApiKeysGuardEverythingButHealthAndOwnSessions) {
   const Response opened = Post(port_, "/v1/chat/completions", Chat("Once", 4), {auth1, {"x-session-id", "new"}});
   ASSERT_EQ(opened.status, 200) << opened.body;
   const std::string id = opened.session_id;
-  // Another key sees no such session, whatever it tries.
-  EXPECT_EQ(Call(port_, http::verb::get, "/v1/sessions/" + id, "", {auth2}).status, 404);
-  EXPECT_EQ(Post(port_, "/v1/chat/completions", Chat("more", 4), {auth2, {"x-session-id", id}}).status, 404);
-  EXPECT_EQ(Call(port_, http::verb::delete_, "/v1/sessions/" + id, "", {auth2}).status, 404);
-  // Its owner does.
+  // Another key is refused whatever it tries, and the session is unharmed.
+  const int64_t length = Json::parse(Call(port_, http::verb::get, "/v1/sessions/" + id, "", {auth1}).body)["length"];
+  EXPECT_EQ(Call(port_, http::verb::get, "/v1/sessions/" + id, "", {auth2}).status, 403);
+  const Response stolen = Post(port_, "/v1/chat/completions", Chat("more", 4), {auth2, {"x-session-id", id}});
+  EXPECT_EQ(stolen.status, 403);
+  EXPECT_EQ(Json::parse(stolen.body)["error"]["type"], "permission_error");
+  EXPECT_EQ(Call(port_, http::verb::delete_, "/v1/sessions/" + id, "", {auth2}).status, 403);
+  EXPECT_EQ(Json::parse(Call(port_, http::verb::get, "/v1/sessions/" + id, "", {auth1}).body)["length"], length);
+  // Its owner goes on.
   EXPECT_EQ(Call(port_, http::verb::get, "/v1/sessions/" + id, "", {auth1}).status, 200);
   EXPECT_EQ(Post(port_, "/v1/chat/completions", Chat("more", 4), {auth1, {"x-session-id", id}}).status, 200);
 }

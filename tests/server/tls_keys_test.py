@@ -6,7 +6,7 @@ runs with --tls-cert/--tls-key/--api-key-file. Checks, over HTTPS: /health
 open, the API 401 without a key and 200 with one, a streamed completion, and
 plain HTTP refused; over gRPC with TLS: UNAUTHENTICATED without the key's
 metadata, GetServerInfo and a Chat turn with it, and a session opened with
-one key NOT_FOUND to another; plaintext gRPC refused. Exit 77 = skipped.
+one key PERMISSION_DENIED to another; plaintext gRPC refused. Exit 77 = skipped.
 """
 import json
 import os
@@ -131,7 +131,8 @@ def check_grpc(grpc, msgs, port, cert):
         get_session(request, timeout=10, metadata=auth2)
         raise AssertionError("another key saw the session")
     except grpc.RpcError as e:
-        assert e.code() == grpc.StatusCode.NOT_FOUND, e
+        assert e.code() == grpc.StatusCode.PERMISSION_DENIED, e
+    assert get_session(request, timeout=10, metadata=auth1).session_id == session_id  # unharmed
     # Plaintext gRPC to the TLS port does not connect.
     plain = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:
