@@ -13,10 +13,11 @@ packages=(
   python3 python3-grpcio python3-protobuf python3-numpy python3-matplotlib
 )
 
-# What only the tests need (a browser for the web page's test); an image
+# What only the tests need (a browser for the web page's test, promtool for
+# the metrics test); an image
 # that only builds and serves sets SETUP_TEST_TOOLS=0.
 if [[ ${SETUP_TEST_TOOLS:-1} != 0 ]]; then
-  packages+=(chromium)
+  packages+=(chromium prometheus)
 fi
 
 missing=()

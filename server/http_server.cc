@@ -1,5 +1,6 @@
 #include "server/http_server.h"
 
+#include <array>
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -197,6 +198,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
 
   void OnRead(beast::error_code ec, size_t) {
     if (ec == http::error::body_limit) {
+      linger_ = true;  // the client may still be sending: let it finish, so it can read the answer
       return SendError(413, absl::StrCat("the body is over ", server_->options_.max_body_bytes, " bytes"), false);
     }
     if (ec == http::error::header_limit) {
@@ -541,8 +543,31 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   }
 
   void AfterResponse() {
+    if (linger_) return Linger();
     if (!keep_alive_) return Close();
     ReadRequest();
+  }
+
+  // A lingering close: stop sending, then read and drop what the client
+  // still sends (at most the body limit, for at most kLingerSeconds) before
+  // closing, so that a client that has not finished sending a refused body
+  // reads the refusal instead of a reset connection.
+  void Linger() {
+    static constexpr int kLingerSeconds = 5;
+    boost::system::error_code ec;
+    Socket().shutdown(tcp::socket::shutdown_send, ec);
+    Tcp().expires_after(std::chrono::seconds(kLingerSeconds));
+    linger_budget_ = server_->options_.max_body_bytes;
+    Drop();
+  }
+
+  void Drop() {
+    Tcp().async_read_some(net::buffer(drop_buffer_), [self = this->shared_from_this(), this](beast::error_code ec,
+                                                                                               size_t n) {
+      linger_budget_ -= static_cast<int64_t>(n);
+      if (ec || linger_budget_ <= 0) return Close();
+      Drop();
+    });
   }
 
   void Close() {
@@ -579,6 +604,9 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   std::optional<http::response_serializer<http::empty_body>> sse_serializer_;
   std::deque<Out> out_;
   bool writing_ = false;
+  bool linger_ = false;  // close lingering after this answer (a refused body)
+  int64_t linger_budget_ = 0;
+  std::array<char, 16 << 10> drop_buffer_;
 };
 
 void HttpServer::Impl::Accept() {

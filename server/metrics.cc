@@ -57,11 +57,11 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   kv_utilization_ = Gauge(r, "sinkserve_kv_cache_utilization", "KV cache bytes over the budget, 0 to 1");
   evicted_ = Gauge(r, "sinkserve_evicted_tokens", "Tokens evicted from session caches since start (as of each turn's end)");
   steps_ = Gauge(r, "sinkserve_engine_steps", "Forward passes run since start");
-  gw_queued_ = Gauge(r, "sinkserve:num_requests_waiting",
+  gw_queued_ = Gauge(r, "sinkserve_num_requests_waiting",
                      "Queued requests (Gateway API inference extension: TotalQueuedRequests)");
-  gw_running_ = Gauge(r, "sinkserve:num_requests_running",
+  gw_running_ = Gauge(r, "sinkserve_num_requests_running",
                       "Running requests (Gateway API inference extension: TotalRunningRequests)");
-  gw_kv_ = Gauge(r, "sinkserve:kv_cache_usage_perc",
+  gw_kv_ = Gauge(r, "sinkserve_kv_cache_usage_perc",
                  "KV cache utilization, 0 to 1 (Gateway API inference extension: KVCacheUtilization)");
 }
 

@@ -1,9 +1,10 @@
 // The web chat page in a real browser (playwright-core driving Debian's
 // chromium, headless) against a real sinkserve-server: pick a policy and
 // window, chat two turns in one session, watch tokens and the cache panel,
-// stop a turn, start a new conversation. Leaves a screenshot where
-// SCREENSHOT names (if set).
-//   node tests/http/web_page_test.mjs --server-binary B --shared-dir D
+// see the text arrive in pieces before the turn ends, stop a turn, start a
+// new conversation. Saves a screenshot where --screenshot names (CTest: in
+// the build's tests/server folder).
+//   node tests/http/web_page_test.mjs --server-binary B --shared-dir D [--screenshot F.png]
 import { existsSync } from "node:fs";
 import { args, check, importOrSkip, skip, startServer } from "./server.mjs";
 
@@ -34,12 +35,23 @@ try {
   await page.selectOption("#policy", "sink_window");
   await page.fill("#sinks", "4");
   await page.fill("#window", "60");
-  await page.fill("#max-tokens", "80");
+  await page.fill("#max-tokens", "2000");
   await page.fill("#temperature", "0");
 
+  // Record the answer's length at every change while the page streams.
+  await page.evaluate(() => {
+    window.seenWhileStreaming = [];
+    new MutationObserver(() => {
+      const answers = document.querySelectorAll("#transcript .msg.assistant");
+      const last = answers[answers.length - 1];
+      if (last && document.body.dataset.state === "streaming") window.seenWhileStreaming.push(last.textContent.length);
+    }).observe(document.querySelector("#transcript"), { subtree: true, childList: true, characterData: true });
+  });
   await page.fill("#prompt", "Once upon a time");
   await page.click("#send", { noWaitAfter: true });
   await idle(page);
+  const lengths = [...new Set(await page.evaluate(() => window.seenWhileStreaming))].filter((n) => n > 0);
+  check(lengths.length >= 2, `text arrived in pieces before the turn ended (lengths seen: ${lengths.join(",")})`);
   const id = (await page.textContent("#session-id")).trim();
   check(/^[0-9a-f]{32}$/.test(id), `session id shown: ${id}`);
   const first = await page.textContent("#transcript .msg.assistant");
@@ -62,8 +74,10 @@ try {
   check((await number(page, "#c-cache")) <= 64, "the cache holds at most sinks + window");
   // Tokens seen = in cache + evicted + the token sampled last (not fed yet).
   const cached = await number(page, "#c-cache");
-  check((await number(page, "#c-evicted")) === seen2 - cached - 1, `evicted shown (${seen2} seen, ${cached} cached)`);
-  if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT, fullPage: true });
+  const evicted = await number(page, "#c-evicted");
+  check(evicted > 0 && evicted === seen2 - cached - 1, `evictions shown (${seen2} seen, ${cached} cached, ${evicted} evicted)`);
+  const screenshot = opts.screenshot ?? process.env.SCREENSHOT;
+  if (screenshot) await page.screenshot({ path: screenshot });
 
   // New conversation: the session is deleted and the settings come back.
   await page.click("#new", { noWaitAfter: true });

@@ -31,23 +31,6 @@ const std::vector<std::string>& Prompts() {
   return *prompts;
 }
 
-std::vector<uint32_t> GenerateIds(const std::string& prompt) {
-  const std::string command = absl::StrFormat(
-      "'%s' --model '%s' --tokenizer '%s' --backend cpu --threads 1 --prompt '%s' --temperature 0 --print-ids "
-      "--quiet --max-new-tokens %d --sinks %d --window %d",
-      BinaryPath("sinkserve-generate"), SharedPath(kModel), SharedPath(kVocab), prompt, kNewTokens, kSinks, kWindow);
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return {};
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
-  pclose(pipe);
-  std::istringstream in(out);
-  std::vector<uint32_t> ids;
-  for (uint32_t id; in >> id;) ids.push_back(id);
-  return ids;
-}
-
 std::vector<uint32_t> ServerIds(TestServer& s, const std::string& prompt) {
   RawStream c(s.stub());
   v1::CacheConfig cache;
@@ -71,7 +54,7 @@ class BatchingTest : public ::testing::Test {
     REQUIRE_SHARED(kModel);
     if (!std::filesystem::exists(BinaryPath("sinkserve-generate"))) GTEST_SKIP() << "sinkserve-generate not built";
     for (const std::string& p : Prompts()) {
-      expected_.push_back(GenerateIds(p));
+      expected_.push_back(GenerateIds(p, kNewTokens, kSinks, kWindow));
       ASSERT_FALSE(expected_.back().empty()) << "sinkserve-generate printed no ids for: " << p;
     }
   }

@@ -5,9 +5,13 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include "absl/strings/str_format.h"
 
 #include "common/runtime.h"
 #include "engine/engine.h"
@@ -71,6 +75,25 @@ class TestServer {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::ChatService::Stub> stub_;
 };
+
+// The greedy ids sinkserve-generate prints for a raw `prompt` on
+// stories260K with a sinks + window cache (empty when it could not run).
+inline std::vector<uint32_t> GenerateIds(const std::string& prompt, int new_tokens, int sinks, int window) {
+  const std::string command = absl::StrFormat(
+      "'%s' --model '%s' --tokenizer '%s' --backend cpu --threads 1 --prompt '%s' --temperature 0 --print-ids "
+      "--quiet --max-new-tokens %d --sinks %d --window %d",
+      BinaryPath("sinkserve-generate"), SharedPath(kModel), SharedPath(kVocab), prompt, new_tokens, sinks, window);
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {};
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
+  pclose(pipe);
+  std::istringstream in(out);
+  std::vector<uint32_t> ids;
+  for (uint32_t id; in >> id;) ids.push_back(id);
+  return ids;
+}
 
 // A raw Chat stream for tests that need to misbehave on purpose.
 struct RawStream {
