@@ -9,7 +9,10 @@
 //
 // Turns are raw text (--prompt, default "Once upon a time") with ignore_eos,
 // so every turn generates exactly M tokens; --temperature (default 0) sets
-// sampling. Sessions are deleted when done (--keep leaves them). Timing
+// sampling. --http HOST:PORT drives the server's HTTP front door instead:
+// each session is one keep-alive connection streaming POST /v1/completions
+// (Server-Sent Events) with x-session-id, the same turns as over gRPC, and
+// the same figures (a chunk's arrival counts as a delta's). Sessions are deleted when done (--keep leaves them). Timing
 // starts after the channel is connected and one short untimed warm-up
 // session (--no-warmup skips it).
 #include <algorithm>
@@ -22,6 +25,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
 #include "client/args.h"
 #include "client/chat_client.h"
 
@@ -32,6 +40,7 @@ constexpr char kTool[] = "sinkserve-bench";
 
 struct BenchConfig {
   std::string server;
+  std::string http;  // HOST:PORT of the HTTP front door; empty: gRPC
   int64_t turns = 3;
   int64_t max_new = 64;
   std::string prompt;
@@ -104,12 +113,123 @@ Phase RunSession(v1::ChatService::Stub* stub, const BenchConfig& config) {
   return out;
 }
 
+// The same session over HTTP: one connection, streamed completions.
+Phase RunHttpSession(const BenchConfig& config) {
+  namespace beast = boost::beast;
+  namespace http = beast::http;
+  namespace net = boost::asio;
+  using Clock = std::chrono::steady_clock;
+  Phase out;
+  auto fail = [&](const std::string& message) {
+    ++out.errors;
+    out.error_messages.push_back(message);
+  };
+  const size_t colon = config.http.rfind(':');
+  net::io_context ioc;
+  beast::tcp_stream stream(ioc);
+  beast::error_code ec;
+  net::ip::tcp::resolver resolver(ioc);
+  const auto endpoints = resolver.resolve(config.http.substr(0, colon), config.http.substr(colon + 1), ec);
+  if (!ec) stream.connect(endpoints, ec);
+  if (ec) {
+    fail("cannot connect to " + config.http + ": " + ec.message());
+    return out;
+  }
+  stream.socket().set_option(net::ip::tcp::no_delay(true), ec);  // a request's header and body go at once
+  beast::flat_buffer buffer;
+  std::string session = "new";
+  for (int64_t t = 0; t < config.turns; ++t) {
+    const nlohmann::json body = {{"prompt", t == 0 ? config.prompt : " " + config.prompt},
+                                 {"max_tokens", config.max_new},
+                                 {"ignore_eos", true},
+                                 {"temperature", config.temperature},
+                                 {"stream", true},
+                                 {"return_token_ids", true}};
+    http::request<http::string_body> req{http::verb::post, "/v1/completions", 11};
+    req.set(http::field::host, config.http);
+    req.set(http::field::content_type, "application/json");
+    req.set("x-session-id", session);
+    req.body() = body.dump();
+    req.prepare_payload();
+    const Clock::time_point start = Clock::now();
+    http::write(stream, req, ec);
+    http::response_parser<http::empty_body> parser;
+    parser.body_limit(boost::none);
+    if (!ec) http::read_header(stream, buffer, parser, ec);
+    if (ec) {
+      fail("HTTP request failed: " + ec.message());
+      return out;
+    }
+    if (parser.get().result() != http::status::ok) {
+      std::string error_body;
+      http::response_parser<http::string_body> rest(std::move(parser));
+      http::read(stream, buffer, rest, ec);
+      fail("HTTP " + std::to_string(rest.get().result_int()) + ": " + rest.get().body());
+      return out;
+    }
+    if (auto it = parser.get().find("x-session-id"); it != parser.get().end()) session = std::string(it->value());
+    // Server-Sent Events, taken as they arrive.
+    std::string pending;
+    Clock::time_point last = start;
+    bool first = true, finished = false;
+    int64_t tokens = 0;
+    auto on_chunk = [&](uint64_t, beast::string_view data, beast::error_code&) -> size_t {
+      pending.append(data.data(), data.size());
+      for (size_t end; (end = pending.find("\n\n")) != std::string::npos; pending.erase(0, end + 2)) {
+        const std::string event = pending.substr(0, end);
+        if (event.rfind("data: ", 0) != 0 || event == "data: [DONE]") continue;
+        const nlohmann::json j = nlohmann::json::parse(event.substr(6), nullptr, false);
+        if (j.is_discarded()) continue;
+        if (j.contains("error")) fail(j["error"].value("message", "an error event"));
+        if (!j.contains("choices") || j["choices"].empty()) continue;
+        const nlohmann::json& choice = j["choices"][0];
+        if (!choice["finish_reason"].is_null()) finished = true;
+        const int64_t n = choice.contains("token_ids") ? static_cast<int64_t>(choice["token_ids"].size()) : 0;
+        if (n == 0) continue;
+        const Clock::time_point now = Clock::now();
+        const double ms = std::chrono::duration<double, std::milli>(now - last).count();
+        if (first) {
+          out.ttft_ms.push_back(ms);
+          first = false;
+        } else {
+          out.itl_ms.push_back(ms);
+        }
+        last = now;
+        tokens += n;
+      }
+      return data.size();
+    };
+    parser.on_chunk_body(on_chunk);
+    http::read(stream, buffer, parser, ec);
+    if (ec) {
+      fail("HTTP stream failed: " + ec.message());
+      return out;
+    }
+    if (!finished) {
+      fail("the stream ended without a finish reason");
+      continue;
+    }
+    ++out.turns_ok;
+    out.tokens += tokens;
+  }
+  if (!config.keep && session != "new") {
+    http::request<http::empty_body> del{http::verb::delete_, "/v1/sessions/" + session, 11};
+    del.set(http::field::host, config.http);
+    http::write(stream, del, ec);
+    http::response<http::string_body> res;
+    if (!ec) http::read(stream, buffer, res, ec);
+    if (ec || res.result() != http::status::ok) fail("DELETE failed: " + (ec ? ec.message() : res.body()));
+  }
+  stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);
+  return out;
+}
+
 Phase RunPhase(v1::ChatService::Stub* stub, const BenchConfig& config, int64_t sessions) {
   std::vector<Phase> results(sessions);
   std::vector<std::thread> threads;
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < sessions; ++i) {
-    threads.emplace_back([&, i] { results[i] = RunSession(stub, config); });
+    threads.emplace_back([&, i] { results[i] = config.http.empty() ? RunSession(stub, config) : RunHttpSession(config); });
   }
   for (std::thread& t : threads) t.join();
   Phase total;
@@ -155,10 +275,15 @@ std::string PhaseJson(const Phase& p, double baseline_tps) {
 }
 
 absl::Status Run(int argc, char** argv) {
-  Args args({"server", "sessions", "turns", "max-new-tokens", "prompt", "temperature", "json", "label"}, {"keep", "no-warmup"});
+  Args args({"server", "http", "sessions", "turns", "max-new-tokens", "prompt", "temperature", "json", "label"},
+            {"keep", "no-warmup"});
   if (absl::Status s = args.Parse(argc, argv); !s.ok()) return s;
   BenchConfig config;
   config.server = args.String("server", "127.0.0.1:50051");
+  config.http = args.String("http", "");
+  if (!config.http.empty() && config.http.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError("--http expects HOST:PORT, e.g. 127.0.0.1:8080");
+  }
   absl::StatusOr<int64_t> turns = args.Int("turns", 3, 1, 1000000);
   if (!turns.ok()) return turns.status();
   config.turns = *turns;
@@ -185,7 +310,8 @@ absl::Status Run(int argc, char** argv) {
   auto stub = v1::ChatService::NewStub(channel);
   // Connection setup and the server's first-use costs are not throughput:
   // connect, then run one short untimed session.
-  if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
+  if (config.http.empty() &&
+      !channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
     return absl::UnavailableError(absl::StrFormat("cannot connect to %s; is sinkserve-server running?", config.server));
   }
   if (!args.Switch("no-warmup")) {

@@ -613,15 +613,21 @@ void HttpServer::Impl::Accept() {
   acceptor_.async_accept(net::make_strand(ioc_), [this](beast::error_code ec, tcp::socket socket) {
     if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;
     if (!ec) {
+      boost::system::error_code ignored;
       if (static_cast<int64_t>(connections_.size()) >= options_.max_connections) {
         // Over the cap: a short 503 would need a read first; closing at once
         // tells the client as plainly.
-        boost::system::error_code ignored;
         socket.close(ignored);
-      } else if (tls_) {
-        std::make_shared<Connection<beast::ssl_stream<beast::tcp_stream>>>(this, std::move(socket), *tls_)->Start();
       } else {
-        std::make_shared<Connection<beast::tcp_stream>>(this, std::move(socket))->Start();
+        // Tokens go out as small writes the moment they exist: without
+        // this, Nagle's algorithm holds each one back until the client's
+        // (delayed, ~40 ms) ACK of the previous one.
+        socket.set_option(tcp::no_delay(true), ignored);
+        if (tls_) {
+          std::make_shared<Connection<beast::ssl_stream<beast::tcp_stream>>>(this, std::move(socket), *tls_)->Start();
+        } else {
+          std::make_shared<Connection<beast::tcp_stream>>(this, std::move(socket))->Start();
+        }
       }
     }
     Accept();
