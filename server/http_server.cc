@@ -168,6 +168,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   }
 
   void Abort() override {
+    const std::shared_ptr<Connection> keep = std::move(self_);  // a session query's hold, if any: gone after this
     EndTurnEarly();
     boost::system::error_code ec;
     Socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -258,12 +259,20 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   // ---- Sessions ----------------------------------------------------------
 
   // The engine answers on its thread; the answer is handed to the io thread
-  // (unless the server is gone by then).
+  // (unless the server is gone by then). The connection holds itself until
+  // the answer arrives: the engine's closure holds it only weakly, so the
+  // connection is never destroyed on the engine thread.
   template <typename T>
   std::function<void(T)> OnIoThread(std::function<void(Connection&, T)> answer) {
-    return [server = server_->weak_from_this(), self = this->shared_from_this(), answer](T value) {
+    self_ = this->shared_from_this();
+    return [server = server_->weak_from_this(), weak = this->weak_from_this(), answer](T value) {
       if (auto s = server.lock()) {
-        net::post(s->ioc_, [self, answer, value = std::move(value)]() mutable { answer(*self, std::move(value)); });
+        net::post(s->ioc_, [weak, answer, value = std::move(value)]() mutable {
+          if (auto self = weak.lock()) {
+            const std::shared_ptr<Connection> keep = std::move(self->self_);
+            answer(*self, std::move(value));
+          }
+        });
       }
     };
   }
@@ -587,7 +596,9 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   const int64_t created_ = UnixSeconds();
   // The completion in progress.
   std::shared_ptr<Outbox> outbox_;
-  std::shared_ptr<Connection> self_;  // held while a turn runs: the engine's hook holds only a weak one
+  // Held while the engine works for this connection (a turn, a session
+  // query): the engine's closures hold it only weakly.
+  std::shared_ptr<Connection> self_;
   openai::CompletionRequest req_;
   openai::ResponseContext ctx_;
   std::string session_id_;
