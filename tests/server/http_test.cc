@@ -435,6 +435,17 @@ TEST_F(HttpTest, GreedyAnswersAreTheSameIdsAsGrpcAndGenerate) {
   }
 }
 
+TEST_F(HttpTest, DrainingRefusesNewTurnsWith503) {
+  StartHttp();
+  http_->BeginDrain();
+  const Response health = Call(port_, http::verb::get, "/health");
+  EXPECT_EQ(health.status, 503);
+  EXPECT_EQ(Json::parse(health.body)["status"], "draining");
+  const Response turn = Post(port_, "/v1/chat/completions", Chat("Once", 4));
+  EXPECT_EQ(turn.status, 503) << turn.body;
+  EXPECT_EQ(Json::parse(turn.body)["error"]["type"], "overloaded_error");
+}
+
 TEST_F(HttpTest, ADisconnectCancelsTheTurn) {
   StartHttp();
   for (bool stream : {true, false}) {
