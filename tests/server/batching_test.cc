@@ -32,20 +32,7 @@ const std::vector<std::string>& Prompts() {
 }
 
 std::vector<uint32_t> ServerIds(TestServer& s, const std::string& prompt) {
-  RawStream c(s.stub());
-  v1::CacheConfig cache;
-  cache.set_policy(v1::CACHE_POLICY_SINK_WINDOW);
-  cache.set_sink_tokens(kSinks);
-  cache.set_window_tokens(kWindow);
-  v1::ChatResponse r;
-  if (!c.Open("", cache) || !c.stream->Read(&r)) return {};
-  // Same rules as generate: end tokens end the turn, no ignore_eos.
-  if (!c.Turn(prompt, kNewTokens, /*ignore_eos=*/false)) return {};
-  v1::TurnDone done;
-  std::vector<uint32_t> ids;
-  if (!c.ReadDone(&done, &ids)) return {};
-  c.Finish();
-  return ids;
+  return GrpcIds(s, prompt, kNewTokens, kSinks, kWindow);
 }
 
 class BatchingTest : public ::testing::Test {

@@ -399,18 +399,8 @@ TEST_F(HttpTest, GreedyAnswersAreTheSameIdsAsGrpcAndGenerate) {
     const std::vector<uint32_t> generated = GenerateIds(prompt, kNew, kSinks, kWindow);
     ASSERT_FALSE(generated.empty());
 
-    RawStream grpc_stream(server_.stub());
-    v1::CacheConfig cache;
-    cache.set_policy(v1::CACHE_POLICY_SINK_WINDOW);
-    cache.set_sink_tokens(kSinks);
-    cache.set_window_tokens(kWindow);
-    v1::ChatResponse opened;
-    ASSERT_TRUE(grpc_stream.Open("", cache) && grpc_stream.stream->Read(&opened));
-    ASSERT_TRUE(grpc_stream.Turn(prompt, kNew));
-    v1::TurnDone done;
-    std::vector<uint32_t> via_grpc;
-    ASSERT_TRUE(grpc_stream.ReadDone(&done, &via_grpc));
-    grpc_stream.Finish();
+    const std::vector<uint32_t> via_grpc = GrpcIds(server_, prompt, kNew, kSinks, kWindow);
+    ASSERT_FALSE(via_grpc.empty());
 
     for (bool stream : {false, true}) {
       const Json body = {{"prompt", prompt}, {"max_tokens", kNew}, {"temperature", 0}, {"stream", stream},

@@ -192,6 +192,26 @@ inline void ExpectStillServes(TestServer& s) {
   EXPECT_EQ(r.opened().session_id().size(), 32u);
 }
 
+// The greedy ids of one raw turn through the gRPC stream, on a fresh
+// sinks + window session (empty on any failure): the server's side of the
+// comparisons with GenerateIds.
+inline std::vector<uint32_t> GrpcIds(TestServer& s, const std::string& prompt, int new_tokens, int sinks, int window) {
+  RawStream c(s.stub());
+  v1::CacheConfig cache;
+  cache.set_policy(v1::CACHE_POLICY_SINK_WINDOW);
+  cache.set_sink_tokens(sinks);
+  cache.set_window_tokens(window);
+  v1::ChatResponse r;
+  if (!c.Open("", cache) || !c.stream->Read(&r)) return {};
+  // Same rules as generate: end tokens end the turn, no ignore_eos.
+  if (!c.Turn(prompt, new_tokens, /*ignore_eos=*/false)) return {};
+  v1::TurnDone done;
+  std::vector<uint32_t> ids;
+  if (!c.ReadDone(&done, &ids)) return {};
+  c.Finish();
+  return ids;
+}
+
 }  // namespace sinkserve::testing
 
 #define START_SERVER(var, config)                      \
