@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -45,7 +46,18 @@ SINKSERVE_INLINE int32_t DotI8(const int8_t* a, const int8_t* b, int n) {
 // Round half to even, as the SIMD path; a NaN (a broken model's) becomes 0.
 SINKSERVE_INLINE int8_t RoundToInt8(float v) {
   const float r = std::nearbyintf(v);
-  return r >= -128.0f && r <= 127.0f ? static_cast<int8_t>(r) : (r > 127.0f ? 127 : (r < -128.0f ? -128 : 0));
+  if (std::isnan(r)) return 0;
+  return static_cast<int8_t>(std::clamp(r, -128.0f, 127.0f));
+}
+
+// A Q8_0 / Q8_1 block's fp16 fields: d, and for Q8_1 d times the sum of its q.
+SINKSERVE_INLINE void WriteQ8_0Scales(uint8_t* out, float d, int32_t sum, bool with_sum) {
+  const uint16_t dh = FloatToHalf(d);
+  std::memcpy(out, &dh, 2);
+  if (with_sum) {
+    const uint16_t sh = FloatToHalf(static_cast<float>(sum) * d);
+    std::memcpy(out + 2, &sh, 2);
+  }
 }
 
 void QuantizeQ8_0(const float* x, int64_t k, uint8_t* out, bool with_sum) {
@@ -61,12 +73,7 @@ void QuantizeQ8_0(const float* x, int64_t k, uint8_t* out, bool with_sum) {
       q[j] = RoundToInt8(x[j] * id);
       sum += q[j];
     }
-    const uint16_t dh = FloatToHalf(d);
-    std::memcpy(out, &dh, 2);
-    if (with_sum) {
-      const uint16_t sh = FloatToHalf(static_cast<float>(sum) * d);
-      std::memcpy(out + 2, &sh, 2);
-    }
+    WriteQ8_0Scales(out, d, sum, with_sum);
   }
 }
 
@@ -74,10 +81,7 @@ void QuantizeQ8_0(const float* x, int64_t k, uint8_t* out, bool with_sum) {
 using RoundQ8_KFn = void (*)(const float* x, float iscale, int8_t* q);
 
 void RoundQ8_K(const float* x, float iscale, int8_t* q) {
-  for (int j = 0; j < kQKK; ++j) {
-    const int8_t v = RoundToInt8(iscale * x[j]);  // round half to even
-    q[j] = v;
-  }
+  for (int j = 0; j < kQKK; ++j) q[j] = RoundToInt8(iscale * x[j]);
 }
 
 // One Q8_K block. The value of largest magnitude, with its sign (`max`, 0
@@ -166,12 +170,7 @@ SINKSERVE_AVX2 void QuantizeQ8_0Avx2(const float* x, int64_t k, uint8_t* out, bo
     const float d = MaxAbs8(m) / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     const int32_t sum = RoundPack32(x, id, reinterpret_cast<int8_t*>(out + (with_sum ? 4 : 2)), 127);
-    const uint16_t dh = FloatToHalf(d);
-    std::memcpy(out, &dh, 2);
-    if (with_sum) {
-      const uint16_t sh = FloatToHalf(static_cast<float>(sum) * d);
-      std::memcpy(out + 2, &sh, 2);
-    }
+    WriteQ8_0Scales(out, d, sum, with_sum);
   }
 }
 
