@@ -294,7 +294,12 @@ void Engine::Loop() {
       last_sweep_ = now;
     }
     if (Step()) steps_.fetch_add(1, std::memory_order_relaxed);
+    // The gauges other threads read, after every command and step (a turn
+    // cancelled while it prefills leaves no step to update them).
     attached_count_.store(static_cast<int64_t>(attached_.size()), std::memory_order_relaxed);
+    queued_turns_.store(std::count_if(active_.begin(), active_.end(),
+                                      [](const Session* s) { return s->phase == Phase::kPrefill; }),
+                        std::memory_order_relaxed);
   }
   EndAll(absl::UnavailableError("the server stopped, and its sessions ended with it; open a new session once it is back"));
   while (!sessions_.empty()) DestroySession(sessions_.begin()->first);

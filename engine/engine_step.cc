@@ -14,9 +14,6 @@ bool Engine::Step() {
   if (active_.empty()) return false;
   if (scheduler_.Schedule(active_, &plan_) == 0) return false;
   BuildBatch(plan_, &batch_);
-  queued_turns_.store(std::count_if(active_.begin(), active_.end(),
-                                    [](const Session* s) { return s->phase == Phase::kPrefill; }),
-                      std::memory_order_relaxed);
   if (config_.on_step) config_.on_step(static_cast<int64_t>(batch_.tokens.size()), static_cast<int64_t>(plan_.size()));
   if (absl::Status status = backend_->Forward(batch_, &logits_); !status.ok()) {
     // Nothing was appended; the sessions in this batch cannot go on safely.
