@@ -311,22 +311,19 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
     openai::ConversationHash stated;
     for (const HistoryMessage& m : req_.earlier) stated.Add(m.assistant, m.text);
     if (req_.mode == openai::SessionMode::kResume) {
-      if (!req_.earlier.empty()) {
-        auto it = server_->tracked_.find(req_.session_id);
-        if (it == server_->tracked_.end() || !(it->second.hash == stated)) {
-          return SendError(409,
-                           "the earlier messages are not this session's conversation (or the server no longer "
-                           "remembers it); send only the new user message, or start a new session");
-        }
+      const auto it = server_->tracked_.find(req_.session_id);
+      knows_history_ = it != server_->tracked_.end();
+      if (!req_.earlier.empty() && !(knows_history_ && it->second.hash == stated)) {
+        return SendError(409,
+                         "the earlier messages are not this session's conversation (or the server no longer "
+                         "remembers it); send only the new user message, or start a new session");
       }
-      auto it = server_->tracked_.find(req_.session_id);
-      hash_ = it != server_->tracked_.end() ? it->second.hash : stated;
-      tracked_before_ = it != server_->tracked_.end();
+      hash_ = knows_history_ ? it->second.hash : stated;
       req_.open.session_id = req_.session_id;
       req_.earlier.clear();  // in the cache already
     } else {
       hash_ = stated;
-      tracked_before_ = true;
+      knows_history_ = true;
       req_.turn.history = std::move(req_.earlier);
     }
     hash_.Add(false, req_.turn.text);
@@ -427,23 +424,11 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   // The engine ended the stream: the response's last bytes, then the next
   // request (or close).
   void FinishTurn(const absl::Status& status) {
-    turn_active_ = false;
-    outbox_->ClearNotify();
-    outbox_.reset();
-    const std::shared_ptr<Connection> keep = std::move(self_);  // until this returns
     const bool ok = status.ok() && done_.has_value();
+    const std::shared_ptr<Connection> keep =  // until this returns
+        LeaveTurn(/*detach=*/false, /*answered=*/ok && done_->reason != FinishReason::kError);
     const bool failed_before_output = !headers_sent_ && text_.empty() &&
                                       (!ok || (done_->reason == FinishReason::kError && done_->usage.generated_tokens == 0));
-    if (ok && done_->reason != FinishReason::kError) {
-      hash_.FinishAssistant();
-      if (req_.mode != openai::SessionMode::kStateless && tracked_before_) server_->Track(session_id_, hash_);
-    } else if (req_.mode == openai::SessionMode::kResume) {
-      server_->tracked_.erase(req_.session_id);  // the cache and the record may differ now
-    }
-    if (req_.mode == openai::SessionMode::kStateless && !session_id_.empty()) {
-      server_->engine_->DeleteSession(session_id_, [](absl::Status) {});
-    }
-    metric_.reset();
     if (failed_before_output) {
       if (!status.ok()) return SendStatus(status);
       return SendError(400, done_->error);
@@ -471,21 +456,36 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   // The turn ends before the engine ended it (client gone, server stopping).
   void EndTurnEarly() {
     if (!turn_active_) return;
-    turn_active_ = false;
-    outbox_->ClearNotify();
-    server_->engine_->Detach(outbox_);
-    outbox_.reset();
-    const std::shared_ptr<Connection> keep = std::move(self_);  // until this returns
-    if (req_.mode == openai::SessionMode::kResume) server_->tracked_.erase(req_.session_id);
-    if (req_.mode == openai::SessionMode::kStateless && !session_id_.empty()) {
-      server_->engine_->DeleteSession(session_id_, [](absl::Status) {});
-    }
     if (metric_) {
       DoneEvent cancelled;
       cancelled.reason = FinishReason::kCancelled;
       metric_->Done(cancelled);
-      metric_.reset();
     }
+    const std::shared_ptr<Connection> keep = LeaveTurn(/*detach=*/true, /*answered=*/false);  // until this returns
+  }
+
+  // What every end of a turn does: stop hearing from the engine (detaching
+  // the session when the engine did not end the stream itself), record the
+  // conversation when the turn was answered (else forget a resumed
+  // session's record, which may no longer match its cache), delete a
+  // stateless session. Returns the connection's hold on itself, which the
+  // caller drops when done with `this`.
+  std::shared_ptr<Connection> LeaveTurn(bool detach, bool answered) {
+    turn_active_ = false;
+    outbox_->ClearNotify();
+    if (detach) server_->engine_->Detach(outbox_);
+    outbox_.reset();
+    metric_.reset();
+    if (answered) {
+      hash_.FinishAssistant();
+      if (req_.mode != openai::SessionMode::kStateless && knows_history_) server_->Track(session_id_, hash_);
+    } else if (req_.mode == openai::SessionMode::kResume) {
+      server_->tracked_.erase(req_.session_id);
+    }
+    if (req_.mode == openai::SessionMode::kStateless && !session_id_.empty()) {
+      server_->engine_->DeleteSession(session_id_, [](absl::Status) {});
+    }
+    return std::move(self_);
   }
 
   // ---- Writing -------------------------------------------------------------
@@ -603,7 +603,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   openai::ResponseContext ctx_;
   std::string session_id_;
   openai::ConversationHash hash_;
-  bool tracked_before_ = false;
+  bool knows_history_ = false;  // the conversation before this turn is known (so its hash can be recorded)
   bool turn_active_ = false;
   bool headers_sent_ = false;
   bool first_delta_ = true;

@@ -242,16 +242,16 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, 
 
 void ConversationHash::StartAssistant() { message_ = 1469598103934665603ull; }
 void ConversationHash::Append(std::string_view text) { message_ = Fnv(message_, text); }
-void ConversationHash::FinishAssistant() {
-  hash_ = Fnv(hash_, "a");
+void ConversationHash::FinishAssistant() { Finish(true); }
+void ConversationHash::Finish(bool assistant) {
+  hash_ = Fnv(hash_, assistant ? "a" : "u");
   hash_ = (hash_ ^ message_) * 1099511628211ull;
   ++messages_;
 }
 void ConversationHash::Add(bool assistant, std::string_view text) {
-  message_ = Fnv(1469598103934665603ull, text);
-  hash_ = Fnv(hash_, assistant ? "a" : "u");
-  hash_ = (hash_ ^ message_) * 1099511628211ull;
-  ++messages_;
+  StartAssistant();
+  Append(text);
+  Finish(assistant);
 }
 
 const char* FinishReasonText(FinishReason reason) {

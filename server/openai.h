@@ -68,6 +68,8 @@ class ConversationHash {
   bool operator==(const ConversationHash& o) const { return hash_ == o.hash_ && messages_ == o.messages_; }
 
  private:
+  void Finish(bool assistant);  // folds the message in progress into the hash
+
   uint64_t hash_ = 1469598103934665603ull;
   uint64_t message_ = 0;
   int64_t messages_ = 0;
