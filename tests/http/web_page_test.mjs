@@ -35,7 +35,9 @@ try {
   await page.selectOption("#policy", "sink_window");
   await page.fill("#sinks", "4");
   await page.fill("#window", "60");
-  await page.fill("#max-tokens", "2000");
+  // Long enough to span many frames even on a loaded machine (the page
+  // adds streamed text once per frame).
+  await page.fill("#max-tokens", "10000");
   await page.fill("#temperature", "0");
 
   // Record the answer's length at every change while the page streams.
