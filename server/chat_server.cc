@@ -75,7 +75,9 @@ ChatServer::~ChatServer() {
 }
 
 void ChatServer::Drain(absl::Duration timeout) {
-  if (drained_) return;
+  // A server whose Start failed (bad TLS files, a port it could not take)
+  // has nothing to drain.
+  if (drained_ || server_ == nullptr) return;
   drained_ = true;
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(false);

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 
 #include "tests/run_tool.h"
 #include "tests/server/test_server.h"
@@ -167,6 +169,41 @@ TEST(LimitsTest, BadPrefillShareFailsWithOneLine) {
     EXPECT_NE(r.err.find("prefill"), std::string::npos) << value << ": " << r.err;
     EXPECT_EQ(r.err.find("/nonexistent"), std::string::npos) << "the model was loaded first: " << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+// The HTTP, key and TLS flags: a bad value is one line and a non-zero exit,
+// naming what to fix, before the server serves anything.
+TEST(LimitsTest, BadHttpKeyAndTlsFlagsFailWithOneLine) {
+  if (!std::filesystem::exists(SharedPath(kModel))) GTEST_SKIP() << "shared test data missing: " << SharedPath(kModel);
+  ScopedTempDir tmp;
+  ASSERT_FALSE(tmp.path().empty());
+  const std::string short_keys = (std::filesystem::path(tmp.path()) / "keys.txt").string();
+  std::ofstream(short_keys) << "tooshort\n";
+  const std::string not_pem = (std::filesystem::path(tmp.path()) / "cert.pem").string();
+  std::ofstream(not_pem) << "not a certificate\n";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--http-listen", "nowhere"}, "--http-listen"},
+      {{"--http-listen", "localhost:8080"}, "not an IP address"},
+      {{"--http-max-body-bytes", "12"}, "--http-max-body-bytes"},
+      {{"--api-key-file", "/nonexistent/keys"}, "/nonexistent/keys"},
+      {{"--api-key-file", short_keys}, "16"},
+      {{"--tls-cert", not_pem}, "--tls-key"},
+      {{"--tls-cert", not_pem, "--tls-key", not_pem}, "not a readable PEM file"},
+      {{"--listen", "256.1.1.1:5"}, "cannot listen"},
+  };
+  for (const auto& [flags, expected] : cases) {
+    std::vector<std::string> args = {"--model", SharedPath(kModel), "--tokenizer", SharedPath(kVocab), "--backend",
+                                     "cpu", "--threads", "1"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    if (flags[0] != "--listen") args.insert(args.end(), {"--listen", "127.0.0.1:0"});
+    if (flags[0] != "--http-listen") args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
+    const ToolResult r = RunTool(tmp.path(), "sinkserve-server", args);
+    EXPECT_EQ(r.exit_code, 1) << flags[0] << ": " << r.err;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << flags[0] << ": " << r.err;
+    // (A port gRPC cannot take also gets a line from gRPC's own log first.)
+    const int own_lines = std::count(r.err.begin(), r.err.end(), '\n') - (flags[0] == "--listen" ? 1 : 0);
+    EXPECT_EQ(own_lines, 1) << r.err;
   }
 }
 
