@@ -161,7 +161,6 @@ Phase RunHttpSession(const BenchConfig& config) {
       return out;
     }
     if (parser.get().result() != http::status::ok) {
-      std::string error_body;
       http::response_parser<http::string_body> rest(std::move(parser));
       http::read(stream, buffer, rest, ec);
       fail("HTTP " + std::to_string(rest.get().result_int()) + ": " + rest.get().body());
