@@ -25,7 +25,8 @@ absl::StatusOr<std::string> ContentText(const Json& content, std::string_view fi
   if (!content.is_array()) return Invalid(field, "must be a string or an array of text parts");
   std::string text;
   for (const Json& part : content) {
-    if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+    // (Compared as JSON: a `type` that is not a string is simply not "text".)
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
         !part["text"].is_string()) {
       return Invalid(field, "parts must be {\"type\": \"text\", \"text\": \"...\"} (only text is supported)");
     }
@@ -188,10 +189,25 @@ uint64_t Fnv(uint64_t h, std::string_view bytes) {
   return h;
 }
 
+absl::StatusOr<CompletionRequest> ParseBody(std::string_view body, std::string_view session_header, bool chat);
+
 }  // namespace
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, std::string_view session_header,
                                                          bool chat) {
+  // Every access below checks its types first; this is the net under them,
+  // so that no exception of the JSON library leaves this module (the fuzzer
+  // found one that did: a content part whose "type" was not a string).
+  try {
+    return ParseBody(body, session_header, chat);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("the body does not have the expected shape: ", e.what()));
+  }
+}
+
+namespace {
+
+absl::StatusOr<CompletionRequest> ParseBody(std::string_view body, std::string_view session_header, bool chat) {
   Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return absl::InvalidArgumentError("the body is not valid JSON (UTF-8)");
   if (!j.is_object()) return absl::InvalidArgumentError("the body must be a JSON object");
@@ -239,6 +255,8 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, 
   }
   return r;
 }
+
+}  // namespace
 
 void ConversationHash::StartAssistant() { message_ = 1469598103934665603ull; }
 void ConversationHash::Append(std::string_view text) { message_ = Fnv(message_, text); }

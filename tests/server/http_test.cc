@@ -254,6 +254,9 @@ TEST_F(HttpTest, BadRequestsGetOpenAiErrorsWithTheirCodes) {
   Json tools = Chat("hi", 4);
   tools["messages"][0]["role"] = "tool";
   expect_error(Post(port_, "/v1/chat/completions", tools), 400, "invalid_request_error");
+  Json odd_part = Chat("hi", 4);  // a content part whose type is not a string (the fuzzer's find)
+  odd_part["messages"][0]["content"] = Json::array({{{"type", true}, {"text", "x"}}});
+  expect_error(Post(port_, "/v1/chat/completions", odd_part), 400, "invalid_request_error");
   Json hot = Chat("hi", 4);
   hot["temperature"] = 7;
   expect_error(Post(port_, "/v1/chat/completions", hot), 400, "invalid_request_error");
