@@ -20,6 +20,14 @@ if [[ ${SETUP_TEST_TOOLS:-1} != 0 ]]; then
   packages+=(chromium prometheus)
 fi
 
+# What only scripts/container.sh needs (podman, and runc where crun refuses
+# the cgroup layout; mmdebstrap for a bookworm base from the mirror; uidmap
+# for a user-namespace fallback); off by default so CI does not pay for it:
+# SETUP_CONTAINER_TOOLS=1 bash scripts/setup.sh
+if [[ ${SETUP_CONTAINER_TOOLS:-0} == 1 ]]; then
+  packages+=(podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
