@@ -68,6 +68,17 @@ class Backend {
   // Empties a cache so its next token is token 0 again (same geometry).
   virtual absl::Status ResetCache(CacheId id) = 0;
 
+  // A session store keeps caches as this backend stores them. KvLayout()
+  // names that layout (dtype, key rotation, slot order); ExportCache returns
+  // the bytes of the slots in use (min(consumed, Slots()) of each layer's K
+  // and V), and ImportCache loads such bytes into a fresh cache of the same
+  // geometry made by a backend with the same layout and weights, which then
+  // holds exactly the exported cache with `consumed` tokens. NOT_FOUND for
+  // an unknown cache, INVALID_ARGUMENT when the size does not match.
+  virtual std::string KvLayout() const = 0;
+  virtual absl::StatusOr<std::string> ExportCache(CacheId id) const = 0;
+  virtual absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) = 0;
+
   // Runs every sequence's new tokens through the model: appends their K/V at
   // their slots and attends per the cache geometry. Each entry's n_past must
   // equal the tokens its cache has consumed, and n_tokens must not exceed

@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <limits>
 
@@ -145,6 +146,65 @@ absl::Status CpuBackend::ResetCache(CacheId id) {
     return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
   }
   caches_[id]->consumed = 0;
+  return absl::OkStatus();
+}
+
+std::string CpuBackend::KvLayout() const {
+  // f32, layer-major then slot-minor per (kv head, dim) row; keys rotated by
+  // their slot index (see cache_geometry.h).
+  return "cpu:f32:rows-by-slot:keys-rotated-by-slot:v1";
+}
+
+namespace {
+
+// The slots a cache that consumed `consumed` tokens has written.
+int32_t UsedSlots(const CacheGeometry& g, int64_t consumed) {
+  return static_cast<int32_t>(std::min<int64_t>(consumed, g.Slots()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> CpuBackend::ExportCache(CacheId id) const {
+  if (id < 0 || static_cast<size_t>(id) >= caches_.size() || !caches_[id]) {
+    return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
+  }
+  const Cache& cache = *caches_[id];
+  const int64_t slots = cache.geometry.Slots();
+  const int64_t used = UsedSlots(cache.geometry, cache.consumed);
+  const int64_t rows = int64_t{model_.config.n_layers} * model_.config.kv_dim();
+  std::string out(static_cast<size_t>(2 * rows * used) * sizeof(float), '\0');
+  char* dst = out.data();
+  for (const ZeroedFloats* part : {&cache.k, &cache.v}) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(dst, &(*part)[r * slots], static_cast<size_t>(used) * sizeof(float));
+      dst += used * sizeof(float);
+    }
+  }
+  return out;
+}
+
+absl::Status CpuBackend::ImportCache(CacheId id, int64_t consumed, std::string_view bytes) {
+  if (id < 0 || static_cast<size_t>(id) >= caches_.size() || !caches_[id]) {
+    return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
+  }
+  Cache& cache = *caches_[id];
+  if (consumed < 0) return absl::InvalidArgumentError("a cache cannot have consumed a negative number of tokens");
+  const int64_t slots = cache.geometry.Slots();
+  const int64_t used = UsedSlots(cache.geometry, consumed);
+  const int64_t rows = int64_t{model_.config.n_layers} * model_.config.kv_dim();
+  const int64_t want = 2 * rows * used * int64_t{sizeof(float)};
+  if (static_cast<int64_t>(bytes.size()) != want) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the stored cache has %d bytes; this model's cache of %d slots in use needs %d", bytes.size(), used, want));
+  }
+  const char* src = bytes.data();
+  for (ZeroedFloats* part : {&cache.k, &cache.v}) {
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(&(*part)[r * slots], src, static_cast<size_t>(used) * sizeof(float));
+      src += used * sizeof(float);
+    }
+  }
+  cache.consumed = consumed;
   return absl::OkStatus();
 }
 

@@ -30,6 +30,9 @@ class CpuBackend final : public Backend {
   absl::StatusOr<CacheId> CreateCache(const CacheGeometry& geometry) override;
   void DestroyCache(CacheId id) override;
   absl::Status ResetCache(CacheId id) override;
+  std::string KvLayout() const override;
+  absl::StatusOr<std::string> ExportCache(CacheId id) const override;
+  absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) override;
   absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
 
   // Bytes a cache with this geometry holds (K and V, every layer).

@@ -7,6 +7,7 @@
 #include <optional>
 #include <tuple>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
 #include "kernels/batch_validation.h"
@@ -542,6 +543,63 @@ absl::Status CudaBackend::ResetCache(CacheId id) {
   }
   // Stale keys need no clearing: a query only ever reads keys appended since.
   m.caches[id]->state.consumed = 0;
+  return absl::OkStatus();
+}
+
+std::string CudaBackend::KvLayout() const {
+  // (n_layers, K|V, n_kv_heads, slots, head_dim), keys un-rotated (step_desc.h).
+  return absl::StrCat("cuda:", impl_->dtype == cuda::DType::kF16 ? "f16" : "bf16", ":layer-kv-head-slot-dim:keys-unrotated:v1");
+}
+
+namespace {
+
+// The part of a cache that `consumed` tokens wrote, as a 2-D copy: one row per
+// (layer, K|V, kv head), each the first `used` slots of that row.
+struct CacheRows {
+  int64_t rows, row_pitch, used_bytes;
+};
+
+CacheRows RowsOf(const ModelConfig& c, const CacheGeometry& g, int64_t consumed) {
+  const int64_t used = std::min<int64_t>(consumed, g.Slots());
+  return {2 * int64_t{c.n_layers} * c.n_kv_heads, int64_t{g.Slots()} * c.head_dim * cuda::kDTypeBytes,
+          used * c.head_dim * cuda::kDTypeBytes};
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> CudaBackend::ExportCache(CacheId id) const {
+  const Impl& m = *impl_;
+  if (id < 0 || static_cast<size_t>(id) >= m.caches.size() || !m.caches[id]) {
+    return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
+  }
+  const Impl::Cache& cache = *m.caches[id];
+  const CacheRows r = RowsOf(m.config, cache.state.geometry, cache.state.consumed);
+  std::string out(static_cast<size_t>(r.rows * r.used_bytes), '\0');
+  if (r.used_bytes == 0) return out;
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  CUDA_CHECK(cudaMemcpy2D(out.data(), r.used_bytes, static_cast<const char*>(m.pool_base.get()) + cache.pool_offset,
+                          r.row_pitch, r.used_bytes, r.rows, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+absl::Status CudaBackend::ImportCache(CacheId id, int64_t consumed, std::string_view bytes) {
+  Impl& m = *impl_;
+  if (id < 0 || static_cast<size_t>(id) >= m.caches.size() || !m.caches[id]) {
+    return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
+  }
+  if (consumed < 0) return absl::InvalidArgumentError("a cache cannot have consumed a negative number of tokens");
+  Impl::Cache& cache = *m.caches[id];
+  const CacheRows r = RowsOf(m.config, cache.state.geometry, consumed);
+  if (static_cast<int64_t>(bytes.size()) != r.rows * r.used_bytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the stored cache has %d bytes; this model's cache needs %d", bytes.size(), r.rows * r.used_bytes));
+  }
+  if (r.used_bytes > 0) {
+    CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    CUDA_CHECK(cudaMemcpy2D(static_cast<char*>(m.pool_base.get()) + cache.pool_offset, r.row_pitch, bytes.data(),
+                            r.used_bytes, r.used_bytes, r.rows, cudaMemcpyHostToDevice));
+  }
+  cache.state.consumed = consumed;
   return absl::OkStatus();
 }
 

@@ -66,6 +66,9 @@ class CudaBackend final : public Backend {
   absl::StatusOr<CacheId> CreateCache(const CacheGeometry& geometry) override;
   void DestroyCache(CacheId id) override;
   absl::Status ResetCache(CacheId id) override;
+  std::string KvLayout() const override;
+  absl::StatusOr<std::string> ExportCache(CacheId id) const override;
+  absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) override;
   // Copies (rows, vocab) fp32 logits back; the engine's Sampler then runs any
   // sampling mode on the host.
   absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;

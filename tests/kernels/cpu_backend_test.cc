@@ -8,6 +8,7 @@
 #include "engine/sampler.h"
 #include "engine/sequence.h"
 #include "tests/golden.h"
+#include "tests/cache_export_check.h"
 #include "tests/random_model.h"
 
 namespace sinkserve {
@@ -156,6 +157,17 @@ TEST(CpuBackendTest, BatchingIsBitwiseInvariant) {
   for (auto [threads, together] : {std::pair{1, 5}, {2, 1}, {2, 2}, {2, 3}, {2, 16}, {2, 17}, {3, 17}}) {
     EXPECT_EQ(run(threads, together), alone) << "threads=" << threads << " batch=" << together;
   }
+}
+
+TEST(CpuBackendTest, ExportedCacheImportsIntoAFreshOneBitwise) {
+  auto backend = MakeBackend(RandomModel(TinyConfig(64, 8, 2, 2, 100, 160), 14));
+  testing::ExpectExportImportContinuesBitwise(backend.get(), CacheGeometry{.sinks = 4, .window = 24, .ring = 31});
+  // Before the ring is full only the slots in use travel.
+  auto fresh = backend->CreateCache(CacheGeometry{.sinks = 4, .window = 24, .ring = 31});
+  ASSERT_TRUE(fresh.ok());
+  auto empty = backend->ExportCache(*fresh);
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->empty());
 }
 
 TEST(CpuBackendTest, RejectsMalformedBatches) {

@@ -16,6 +16,7 @@
 #include "engine/sampler.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/kernels/cuda/cuda_test_util.h"
+#include "tests/cache_export_check.h"
 #include "tests/random_model.h"
 #include "tests/test_data.h"
 
@@ -352,6 +353,13 @@ TEST(CudaBackendTest, FullPoolRefusesAdmissionCleanlyAndFreesOnDestroy) {
   ASSERT_TRUE(gpu->Forward(batch, &logits).ok());
   gpu->DestroyCache(ids[1]);
   EXPECT_TRUE(gpu->CreateCache(g).ok());
+}
+
+TEST(CudaBackendTest, ExportedCacheImportsIntoAFreshOneBitwise) {
+  REQUIRE_CUDA_DEVICE();
+  auto gpu = MakeCuda(RandomModel(TinyConfig(64, 8, 2, 2, 100, 160), 14), SmallPool());
+  ASSERT_TRUE(gpu);
+  testing::ExpectExportImportContinuesBitwise(gpu.get(), CacheGeometry{.sinks = 4, .window = 24, .ring = 31});
 }
 
 TEST(CudaBackendTest, GreedyOnDeviceEqualsArgmaxOfCopiedLogits) {
