@@ -13,17 +13,20 @@
 
 #include "absl/status/status.h"
 #include "engine/cache_policy.h"
+#include "engine/conversation_hash.h"
 
 namespace sinkserve {
 
 struct OpenRequest {
-  std::string session_id;     // empty: create; else resume
+  std::string session_id;     // empty: create; else resume (from the session store when not held here)
   CacheRequest cache;         // unset fields: the server default
   std::string system_prompt;
   std::string chat_template;  // empty: the server default
   // Who asks, as the front door knows it (an API key's name, else the peer
   // address): sessions count against this identity's quota. Never echoed.
   std::string client;
+  // Never saved to the session store (a stateless request's session).
+  bool ephemeral = false;
 };
 
 // Per-turn overrides of the server's default sampling parameters.
@@ -48,6 +51,10 @@ struct TurnRequest {
   // template, assistant messages verbatim (each closed by the next user
   // message's template tokens). Empty for an ordinary turn.
   std::vector<HistoryMessage> history;
+  // When set, the session's conversation so far must hash to this (a
+  // resumed request restating its earlier messages), else the stream ends
+  // with FAILED_PRECONDITION and the session is left as it was.
+  std::optional<ConversationHash> expect_conversation;
   std::string text;
   bool raw = false;
   int64_t max_new_tokens = 0;  // 0: the server default
@@ -90,6 +97,13 @@ inline std::string_view Utf8Tail(std::string_view text, size_t max_bytes) {
   return text.substr(cut);
 }
 
+// How an open brought a session back from the session store.
+enum class RestoreKind {
+  kNone,      // it was in this server's memory (or is new)
+  kExact,     // its stored cache was loaded as it was
+  kReplayed,  // its visible tokens were fed again: the stored cache came from another model or KV layout
+};
+
 struct OpenedEvent {
   std::string session_id;
   CacheConfig cache;
@@ -97,6 +111,8 @@ struct OpenedEvent {
   int64_t length = 0;  // the conversation's length in tokens so far
   bool resumed = false;
   LastTurn last_turn;  // set on resume
+  RestoreKind restored = RestoreKind::kNone;
+  std::string restore_note;  // why a restore replayed
 };
 
 struct DeltaEvent {
@@ -110,6 +126,7 @@ struct DoneEvent {
   TurnUsage usage;
   uint32_t turn = 0;
   std::string error;  // set when reason == kError
+  bool saved = false;  // with a session store: the session as of this turn is in it
 };
 
 // Ends the stream with this status: OK after the client half-closed and its

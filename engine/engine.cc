@@ -9,11 +9,17 @@
 #include <cstring>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/status_macros.h"
 
 namespace sinkserve {
 namespace {
+
+absl::Status NoSuchSession(const std::string& id, double ttl_seconds) {
+  return absl::NotFoundError(absl::StrFormat(
+      "no session '%s': it never existed, was deleted, or expired after %g s detached", id, ttl_seconds));
+}
 
 // How often detached sessions are checked against the idle TTL.
 constexpr auto kSweepInterval = std::chrono::milliseconds(100);
@@ -120,7 +126,11 @@ Engine::Engine(Backend* backend, const Tokenizer* tokenizer, EngineConfig config
       vocab_size_(backend->config().vocab_size),
       context_(backend->config().max_seq_len),
       scheduler_(ForModel(config_.scheduler, backend->config())),
+      revisions_(std::random_device{}()),
+      fingerprint_(absl::StrCat(config_.model_fingerprint, "|", backend->KvLayout())),
+      mailbox_(std::make_shared<Mailbox>()),
       last_sweep_(Clock::now()) {
+  mailbox_->engine = this;
   for (ChatTemplateKind kind : kAllChatTemplateKinds) {
     templates_.push_back(std::make_unique<ChatTemplate>(kind, *tokenizer_));
   }
@@ -128,6 +138,10 @@ Engine::Engine(Backend* backend, const Tokenizer* tokenizer, EngineConfig config
 }
 
 Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_->mu);
+    mailbox_->engine = nullptr;  // store answers from now on are dropped
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
@@ -166,6 +180,7 @@ void Engine::StartTurn(std::shared_ptr<Outbox> outbox, TurnRequest request) {
 
 void Engine::Cancel(std::shared_ptr<Outbox> outbox) {
   Post([this, outbox = std::move(outbox)] {
+    if (DeferWhileLoading(outbox.get(), [this, outbox] { Cancel(outbox); })) return;
     Session* s = Attached(outbox.get());
     if (s != nullptr && s->phase != Phase::kIdle) EndTurn(*s, FinishReason::kCancelled, "", /*emit=*/true);
   });
@@ -187,8 +202,8 @@ static absl::Status NotYours() {
   return absl::PermissionDeniedError("this session belongs to another API key; it is left as it was");
 }
 
-bool Engine::OwnedByOther(const Session& s, const std::string& client) {
-  return !client.empty() && s.client.starts_with("key#") && s.client != client;
+bool Engine::OwnedByOther(const std::string& owner, const std::string& client) {
+  return !client.empty() && owner.starts_with("key#") && owner != client;
 }
 
 void Engine::GetSession(std::string id, std::string client,
@@ -199,10 +214,27 @@ void Engine::GetSession(std::string id, std::string client,
       return;
     }
     auto it = sessions_.find(id);
+    if (it == sessions_.end() && config_.store != nullptr) {
+      WithStored(id, [this, id, client, done](absl::StatusOr<SessionPersistence::Loaded> loaded) {
+        if (!loaded.ok()) return done(loaded.status());
+        if (loaded->kind != SessionPersistence::Loaded::Kind::kFound) return done(NoSuchSession(id, config_.store->ttl_seconds()));
+        const SessionState& st = loaded->state;
+        if (OwnedByOther(st.client, client)) return done(NotYours());
+        SessionSnapshot snap;
+        snap.session_id = st.id;
+        snap.cache = st.cache;
+        snap.length = st.dropped + st.consumed + static_cast<int64_t>(st.carry.size());
+        snap.cache_tokens = st.geometry.VisibleTokens(st.consumed);
+        snap.evicted_tokens = st.dropped + st.geometry.EvictedTokens(st.consumed);
+        snap.turns = st.turns;
+        snap.idle_seconds = std::max(0.0, (UnixMillis() - st.saved_unix_ms) / 1000.0);
+        snap.chat_template = st.chat_template;
+        done(std::move(snap));
+      });
+      return;
+    }
     if (it == sessions_.end()) {
-      done(absl::NotFoundError(absl::StrFormat(
-          "no session '%s': it never existed, was deleted, or expired after %g s detached", id,
-          config_.session_ttl_seconds)));
+      done(NoSuchSession(id, config_.session_ttl_seconds));
       return;
     }
     if (OwnedByOther(*it->second, client)) {
@@ -218,7 +250,7 @@ void Engine::GetSession(std::string id, std::string client,
     snap.evicted_tokens = s.evicted_tokens();
     snap.turns = s.turns;
     snap.attached = s.outbox != nullptr;
-    snap.generating = s.phase != Phase::kIdle;
+    snap.generating = !s.idle();
     if (!snap.attached) snap.idle_seconds = std::chrono::duration<double>(Clock::now() - s.detached_at).count();
     snap.chat_template = ChatTemplateName(s.chat_template->kind());
     done(std::move(snap));
@@ -232,6 +264,25 @@ void Engine::DeleteSession(std::string id, std::string client, std::function<voi
       return;
     }
     auto it = sessions_.find(id);
+    SessionPersistence* store = config_.store;
+    // Removes the stored copy too, then answers.
+    auto remove_stored = [this, store, id, done] {
+      store->Remove(id, [post = Poster(), done](absl::StatusOr<bool> removed) {
+        post([done, removed] { done(removed.status()); });
+      });
+    };
+    if (it == sessions_.end() && store != nullptr) {
+      WithStored(id, [this, id, client, done, remove_stored](absl::StatusOr<SessionPersistence::Loaded> loaded) {
+        if (!loaded.ok()) return done(loaded.status());
+        if (loaded->kind != SessionPersistence::Loaded::Kind::kFound) {
+          return done(absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id)));
+        }
+        if (OwnedByOther(loaded->state.client, client)) return done(NotYours());
+        if (sessions_.contains(id)) return done(absl::AbortedError("the session was resumed meanwhile; delete it again"));
+        remove_stored();
+      });
+      return;
+    }
     if (it == sessions_.end()) {
       done(absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id)));
       return;
@@ -245,7 +296,9 @@ void Engine::DeleteSession(std::string id, std::string client, std::function<voi
       EndStreamOf(s, absl::AbortedError(
           "this session was deleted by a DeleteSession call; open a new session to continue"));
     }
+    const bool stored = store != nullptr && !s.ephemeral;
     DestroySession(id);
+    if (stored) return remove_stored();
     done(absl::OkStatus());
   });
 }
@@ -259,8 +312,13 @@ void Engine::EndAllStreams(absl::Status status) {
 }
 
 EngineStats Engine::stats() const {
-  return {session_count_.load(), running_turns_.load(), steps_.load(),       kv_bytes_.load(),
-          attached_count_.load(), queued_turns_.load(),  evicted_tokens_.load()};
+  EngineStats s{session_count_.load(), running_turns_.load(), steps_.load(),       kv_bytes_.load(),
+                attached_count_.load(), queued_turns_.load(),  evicted_tokens_.load()};
+  s.restored_exact = restored_exact_.load();
+  s.restored_replayed = restored_replayed_.load();
+  s.unloaded = unloaded_.load();
+  s.store_errors = store_errors_.load();
+  return s;
 }
 
 void Engine::Loop() {
@@ -310,13 +368,17 @@ Session* Engine::Attached(Outbox* outbox) {
   return it == attached_.end() ? nullptr : it->second;
 }
 
-void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& request) {
+void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& request, bool store_checked) {
   if (draining_ || stopping_) {
     outbox->Push(EndEvent{Unavailable("new streams")});
     return;
   }
   if (Session* open = Attached(outbox.get()); open != nullptr) {
     EndStreamOf(*open, absl::FailedPreconditionError("open was already sent on this stream; send turns"));
+    return;
+  }
+  if (loading_by_outbox_.contains(outbox.get())) {
+    outbox->Push(EndEvent{absl::FailedPreconditionError("open was already sent on this stream; send turns")});
     return;
   }
   Session* s = nullptr;
@@ -331,6 +393,7 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
       outbox->Push(EndEvent{NotYours()});
       return;
     }
+    if (it == sessions_.end() && config_.store != nullptr) return StartLoad(outbox, request, 0);
     if (it == sessions_.end()) {
       outbox->Push(EndEvent{absl::NotFoundError(absl::StrFormat(
           "no session '%s': it never existed, was deleted, or expired after %g s detached; "
@@ -340,6 +403,12 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
     }
     s = it->second.get();
     resumed = true;
+    // Another server sharing the store may have gone on with it: check that
+    // this copy is the latest (a copy with unsaved changes is the latest).
+    if (s->outbox == nullptr && config_.store != nullptr && config_.store->shared() && !store_checked &&
+        s->saves_in_flight == 0 && s->revision != 0 && s->saved_revision == s->revision) {
+      return StartLoad(outbox, request, s->revision);
+    }
     if (s->outbox != nullptr) {
       if (!config_.allow_takeover) {
         outbox->Push(EndEvent{absl::FailedPreconditionError(
@@ -359,10 +428,18 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
     }
     s = *created;
   }
+  AttachSession(outbox, *s, resumed, RestoreKind::kNone, "");
+}
+
+void Engine::AttachSession(const std::shared_ptr<Outbox>& outbox, Session& session, bool resumed,
+                           RestoreKind restored, std::string restore_note) {
+  Session* s = &session;
   s->outbox = outbox;
   s->stalled = false;
   attached_[outbox.get()] = s;
   OpenedEvent opened{s->id, s->cache, model_name_, s->length(), resumed, LastTurn()};
+  opened.restored = restored;
+  opened.restore_note = std::move(restore_note);
   if (resumed) {
     opened.last_turn = s->last_turn;
     LastTurn& last = opened.last_turn;
@@ -375,11 +452,20 @@ void Engine::DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& re
 }
 
 absl::StatusOr<Session*> Engine::AdmitSession(const OpenRequest& request) {
+  RETURN_IF_ERROR(MakeRoomFor(request.client));
+  ASSIGN_OR_RETURN(std::unique_ptr<Session> created, NewSession(request));
+  Session* s = created.get();
+  Register(std::move(created));
+  if (config_.store != nullptr && !s->ephemeral) SaveSession(*s);
+  return s;
+}
+
+absl::Status Engine::MakeRoomFor(const std::string& client) {
   ExpireIdle(Clock::now());
   const int64_t quota = config_.max_sessions_per_client;
   if (quota > 0) {
-    auto held = client_sessions_.find(request.client);
-    if (held != client_sessions_.end() && held->second >= quota && !ReclaimDetached(&request.client)) {
+    auto held = client_sessions_.find(client);
+    if (held != client_sessions_.end() && held->second >= quota && !ReclaimDetached(&client)) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "this client holds its limit of %d sessions, all attached to streams; end or delete one first", quota));
     }
@@ -390,12 +476,28 @@ absl::StatusOr<Session*> Engine::AdmitSession(const OpenRequest& request) {
         "sessions you no longer need (DeleteSession)",
         config_.max_sessions));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Session> created, NewSession(request));
-  Session* s = created.get();
+  return absl::OkStatus();
+}
+
+void Engine::Register(std::unique_ptr<Session> s) {
   ++client_sessions_[s->client];
-  sessions_[s->id] = std::move(created);
+  const std::string id = s->id;
+  sessions_[id] = std::move(s);
   session_count_.store(static_cast<int64_t>(sessions_.size()));
-  return s;
+}
+
+absl::Status Engine::CreateSessionCache(Session& s) {
+  const int64_t cache_bytes = backend_->CacheBytes(s.geometry);
+  RETURN_IF_ERROR(MakeKvRoom(cache_bytes));
+  absl::StatusOr<CacheId> id = backend_->CreateCache(s.geometry);
+  if (!id.ok()) {
+    if (absl::IsResourceExhausted(id.status())) return id.status();
+    return absl::InternalError(absl::StrFormat("could not create the session's cache: %s", id.status().message()));
+  }
+  s.cache_id = *id;
+  s.slot_tokens.assign(static_cast<size_t>(s.geometry.Slots()), -1);
+  kv_bytes_.fetch_add(cache_bytes, std::memory_order_relaxed);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& request) {
@@ -414,23 +516,17 @@ absl::StatusOr<std::unique_ptr<Session>> Engine::NewSession(const OpenRequest& r
   absl::StatusOr<CacheGeometry> geometry = GeometryFor(s->cache, config_.scheduler.prefill_chunk, context_);
   if (!geometry.ok()) return absl::InvalidArgumentError(geometry.status().message());
   s->geometry = *geometry;
-  const int64_t cache_bytes = backend_->CacheBytes(s->geometry);
-  RETURN_IF_ERROR(MakeKvRoom(cache_bytes));
-  absl::StatusOr<CacheId> id = backend_->CreateCache(s->geometry);
-  if (!id.ok()) {
-    if (absl::IsResourceExhausted(id.status())) return id.status();
-    return absl::InternalError(absl::StrFormat("could not create the session's cache: %s", id.status().message()));
-  }
-  s->cache_id = *id;
-  kv_bytes_.fetch_add(cache_bytes, std::memory_order_relaxed);
+  RETURN_IF_ERROR(CreateSessionCache(*s));
   s->id = NewSessionId();
   s->system_prompt = request.system_prompt;
   s->client = request.client;
+  s->ephemeral = request.ephemeral;
   s->preamble = s->chat_template->Preamble(s->system_prompt);
   return s;
 }
 
 void Engine::DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& request) {
+  if (DeferWhileLoading(outbox.get(), [this, outbox, request] { DoTurn(outbox, request); })) return;
   Session* s = Attached(outbox.get());
   if (draining_ || stopping_) {
     outbox->Push(EndEvent{Unavailable("new turns")});
@@ -440,9 +536,16 @@ void Engine::DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& re
     outbox->Push(EndEvent{absl::FailedPreconditionError("a turn arrived before open; send open first")});
     return;
   }
-  if (s->phase != Phase::kIdle) {
+  if (!s->idle()) {
     EndStreamOf(*s, absl::FailedPreconditionError(absl::StrFormat(
         "turn %d is already running on this stream; wait for its done message or send cancel", s->turns)));
+    return;
+  }
+  if (request.expect_conversation &&
+      !(s->conversation_known && s->conversation == *request.expect_conversation)) {
+    EndStreamOf(*s, absl::FailedPreconditionError(
+        "the earlier messages are not this session's conversation (or the server no longer knows it, after a "
+        "cancelled turn); send only the new user message, or start a new session"));
     return;
   }
   ++s->turns;
@@ -491,6 +594,9 @@ absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
   turn->prompt_tokens = static_cast<int64_t>(prompt.size());
   turn->start = Clock::now();
   for (int32_t id : prompt) PushRecent(&s.recent, id);
+  for (const HistoryMessage& m : request.history) s.conversation.Add(m.assistant, m.text);
+  s.conversation.Add(false, request.text);
+  s.conversation.StartAssistant();
   s.turn = std::move(turn);
   s.last_turn = LastTurn();
   s.last_turn.turn = s.turns;
@@ -501,11 +607,12 @@ absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
 }
 
 void Engine::DoHalfClose(const std::shared_ptr<Outbox>& outbox) {
+  if (DeferWhileLoading(outbox.get(), [this, outbox] { DoHalfClose(outbox); })) return;
   Session* s = Attached(outbox.get());
   if (s == nullptr) {
     // Never opened, or already ended (then this OK comes too late to count).
     outbox->Push(EndEvent{absl::OkStatus()});
-  } else if (s->phase == Phase::kIdle) {
+  } else if (s->idle()) {
     EndStreamOf(*s, absl::OkStatus());
   } else {
     s->closing = true;  // EndTurn ends the stream after the turn's done
@@ -513,6 +620,7 @@ void Engine::DoHalfClose(const std::shared_ptr<Outbox>& outbox) {
 }
 
 void Engine::DoEndStream(const std::shared_ptr<Outbox>& outbox, const absl::Status& status) {
+  DropPendingOpen(outbox.get());
   if (Session* s = Attached(outbox.get()); s != nullptr) {
     EndStreamOf(*s, status);
   } else {
@@ -526,7 +634,16 @@ void Engine::EndStreamOf(Session& s, const absl::Status& status) {
   outbox->Push(EndEvent{status});
 }
 
+void Engine::DropPendingOpen(const Outbox* outbox) {
+  if (auto waiting = loading_by_outbox_.find(outbox); waiting != loading_by_outbox_.end()) {
+    std::vector<PendingOpen>& opens = loading_[waiting->second];
+    std::erase_if(opens, [outbox](const PendingOpen& p) { return p.outbox.get() == outbox; });
+    loading_by_outbox_.erase(waiting);
+  }
+}
+
 void Engine::DoDetach(Outbox* outbox) {
+  DropPendingOpen(outbox);
   Session* s = Attached(outbox);
   if (s != nullptr) DetachSession(*s);
 }
@@ -535,6 +652,7 @@ void Engine::DetachSession(Session& s) {
   if (s.phase != Phase::kIdle) EndTurn(s, FinishReason::kCancelled, "", /*emit=*/false);
   attached_.erase(s.outbox.get());
   s.outbox = nullptr;
+  s.done_outbox = nullptr;  // a done still waiting for its save has no one to go to
   s.closing = false;
   s.detached_at = Clock::now();
 }
@@ -561,6 +679,7 @@ void Engine::ExpireIdle(Clock::time_point now) {
     if (s->outbox == nullptr && now - s->detached_at >= ttl) expired.push_back(id);
   }
   for (const std::string& id : expired) DestroySession(id);
+  if (config_.store != nullptr) unloaded_.fetch_add(static_cast<int64_t>(expired.size()), std::memory_order_relaxed);
 }
 
 void Engine::EndStalled(Clock::time_point now) {
@@ -590,7 +709,10 @@ bool Engine::ReclaimDetached(const std::string* client) {
     if (oldest == nullptr || s->detached_at < oldest->detached_at) oldest = s.get();
   }
   if (oldest == nullptr) return false;
+  // With a store this only unloads it: its last save is resumable there (a
+  // save still in flight carries its own copy).
   DestroySession(oldest->id);
+  if (config_.store != nullptr) unloaded_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 

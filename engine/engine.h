@@ -28,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +43,7 @@
 #include "engine/sampler.h"
 #include "engine/scheduler.h"
 #include "engine/session.h"
+#include "engine/session_state.h"
 #include "engine/text/chat_template.h"
 #include "engine/text/tokenizer.h"
 #include "engine/turn.h"
@@ -79,6 +81,19 @@ struct EngineConfig {
   // step's tokens and sequences (metrics); must not block.
   std::function<void(int64_t tokens, int64_t sequences)> on_step;
 
+  // The session store (null: sessions live in memory only). With one, every
+  // turn's end is saved (its done goes out once the store has it), an open
+  // of an id this server does not hold restores it from the store, idle and
+  // evicted sessions stay resumable there, and max_sessions bounds only the
+  // sessions held in memory. It must outlive the engine.
+  SessionPersistence* store = nullptr;
+  // Names the model's weights (a hash of its files); with the backend's KV
+  // layout it decides whether a stored cache can be loaded or is replayed.
+  std::string model_fingerprint;
+  // Called on the engine thread when a save or a load finishes: "save" or
+  // "load", its seconds from request to answer, and whether it worked.
+  std::function<void(std::string_view op, double seconds, bool ok)> on_store;
+
   absl::Status Validate() const;
   // The turn defaults and caps this config sets (engine/turn.h).
   TurnDefaults turn_defaults() const {
@@ -95,6 +110,10 @@ struct EngineStats {
   int64_t attached = 0;       // sessions attached to a stream
   int64_t queued_turns = 0;   // running turns still prefilling their prompt (no token yet)
   int64_t evicted_tokens = 0; // tokens evicted from caches since start, as of each turn's end
+  int64_t restored_exact = 0;     // sessions brought back from the store with their cache
+  int64_t restored_replayed = 0;  // ... by replaying their visible tokens
+  int64_t unloaded = 0;           // idle sessions dropped from memory while the store keeps them
+  int64_t store_errors = 0;       // saves and loads that failed
 };
 
 class Engine {
@@ -156,7 +175,8 @@ class Engine {
   void Loop();
 
   // Commands (engine thread).
-  void DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& request);
+  // `store_checked`: the store has just confirmed that the copy held here is its latest.
+  void DoOpen(const std::shared_ptr<Outbox>& outbox, const OpenRequest& request, bool store_checked = false);
   // A new session under the session caps and the KV budget, registered.
   absl::StatusOr<Session*> AdmitSession(const OpenRequest& request);
   absl::StatusOr<std::unique_ptr<Session>> NewSession(const OpenRequest& request);
@@ -165,6 +185,8 @@ class Engine {
   void DoHalfClose(const std::shared_ptr<Outbox>& outbox);
   void DoEndStream(const std::shared_ptr<Outbox>& outbox, const absl::Status& status);
   void DoDetach(Outbox* outbox);
+  // Forgets an open of `outbox` that waits for the store (its stream is gone).
+  void DropPendingOpen(const Outbox* outbox);
   void DetachSession(Session& s);
   // Detaches `s` from its stream and ends that stream with `status`.
   void EndStreamOf(Session& s, const absl::Status& status);
@@ -182,7 +204,43 @@ class Engine {
   Session* Attached(Outbox* outbox);
   // True when `client` may not see `s`: it was opened with an API key
   // ("key#N" identity) and `client` is another identity.
-  static bool OwnedByOther(const Session& s, const std::string& client);
+  static bool OwnedByOther(const Session& s, const std::string& client) { return OwnedByOther(s.client, client); }
+  static bool OwnedByOther(const std::string& owner, const std::string& client);
+
+  // The session store (engine_store.cc).
+  // Attaches `s` to the stream and answers Opened.
+  void AttachSession(const std::shared_ptr<Outbox>& outbox, Session& s, bool resumed, RestoreKind restored,
+                     std::string restore_note);
+  // The quotas a new or restored session of `client` must fit, reclaiming
+  // detached sessions where that helps.
+  absl::Status MakeRoomFor(const std::string& client);
+  // Reserves `s`'s cache (its geometry set) under the KV budget.
+  absl::Status CreateSessionCache(Session& s);
+  void Register(std::unique_ptr<Session> s);
+  // Saves `s` as it is now; the done pushed by FinishTurnOutput waits for it.
+  void SaveSession(Session& s);
+  void OnSaved(const std::string& id, uint64_t revision, const absl::Status& status, Clock::time_point asked);
+  // Delivers a turn's done (now, or once its save is confirmed).
+  void FinishTurnOutput(Session& s, DoneEvent done);
+  void DeliverDone(Session& s, bool saved);
+  // Asks the store for `request.session_id` for this stream; answers in OnLoaded.
+  void StartLoad(const std::shared_ptr<Outbox>& outbox, const OpenRequest& request, uint64_t known_revision);
+  void OnLoaded(const std::string& id, absl::StatusOr<SessionPersistence::Loaded> loaded, Clock::time_point asked);
+  // Keeps `command` for after the open of `outbox` is answered, when that
+  // open waits for the store; false when it does not.
+  bool DeferWhileLoading(const Outbox* outbox, std::function<void()> command);
+
+  struct Restored {
+    Session* session;
+    RestoreKind kind;
+    std::string note;
+  };
+  absl::StatusOr<Restored> RestoreSession(SessionState state, const OpenRequest& request);
+  std::shared_ptr<SessionState> Snapshot(Session& s);
+  // Runs `then` on the engine thread with the store's state of `id`.
+  void WithStored(const std::string& id, std::function<void(absl::StatusOr<SessionPersistence::Loaded>)> then);
+  // Posts `command` to this engine if it still exists (store callbacks).
+  std::function<void(std::function<void()>)> Poster();
 
   // The step (engine/engine_step.cc).
   bool Step();
@@ -217,6 +275,25 @@ class Engine {
   Batch batch_;                     // built from plan_ for the backend
   std::vector<float> logits_;       // (plan_.size(), vocab)
   std::vector<std::unique_ptr<ChatTemplate>> templates_;  // one per ChatTemplateKind
+  // Opens waiting for the store, by session id, and the id each stream waits for.
+  struct PendingOpen {
+    std::shared_ptr<Outbox> outbox;
+    OpenRequest request;
+    std::vector<std::function<void()>> after;  // what the client sent meanwhile, in order
+  };
+  // The open of `p` was answered (attached, refused, or waiting for the
+  // store again): runs, drops or moves what its client sent meanwhile.
+  void Resolved(PendingOpen& p);
+  absl::flat_hash_map<std::string, std::vector<PendingOpen>> loading_;
+  absl::flat_hash_map<const Outbox*, std::string> loading_by_outbox_;
+  std::mt19937_64 revisions_;  // seeded from the OS: revisions of saves
+  const std::string fingerprint_;  // model fingerprint + backend KV layout
+  // Store callbacks post through this; the destructor cuts it off.
+  struct Mailbox {
+    std::mutex mu;
+    Engine* engine = nullptr;
+  };
+  std::shared_ptr<Mailbox> mailbox_;
   bool draining_ = false;
   bool stopping_ = false;  // the destructor asked the loop to end
   Clock::time_point last_sweep_;
@@ -228,6 +305,10 @@ class Engine {
   std::atomic<int64_t> attached_count_{0};
   std::atomic<int64_t> queued_turns_{0};
   std::atomic<int64_t> evicted_tokens_{0};
+  std::atomic<int64_t> restored_exact_{0};
+  std::atomic<int64_t> restored_replayed_{0};
+  std::atomic<int64_t> unloaded_{0};
+  std::atomic<int64_t> store_errors_{0};
   std::thread thread_;  // last: starts after every member above exists
 };
 

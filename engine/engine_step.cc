@@ -20,7 +20,15 @@ bool Engine::Step() {
     const std::string message = absl::StrFormat("internal error in the forward pass: %s", status.message());
     for (const ScheduledSeq& item : plan_) EndTurn(*item.session, FinishReason::kError, message, /*emit=*/true);
   } else {
-    // Every entry asked for only its last row: row i belongs to plan_[i].
+    // Every entry asked for only its last row: row i belongs to plan_[i],
+    // as does batch entry i, whose tokens now fill their cache slots.
+    for (size_t i = 0; i < plan_.size(); ++i) {
+      const SeqEntry& e = batch_.seqs[i];
+      Session& s = *plan_[i].session;
+      for (int32_t j = 0; j < e.n_tokens; ++j) {
+        s.slot_tokens[static_cast<size_t>(s.geometry.Slot(e.n_past + j))] = batch_.tokens[e.token_begin + j];
+      }
+    }
     for (size_t i = 0; i < plan_.size(); ++i) {
       Postprocess(plan_[i], absl::MakeSpan(logits_).subspan(i * vocab_size_, vocab_size_));
     }
@@ -74,6 +82,7 @@ void Engine::SampleNext(Session& s, absl::Span<float> logits) {
   s.phase = Phase::kDecode;
   s.next_token = step.token;
   AppendLastTurn(&s.last_turn, step.text, 1);
+  s.conversation.Append(step.text);
   s.outbox->Push(DeltaEvent{step.text, {step.token}, t.number});
   if (step.finish) {
     EndTurn(s, *step.finish, "", /*emit=*/true);
@@ -95,16 +104,22 @@ void Engine::EndTurn(Session& s, FinishReason reason, const std::string& error, 
   AppendLastTurn(&s.last_turn, rest, 0);
   s.last_turn.finished = true;
   s.last_turn.reason = reason;
+  s.conversation.Append(rest);
+  if (reason == FinishReason::kCancelled || reason == FinishReason::kError) {
+    s.conversation_known = false;  // the client may not have the reply whole
+  } else {
+    s.conversation.FinishAssistant();
+  }
   const int64_t evicted = s.evicted_tokens();
   evicted_tokens_.fetch_add(evicted - s.evicted_reported, std::memory_order_relaxed);
   s.evicted_reported = evicted;
-  if (emit && s.outbox != nullptr) {
-    if (!rest.empty()) s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
-    s.outbox->Push(DoneEvent{reason, Usage(s), t.number, error});
-  }
+  DoneEvent done{reason, Usage(s), t.number, error};
   s.turn.reset();
-  // Without `emit` the stream is being detached already.
-  if (emit && s.closing && s.outbox != nullptr) EndStreamOf(s, absl::OkStatus());
+  if (emit && s.outbox != nullptr && !rest.empty()) s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
+  // Without `emit` the stream is being detached already: the session is
+  // still saved, but no done goes out.
+  if (config_.store != nullptr && !s.ephemeral) SaveSession(s);
+  if (emit && s.outbox != nullptr) FinishTurnOutput(s, std::move(done));
 }
 
 TurnUsage Engine::Usage(const Session& s) const {

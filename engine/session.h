@@ -14,6 +14,7 @@
 #include "engine/backend.h"
 #include "engine/cache_policy.h"
 #include "engine/chat_types.h"
+#include "engine/conversation_hash.h"
 #include "engine/outbox.h"
 #include "engine/text/chat_template.h"
 #include "engine/text/tokenizer.h"
@@ -54,17 +55,36 @@ struct Session {
   std::string system_prompt;
   std::string client;  // the identity that opened it (quota accounting)
   int64_t evicted_reported = 0;  // evicted tokens already counted in the engine's total
+  bool ephemeral = false;        // never saved to the session store (a stateless request's)
 
   // The conversation's length. Every emitted token enters the cache: the
   // token a finished turn sampled last (never fed by that turn) is carried
-  // into the next turn's feed, so `consumed + carry.size()` is the length.
+  // into the next turn's feed, so `dropped + consumed + carry.size()` is
+  // the length. `dropped` counts the tokens before a replayed restore
+  // rebuilt the cache from the tokens it could see (0 otherwise).
   int64_t consumed = 0;
+  int64_t dropped = 0;
   std::vector<int32_t> carry;
   std::vector<int32_t> preamble;  // BOS + system block, fed with the first turn
   bool started = false;           // a turn has been accepted
   uint32_t turns = 0;
   std::vector<int32_t> recent;    // latest tokens, for the repetition penalty
   LastTurn last_turn;             // the latest turn's output, for a resume
+  std::vector<int32_t> slot_tokens;  // the token in each cache slot written so far
+  // The conversation as messages (user texts and emitted replies), so the
+  // HTTP door can check restated history; unknown after a cancelled turn.
+  ConversationHash conversation;
+  bool conversation_known = true;
+
+  // With a session store: the revision of the latest save asked for, and of
+  // the latest the store confirmed; a turn's done waits for its save.
+  uint64_t revision = 0;
+  uint64_t saved_revision = 0;
+  int saves_in_flight = 0;
+  bool done_pending = false;        // pending_done goes out when revision `done_revision` is saved
+  uint64_t done_revision = 0;
+  DoneEvent pending_done;
+  std::shared_ptr<Outbox> done_outbox;  // the stream it is for
 
   // The stream attached to this session, or null while detached.
   std::shared_ptr<Outbox> outbox;
@@ -79,11 +99,13 @@ struct Session {
   int32_t next_token = -1;  // kDecode: the sampled token to feed this step
 
   // Tokens in the conversation so far, every turn's prompt and output.
-  int64_t length() const { return consumed + static_cast<int64_t>(carry.size()); }
+  int64_t length() const { return dropped + consumed + static_cast<int64_t>(carry.size()); }
   // Tokens the latest query could see: min(consumed, S + W).
   int64_t cache_tokens() const { return geometry.VisibleTokens(consumed); }
   // Tokens no query can see any more.
-  int64_t evicted_tokens() const { return geometry.EvictedTokens(consumed); }
+  int64_t evicted_tokens() const { return dropped + geometry.EvictedTokens(consumed); }
+  // Between turns as far as a client can tell: no turn runs and no done waits for its save.
+  bool idle() const { return phase == Phase::kIdle && !done_pending; }
 };
 
 }  // namespace sinkserve

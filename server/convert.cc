@@ -120,6 +120,12 @@ bool ToProto(const ChatEvent& event, v1::ChatResponse* out) {
       last->set_generated_tokens(static_cast<uint32_t>(e->last_turn.generated_tokens));
       if (e->last_turn.finished) last->set_reason(ToProto(e->last_turn.reason));
     }
+    switch (e->restored) {
+      case RestoreKind::kNone: break;
+      case RestoreKind::kExact: o->set_restored(v1::RESTORE_KIND_EXACT); break;
+      case RestoreKind::kReplayed: o->set_restored(v1::RESTORE_KIND_REPLAYED); break;
+    }
+    o->set_restore_note(e->restore_note);
     return true;
   }
   if (const auto* e = std::get_if<DeltaEvent>(&event)) {
@@ -135,6 +141,7 @@ bool ToProto(const ChatEvent& event, v1::ChatResponse* out) {
     ToProto(e->usage, d->mutable_usage());
     d->set_turn(e->turn);
     d->set_error(e->error);
+    d->set_saved(e->saved);
     return true;
   }
   return false;

@@ -111,12 +111,6 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   // Touched on the io thread only (and declared before ioc_, so they outlive
   // the handlers ioc_ destroys).
   std::unordered_set<ConnectionBase*> connections_;
-  struct Tracked {
-    openai::ConversationHash hash;
-    uint64_t stamp = 0;
-  };
-  absl::flat_hash_map<std::string, Tracked> tracked_;  // session id -> its conversation so far
-  uint64_t stamp_ = 0;
   net::io_context ioc_{1};
   std::optional<net::ssl::context> tls_;  // set when serving HTTPS
   tcp::acceptor acceptor_;
@@ -124,17 +118,6 @@ class HttpServer::Impl : public std::enable_shared_from_this<HttpServer::Impl> {
   int port_ = 0;
   std::string address_;
   std::atomic<bool> draining_{false};
-
-  void Track(const std::string& id, const openai::ConversationHash& hash) {
-    if (tracked_.size() >= static_cast<size_t>(options_.max_tracked_sessions) && !tracked_.contains(id)) {
-      auto oldest = tracked_.begin();
-      for (auto it = tracked_.begin(); it != tracked_.end(); ++it) {
-        if (it->second.stamp < oldest->second.stamp) oldest = it;
-      }
-      tracked_.erase(oldest);
-    }
-    tracked_[id] = {hash, ++stamp_};
-  }
 };
 
 // One HTTP/1.1 connection over `Stream` (beast::tcp_stream, or a TLS
@@ -286,7 +269,6 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   }
 
   void DeleteSession(const std::string& id) {
-    server_->tracked_.erase(id);
     server_->engine_->DeleteSession(id, client_, OnIoThread<absl::Status>([](Connection& c, absl::Status status) {
                                       if (!status.ok()) return c.SendStatus(status);
                                       c.SendBody(200, "application/json", R"({"deleted":true})");
@@ -307,27 +289,22 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
       return SendError(404, absl::StrCat("the model '", req_.model.substr(0, 200), "' does not exist; this server serves '",
                                          server_->engine_->model_name(), "' (GET /v1/models)"));
     }
-    // The conversation so far, as this request states it.
-    openai::ConversationHash stated;
-    for (const HistoryMessage& m : req_.earlier) stated.Add(m.assistant, m.text);
     if (req_.mode == openai::SessionMode::kResume) {
-      const auto it = server_->tracked_.find(req_.session_id);
-      knows_history_ = it != server_->tracked_.end();
-      if (!req_.earlier.empty() && !(knows_history_ && it->second.hash == stated)) {
-        return SendError(409,
-                         "the earlier messages are not this session's conversation (or the server no longer "
-                         "remembers it); send only the new user message, or start a new session");
+      // Earlier messages restated by the client must be the conversation the
+      // session holds (the engine keeps its hash, also in the session store):
+      // else the turn ends with FAILED_PRECONDITION, a 409.
+      if (!req_.earlier.empty()) {
+        openai::ConversationHash stated;
+        for (const HistoryMessage& m : req_.earlier) stated.Add(m.assistant, m.text);
+        req_.turn.expect_conversation = stated;
       }
-      hash_ = knows_history_ ? it->second.hash : stated;
       req_.open.session_id = req_.session_id;
       req_.earlier.clear();  // in the cache already
     } else {
-      hash_ = stated;
-      knows_history_ = true;
       req_.turn.history = std::move(req_.earlier);
     }
-    hash_.Add(false, req_.turn.text);
     req_.open.client = client_;
+    req_.open.ephemeral = req_.mode == openai::SessionMode::kStateless;
 
     ctx_ = openai::ResponseContext();
     ctx_.chat = chat;
@@ -343,7 +320,6 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
     // Nothing else may hold the connection while it waits for the engine.
     self_ = this->shared_from_this();
     first_delta_ = true;
-    hash_.StartAssistant();
     if (server_->metrics_ != nullptr) metric_.emplace(server_->metrics_, "http");
 
     Engine& engine = *server_->engine_;
@@ -388,7 +364,6 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
       } else if (auto* delta = std::get_if<DeltaEvent>(&*event)) {
         if (metric_) metric_->Delta(static_cast<int64_t>(delta->token_ids.size()));
         if (delta->text.empty() && !(req_.return_token_ids && !delta->token_ids.empty())) continue;
-        hash_.Append(delta->text);
         if (req_.stream) {
           SendHeadersOnce();
           Queue(Out::kChunk, openai::DeltaChunk(ctx_, delta->text, delta->token_ids, first_delta_));
@@ -426,7 +401,7 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   void FinishTurn(const absl::Status& status) {
     const bool ok = status.ok() && done_.has_value();
     const std::shared_ptr<Connection> keep =  // until this returns
-        LeaveTurn(/*detach=*/false, /*answered=*/ok && done_->reason != FinishReason::kError);
+        LeaveTurn(/*detach=*/false);
     const bool failed_before_output = !headers_sent_ && text_.empty() &&
                                       (!ok || (done_->reason == FinishReason::kError && done_->usage.generated_tokens == 0));
     if (failed_before_output) {
@@ -461,27 +436,19 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
       cancelled.reason = FinishReason::kCancelled;
       metric_->Done(cancelled);
     }
-    const std::shared_ptr<Connection> keep = LeaveTurn(/*detach=*/true, /*answered=*/false);  // until this returns
+    const std::shared_ptr<Connection> keep = LeaveTurn(/*detach=*/true);  // until this returns
   }
 
   // What every end of a turn does: stop hearing from the engine (detaching
-  // the session when the engine did not end the stream itself), record the
-  // conversation when the turn was answered (else forget a resumed
-  // session's record, which may no longer match its cache), delete a
+  // the session when the engine did not end the stream itself), delete a
   // stateless session. Returns the connection's hold on itself, which the
   // caller drops when done with `this`.
-  std::shared_ptr<Connection> LeaveTurn(bool detach, bool answered) {
+  std::shared_ptr<Connection> LeaveTurn(bool detach) {
     turn_active_ = false;
     outbox_->ClearNotify();
     if (detach) server_->engine_->Detach(outbox_);
     outbox_.reset();
     metric_.reset();
-    if (answered) {
-      hash_.FinishAssistant();
-      if (req_.mode != openai::SessionMode::kStateless && knows_history_) server_->Track(session_id_, hash_);
-    } else if (req_.mode == openai::SessionMode::kResume) {
-      server_->tracked_.erase(req_.session_id);
-    }
     if (req_.mode == openai::SessionMode::kStateless && !session_id_.empty()) {
       server_->engine_->DeleteSession(session_id_, [](absl::Status) {});
     }
@@ -602,8 +569,6 @@ class Connection final : public ConnectionBase, public std::enable_shared_from_t
   openai::CompletionRequest req_;
   openai::ResponseContext ctx_;
   std::string session_id_;
-  openai::ConversationHash hash_;
-  bool knows_history_ = false;  // the conversation before this turn is known (so its hash can be recorded)
   bool turn_active_ = false;
   bool headers_sent_ = false;
   bool first_delta_ = true;

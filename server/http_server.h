@@ -32,9 +32,6 @@ struct HttpServerOptions {
   // PEM files: both set serves HTTPS instead of plain HTTP.
   std::string tls_cert_file;
   std::string tls_key_file;
-  // Sessions the front door remembers the conversation hash of (for the
-  // 409 check of resumed requests); the oldest are forgotten first.
-  int64_t max_tracked_sessions = 1 << 16;
 };
 
 class HttpServer {

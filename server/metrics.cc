@@ -57,6 +57,21 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
   kv_utilization_ = Gauge(r, "sinkserve_kv_cache_utilization", "KV cache bytes over the budget, 0 to 1");
   evicted_ = Gauge(r, "sinkserve_evicted_tokens", "Tokens evicted from session caches since start (as of each turn's end)");
   steps_ = Gauge(r, "sinkserve_engine_steps", "Forward passes run since start");
+  store_seconds_ = &BuildHistogram()
+                        .Name("sinkserve_session_store_seconds")
+                        .Help("Session store operations, from the engine's request to its answer (save: encode and "
+                              "commit; load: read and decode)")
+                        .Register(r);
+  store_ops_ = &BuildCounter()
+                    .Name("sinkserve_session_store_operations_total")
+                    .Help("Session store operations, by op and result")
+                    .Register(r);
+  restored_exact_ = Gauge(r, "sinkserve_sessions_restored_exact",
+                          "Sessions brought back from the session store with their cache, since start");
+  restored_replayed_ = Gauge(r, "sinkserve_sessions_restored_replayed",
+                             "Sessions brought back from the session store by replaying their visible tokens");
+  unloaded_ = Gauge(r, "sinkserve_sessions_unloaded",
+                    "Idle sessions dropped from memory while the session store keeps them, since start");
   gw_queued_ = Gauge(r, "sinkserve_num_requests_waiting",
                      "Queued requests (Gateway API inference extension: TotalQueuedRequests)");
   gw_running_ = Gauge(r, "sinkserve_num_requests_running",
@@ -66,6 +81,14 @@ Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {
 }
 
 void Metrics::ObserveStep(int64_t tokens, int64_t) { step_tokens_->Observe(static_cast<double>(tokens)); }
+
+void Metrics::ObserveStore(std::string_view op, double seconds, bool ok) {
+  static const Histogram::BucketBoundaries kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                       0.05,   0.1,   0.25,   0.5,   1,    2.5};
+  const std::string name(op);
+  store_seconds_->Add({{"op", name}}, kBuckets).Observe(seconds);
+  store_ops_->Add({{"op", name}, {"result", ok ? "ok" : "error"}}).Increment();
+}
 
 Metrics::Turn::Turn(Metrics* metrics, const char* door)
     : metrics_(metrics), door_(door), start_(Clock::now()), last_(start_) {}
@@ -107,6 +130,9 @@ std::string Metrics::Serialize() {
     kv_utilization_->Set(utilization);
     evicted_->Set(static_cast<double>(s.evicted_tokens));
     steps_->Set(static_cast<double>(s.steps));
+    restored_exact_->Set(static_cast<double>(s.restored_exact));
+    restored_replayed_->Set(static_cast<double>(s.restored_replayed));
+    unloaded_->Set(static_cast<double>(s.unloaded));
     gw_queued_->Set(static_cast<double>(s.queued_turns));
     gw_running_->Set(static_cast<double>(s.running_turns - s.queued_turns));
     gw_kv_->Set(utilization);

@@ -37,6 +37,8 @@ class Metrics {
 
   // The engine's on_step hook.
   void ObserveStep(int64_t tokens, int64_t sequences);
+  // The engine's on_store hook: a save or load's seconds from request to answer.
+  void ObserveStore(std::string_view op, double seconds, bool ok);
 
   // A turn's life as one front door streams it: call TurnStarted when the
   // turn is handed to the engine, Delta for each delta written (its token
@@ -78,6 +80,11 @@ class Metrics {
   prometheus::Gauge* kv_utilization_;
   prometheus::Gauge* evicted_;
   prometheus::Gauge* steps_;
+  prometheus::Family<prometheus::Histogram>* store_seconds_;
+  prometheus::Family<prometheus::Counter>* store_ops_;
+  prometheus::Gauge* restored_exact_;
+  prometheus::Gauge* restored_replayed_;
+  prometheus::Gauge* unloaded_;
   // The Gateway API inference extension's names.
   prometheus::Gauge* gw_queued_;
   prometheus::Gauge* gw_running_;

@@ -184,11 +184,6 @@ Json Envelope(const ResponseContext& c, bool chunk) {
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 std::string Event(const Json& j) { return absl::StrCat("data: ", Dump(j), "\n\n"); }
 
-uint64_t Fnv(uint64_t h, std::string_view bytes) {
-  for (unsigned char c : bytes) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
 absl::StatusOr<CompletionRequest> ParseBody(std::string_view body, std::string_view session_header, bool chat);
 
 }  // namespace
@@ -257,20 +252,6 @@ absl::StatusOr<CompletionRequest> ParseBody(std::string_view body, std::string_v
 }
 
 }  // namespace
-
-void ConversationHash::StartAssistant() { message_ = 1469598103934665603ull; }
-void ConversationHash::Append(std::string_view text) { message_ = Fnv(message_, text); }
-void ConversationHash::FinishAssistant() { Finish(true); }
-void ConversationHash::Finish(bool assistant) {
-  hash_ = Fnv(hash_, assistant ? "a" : "u");
-  hash_ = (hash_ ^ message_) * 1099511628211ull;
-  ++messages_;
-}
-void ConversationHash::Add(bool assistant, std::string_view text) {
-  StartAssistant();
-  Append(text);
-  Finish(assistant);
-}
 
 const char* FinishReasonText(FinishReason reason) {
   switch (reason) {

@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/chat_types.h"
+#include "engine/conversation_hash.h"
 
 namespace sinkserve::openai {
 
@@ -53,27 +54,7 @@ struct CompletionRequest {
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, std::string_view session_header,
                                                          bool chat);
 
-// A running hash of a conversation's messages (role and text), so a resumed
-// request's earlier messages can be checked without keeping their text.
-class ConversationHash {
- public:
-  void Add(bool assistant, std::string_view text);
-  // Extends the hash of the last message added as it streams in (assistant
-  // replies arrive in pieces; Add(true, a + b) == Start + Append(a) + Append(b) + Finish).
-  void StartAssistant();
-  void Append(std::string_view text);
-  void FinishAssistant();
-  uint64_t value() const { return hash_; }
-  int64_t messages() const { return messages_; }
-  bool operator==(const ConversationHash& o) const { return hash_ == o.hash_ && messages_ == o.messages_; }
-
- private:
-  void Finish(bool assistant);  // folds the message in progress into the hash
-
-  uint64_t hash_ = 1469598103934665603ull;
-  uint64_t message_ = 0;
-  int64_t messages_ = 0;
-};
+using sinkserve::ConversationHash;  // engine/conversation_hash.h
 
 // What the server knows of a response in progress, for formatting.
 struct ResponseContext {

@@ -22,6 +22,8 @@
 #include "server/convert.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "store/fingerprint.h"
+#include "store/store_persistence.h"
 
 namespace sinkserve {
 namespace {
@@ -102,7 +104,8 @@ absl::Status Run(int argc, char** argv) {
                                      "max-sessions-per-client", "stalled-stream-timeout", "keepalive",
                                      "keepalive-timeout", "handshake-timeout", "connection-idle",
                                      "max-streams-per-connection", "prefill-share", "http-listen", "api-key-file",
-                                     "http-max-body-bytes", "http-max-connections", "tls-cert", "tls-key"};
+                                     "http-max-body-bytes", "http-max-connections", "tls-cert", "tls-key",
+                                     "session-store", "store-ttl"};
   for (const auto* group : {&kModelFlags, &kCacheFlags, &kSamplingFlags}) valued.insert(valued.end(), group->begin(), group->end());
   Flags flags(valued, {"allow-takeover", "metrics-public"});
   RETURN_IF_ERROR(flags.Parse(argc, argv));
@@ -127,6 +130,16 @@ absl::Status Run(int argc, char** argv) {
   ASSIGN_OR_RETURN(config.session_ttl_seconds, SecondsFlag(flags, "session-ttl", 600));
   ASSIGN_OR_RETURN(config.stalled_stream_seconds, SecondsFlag(flags, "stalled-stream-timeout", 60));
   ASSIGN_OR_RETURN(double drain_timeout, SecondsFlag(flags, "drain-timeout", 30));
+  // The session store: opened (and reached) before the model loads, so a
+  // bad spec or an unreachable Redis fails fast.
+  ASSIGN_OR_RETURN(double store_ttl, SecondsFlag(flags, "store-ttl", 7 * 24 * 3600));
+  std::unique_ptr<store::StorePersistence> session_store;
+  std::string store_description = "off";
+  if (flags.Has("session-store")) {
+    ASSIGN_OR_RETURN(store::StoreSpec spec, store::ParseStoreSpec(flags.String("session-store", ""), store_ttl));
+    ASSIGN_OR_RETURN(session_store, store::StorePersistence::Create(spec, store_ttl));
+    store_description = spec.description;
+  }
   ASSIGN_OR_RETURN(int64_t outbox, flags.IntInRange("outbox", 64, 1, 1 << 20));
   config.outbox_capacity = static_cast<size_t>(outbox);
   ASSIGN_OR_RETURN(config.default_sampling, ParseSampling(flags));
@@ -155,6 +168,18 @@ absl::Status Run(int argc, char** argv) {
     ASSIGN_OR_RETURN(config.default_template, ParseChatTemplate(template_flag));
   }
   config.model_name = runtime.model_name;
+  if (session_store != nullptr) {
+    // Stored caches are loaded only where the same files make the same K/V.
+    std::vector<std::string> files = {flags.String("model", "")};
+    if (flags.Has("tokenizer")) files.push_back(flags.String("tokenizer", ""));
+    const absl::Time start = absl::Now();
+    ASSIGN_OR_RETURN(config.model_fingerprint,
+                     store::FingerprintFiles(files, absl::StrCat("weights=", flags.String("weights", "native"))));
+    std::cerr << absl::StrFormat("%s: session store: %s, TTL %gs; model fingerprint %s (%.0f ms)\n", kTool,
+                                 store_description, store_ttl, config.model_fingerprint.substr(0, 23),
+                                 absl::ToDoubleMilliseconds(absl::Now() - start));
+    config.store = session_store.get();
+  }
   const Backend& backend = *runtime.backend;
   // A session's sinks and window default to at most the model's trained
   // context: positions in the cache run up to sinks + window, and a query's
@@ -179,6 +204,9 @@ absl::Status Run(int argc, char** argv) {
   }
   Metrics metrics;
   config.on_step = [&metrics](int64_t tokens, int64_t sequences) { metrics.ObserveStep(tokens, sequences); };
+  if (config.store != nullptr) {
+    config.on_store = [&metrics](std::string_view op, double seconds, bool ok) { metrics.ObserveStore(op, seconds, ok); };
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
                    Engine::Create(runtime.backend.get(), runtime.tokenizer.get(), config));
   metrics.SetEngine(engine.get());
@@ -210,12 +238,12 @@ absl::Status Run(int argc, char** argv) {
   std::cerr << absl::StrFormat(
       "%s: serving model=%s backend=%s cache=%s sinks=%d window=%d chunk=%d template=%s max_sessions=%d "
       "kv_budget=%dMiB session_ttl=%gs max_sessions_per_client=%d fd_limit=%d api_keys=%d metrics=%s http=%s "
-      "listen=%s\n",
+      "session_store=%s listen=%s\n",
       kTool, config.model_name, backend.name(), CachePolicyName(c.policy), c.sinks, c.window,
       config.scheduler.prefill_chunk, ChatTemplateName(config.default_template), config.max_sessions,
       config.kv_budget_bytes >> 20, config.session_ttl_seconds, config.max_sessions_per_client, fds.soft,
       keys.size(), http_options.metrics_public || !keys.enabled() ? "open" : "key", http ? http->address() : "off",
-      server->address());
+      store_description, server->address());
   if (window_above_context) {
     std::cerr << absl::StrFormat(
         "%s: warning: --max-window %d is above the model's trained context of %d tokens; a session that large sees "
@@ -244,6 +272,7 @@ absl::Status Run(int argc, char** argv) {
   http.reset();
   server.reset();
   engine.reset();  // before the backend and tokenizer it uses
+  session_store.reset();  // after the engine: finishes the saves it queued
   std::cerr << absl::StrFormat("%s: stopped\n", kTool);
   return absl::OkStatus();
 }

@@ -86,8 +86,13 @@ def start_server(binary, shared, extra=(), listen="127.0.0.1:0", prefix=()):
     http = [] if "--http-listen" in extra else ["--http-listen", "127.0.0.1:0"]
     proc = subprocess.Popen(list(prefix) + [binary] + stories_args(shared) + ["--listen", listen] + http + list(extra),
                             stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()
-    m = re.search(r"listen=\S*:(\d+)", line)
+    # The serving line (a session store prints its own line first).
+    line, m = "", None
+    for _ in range(8):
+        line = proc.stderr.readline()
+        m = re.search(r"listen=\S*:(\d+)", line)
+        if m or not line:
+            break
     if not m:
         proc.kill()
         raise RuntimeError(f"no startup line from the server: {line!r}")

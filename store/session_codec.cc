@@ -1,0 +1,175 @@
+#include "store/session_codec.h"
+
+#include <zlib.h>
+
+#include <cstring>
+
+#include "absl/strings/str_format.h"
+#include "sinkserve/store/v1/session_state.pb.h"
+
+namespace sinkserve::store {
+namespace {
+
+constexpr char kMagic[4] = {'S', 'S', 'K', 'V'};
+
+uint32_t Crc32(std::string_view bytes) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  // zlib takes at most uInt bytes a call.
+  constexpr size_t kPiece = size_t{1} << 30;
+  for (size_t at = 0; at < bytes.size(); at += kPiece) {
+    const size_t n = std::min(kPiece, bytes.size() - at);
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + at), static_cast<uInt>(n));
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+void Put32(char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+void Put64(char* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+uint32_t Get32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+uint64_t Get64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+
+template <typename Field>
+void CopyIds(const Field& from, std::vector<int32_t>* to) {
+  to->assign(from.begin(), from.end());
+}
+
+absl::Status Bad(std::string_view what) {
+  return absl::DataLossError(absl::StrFormat("the stored session is unreadable: %s", what));
+}
+
+}  // namespace
+
+std::string EncodeSession(const SessionState& s) {
+  v1::SessionMeta m;
+  m.set_id(s.id);
+  m.set_client(s.client);
+  m.set_policy(CachePolicyName(s.cache.policy));
+  m.set_sinks(s.cache.sinks);
+  m.set_window(s.cache.window);
+  m.set_ring(s.geometry.ring);
+  m.set_chat_template(s.chat_template);
+  m.set_system_prompt(s.system_prompt);
+  m.mutable_preamble()->Add(s.preamble.begin(), s.preamble.end());
+  m.set_started(s.started);
+  m.set_turns(s.turns);
+  m.set_consumed(s.consumed);
+  m.set_dropped(s.dropped);
+  m.mutable_carry()->Add(s.carry.begin(), s.carry.end());
+  m.mutable_recent()->Add(s.recent.begin(), s.recent.end());
+  v1::LastTurn* last = m.mutable_last_turn();
+  last->set_turn(s.last_turn.turn);
+  last->set_text(s.last_turn.text);
+  last->set_truncated(s.last_turn.truncated);
+  last->set_generated_tokens(s.last_turn.generated_tokens);
+  last->set_finished(s.last_turn.finished);
+  last->set_reason(static_cast<uint32_t>(s.last_turn.reason));
+  m.set_conversation_hash(s.conversation_hash);
+  m.set_conversation_messages(s.conversation_messages);
+  m.set_conversation_known(s.conversation_known);
+  m.mutable_slot_tokens()->Add(s.slot_tokens.begin(), s.slot_tokens.end());
+  m.set_fingerprint(s.fingerprint);
+  m.set_revision(s.revision);
+  m.set_saved_unix_ms(s.saved_unix_ms);
+  const std::string meta = m.SerializeAsString();
+
+  std::string blob(kSessionHeaderBytes + meta.size() + s.kv.size(), '\0');
+  char* p = blob.data();
+  std::memcpy(p, kMagic, 4);
+  Put32(p + 4, kSessionFormatVersion);
+  Put64(p + 8, meta.size());
+  Put64(p + 16, s.kv.size());
+  Put32(p + 24, Crc32(meta));
+  Put32(p + 28, Crc32(s.kv));
+  std::memcpy(p + kSessionHeaderBytes, meta.data(), meta.size());
+  if (!s.kv.empty()) std::memcpy(p + kSessionHeaderBytes + meta.size(), s.kv.data(), s.kv.size());
+  return blob;
+}
+
+absl::StatusOr<SessionState> DecodeSession(std::string_view blob) {
+  if (blob.size() < kSessionHeaderBytes) {
+    return Bad(absl::StrFormat("%d bytes, shorter than the %d-byte header (truncated)", blob.size(),
+                               kSessionHeaderBytes));
+  }
+  const char* p = blob.data();
+  if (std::memcmp(p, kMagic, 4) != 0) return Bad("it does not start with the session blob's magic bytes");
+  const uint32_t version = Get32(p + 4);
+  if (version != kSessionFormatVersion) {
+    return Bad(absl::StrFormat("it is in format version %d and this server reads version %d", version,
+                               kSessionFormatVersion));
+  }
+  const uint64_t meta_bytes = Get64(p + 8);
+  const uint64_t kv_bytes = Get64(p + 16);
+  if (meta_bytes > kMaxMetaBytes || kv_bytes > kMaxKvBytes) {
+    return Bad(absl::StrFormat("it claims %d metadata and %d K/V bytes, over the bounds of %d and %d", meta_bytes,
+                               kv_bytes, kMaxMetaBytes, kMaxKvBytes));
+  }
+  if (kSessionHeaderBytes + meta_bytes + kv_bytes != blob.size()) {
+    return Bad(absl::StrFormat("its header says %d bytes and it has %d (truncated or padded)",
+                               kSessionHeaderBytes + meta_bytes + kv_bytes, blob.size()));
+  }
+  const std::string_view meta = blob.substr(kSessionHeaderBytes, meta_bytes);
+  const std::string_view kv = blob.substr(kSessionHeaderBytes + meta_bytes);
+  if (Crc32(meta) != Get32(p + 24)) return Bad("the metadata's checksum does not match (corrupt)");
+  if (Crc32(kv) != Get32(p + 28)) return Bad("the K/V bytes' checksum does not match (corrupt)");
+
+  v1::SessionMeta m;
+  if (!m.ParseFromArray(meta.data(), static_cast<int>(meta.size()))) return Bad("its metadata does not parse");
+  SessionState s;
+  s.id = m.id();
+  s.client = m.client();
+  absl::StatusOr<CachePolicy> policy = ParseCachePolicy(m.policy());
+  if (!policy.ok()) return Bad(absl::StrFormat("its cache policy '%s' is unknown", m.policy().substr(0, 40)));
+  s.cache.policy = *policy;
+  s.cache.sinks = m.sinks();
+  s.cache.window = m.window();
+  s.geometry = {m.sinks(), m.window(), m.ring()};
+  if (m.sinks() < 0 || m.window() < 1 || m.ring() < m.window() || m.sinks() > kMaxCacheTokens ||
+      m.ring() > 2 * kMaxCacheTokens) {
+    return Bad(absl::StrFormat("its cache geometry (sinks %d, window %d, ring %d) is impossible", m.sinks(),
+                               m.window(), m.ring()));
+  }
+  s.chat_template = m.chat_template();
+  s.system_prompt = m.system_prompt();
+  CopyIds(m.preamble(), &s.preamble);
+  s.started = m.started();
+  s.turns = m.turns();
+  s.consumed = m.consumed();
+  s.dropped = m.dropped();
+  CopyIds(m.carry(), &s.carry);
+  CopyIds(m.recent(), &s.recent);
+  const v1::LastTurn& last = m.last_turn();
+  s.last_turn.turn = last.turn();
+  s.last_turn.text = last.text();
+  s.last_turn.truncated = last.truncated();
+  s.last_turn.generated_tokens = last.generated_tokens();
+  s.last_turn.finished = last.finished();
+  if (last.reason() > static_cast<uint32_t>(FinishReason::kError)) return Bad("its last turn's finish reason is unknown");
+  s.last_turn.reason = static_cast<FinishReason>(last.reason());
+  s.conversation_hash = m.conversation_hash();
+  s.conversation_messages = m.conversation_messages();
+  s.conversation_known = m.conversation_known();
+  CopyIds(m.slot_tokens(), &s.slot_tokens);
+  s.fingerprint = m.fingerprint();
+  s.revision = m.revision();
+  s.saved_unix_ms = m.saved_unix_ms();
+  s.kv = std::string(kv);
+  constexpr int64_t kMaxTokens = int64_t{1} << 60;  // lengths add up without overflow
+  if (s.consumed < 0 || s.dropped < 0 || s.consumed > kMaxTokens || s.dropped > kMaxTokens) {
+    return Bad("its token counts are out of range");
+  }
+  return s;
+}
+
+}  // namespace sinkserve::store

@@ -1,0 +1,37 @@
+// A session's state as one versioned, checksummed blob:
+//
+//   offset  0  "SSKV"                 magic
+//           4  u32 format version     (kSessionFormatVersion)
+//           8  u64 metadata bytes     M
+//          16  u64 K/V bytes          K
+//          24  u32 CRC-32 of the metadata
+//          28  u32 CRC-32 of the K/V bytes
+//          32  metadata               sinkserve.store.v1.SessionMeta (protobuf)
+//        32+M  K/V bytes              Backend::ExportCache, as stored
+//
+// Little-endian. A blob is read like any input from outside: every length
+// is bounded and checked against the blob's size before anything is read,
+// and a blob that fails a check is a DATA_LOSS status naming what is wrong,
+// never a crash.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "engine/session_state.h"
+
+namespace sinkserve::store {
+
+inline constexpr uint32_t kSessionFormatVersion = 1;
+inline constexpr size_t kSessionHeaderBytes = 32;
+// Bounds on what a blob may claim: 64 MiB of metadata (token ids, texts),
+// 16 GiB of K/V (a 70B model's 32k-token cache in f32 is about 10 GiB).
+inline constexpr uint64_t kMaxMetaBytes = uint64_t{64} << 20;
+inline constexpr uint64_t kMaxKvBytes = uint64_t{16} << 30;
+
+std::string EncodeSession(const SessionState& state);
+absl::StatusOr<SessionState> DecodeSession(std::string_view blob);
+
+}  // namespace sinkserve::store

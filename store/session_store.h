@@ -1,0 +1,63 @@
+// Where session blobs live (store/session_codec.h): SQLite in a data
+// directory, or Redis shared by replicas. A SessionStore is one connection,
+// used by one thread; blocking calls. StorePersistence (store_persistence.h)
+// runs them on its own threads so the engine never waits for them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+
+namespace sinkserve::store {
+
+// One write of a batch: a put (blob set) or a removal, and its outcome.
+struct StoreWrite {
+  std::string id;
+  uint64_t revision = 0;
+  std::optional<std::string> blob;  // nullopt: remove
+  absl::Status status;              // set by Apply
+  bool existed = false;             // a removal found the id
+};
+
+struct StoreRead {
+  bool found = false;
+  bool unchanged = false;  // its revision is the one asked about; blob not read
+  std::string blob;
+};
+
+class SessionStore {
+ public:
+  virtual ~SessionStore() = default;
+  // Applies the writes in order, in one transaction where the store has
+  // them (group commit); each write's status says how it went. Puts keep
+  // the blob for ttl_seconds.
+  virtual void Apply(absl::Span<StoreWrite> writes) = 0;
+  // The blob of `id`, or only `unchanged` when its revision is
+  // `known_revision` (nonzero). Expired entries are not found.
+  virtual absl::StatusOr<StoreRead> Get(const std::string& id, uint64_t known_revision) = 0;
+  // Drops expired entries where the store does not do it itself.
+  virtual void Sweep() {}
+};
+
+// A store described by --session-store: "sqlite:DIR" (DIR/sessions.db,
+// created with DIR when missing) or "redis://HOST:PORT". Returns a factory
+// that opens one connection per call (the first is opened now, so a bad
+// spec or an unreachable server is an error at startup), and whether
+// other servers may share it.
+struct StoreSpec {
+  std::function<absl::StatusOr<std::unique_ptr<SessionStore>>()> connect;
+  bool shared = false;
+  std::string description;  // for logs, no secrets
+};
+absl::StatusOr<StoreSpec> ParseStoreSpec(const std::string& spec, double ttl_seconds);
+
+absl::StatusOr<std::unique_ptr<SessionStore>> OpenSqliteStore(const std::string& dir, double ttl_seconds);
+absl::StatusOr<std::unique_ptr<SessionStore>> OpenRedisStore(const std::string& host, int port, double ttl_seconds);
+
+}  // namespace sinkserve::store
