@@ -9,15 +9,16 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc
   libgtest-dev libgmock-dev libpcre2-dev
   libboost-dev nlohmann-json3-dev prometheus-cpp-dev libssl-dev openssl curl
+  libsqlite3-dev libhiredis-dev
   clang libclang-rt-dev
-  python3 python3-grpcio python3-protobuf python3-numpy python3-matplotlib
+  python3 python3-grpcio python3-protobuf python3-numpy python3-matplotlib python3-yaml
 )
 
 # What only the tests need (a browser for the web page's test, promtool for
-# the metrics test); an image
-# that only builds and serves sets SETUP_TEST_TOOLS=0.
+# the metrics test, Redis and HAProxy for the durability and replica tests);
+# an image that only builds and serves sets SETUP_TEST_TOOLS=0.
 if [[ ${SETUP_TEST_TOOLS:-1} != 0 ]]; then
-  packages+=(chromium prometheus)
+  packages+=(chromium prometheus redis-server haproxy)
 fi
 
 # What only scripts/container.sh needs (podman, and runc where crun refuses
