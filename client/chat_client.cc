@@ -11,6 +11,9 @@ absl::Status FromGrpc(const grpc::Status& status) {
 
 absl::StatusOr<std::unique_ptr<ChatStream>> ChatStream::Open(v1::ChatService::Stub* stub, const v1::Open& open) {
   std::unique_ptr<ChatStream> s(new ChatStream());
+  // A proxy in front of several replicas hashes on this header, so every
+  // stream of a session reaches the same one (deploy/haproxy.cfg).
+  if (!open.session_id().empty()) s->context_.AddMetadata("x-session-id", open.session_id());
   s->stream_ = stub->Chat(&s->context_);
   v1::ChatRequest request;
   *request.mutable_open() = open;

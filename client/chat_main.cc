@@ -147,6 +147,10 @@ absl::Status Run(int argc, char** argv) {
       const v1::Opened& o = (*stream)->opened();
       std::cerr << absl::StrFormat("[%s session %s, model %s, position %d]\n", o.resumed() ? "resumed" : "new",
                                    o.session_id(), o.model(), o.position());
+      if (o.restored() == v1::RESTORE_KIND_EXACT) std::cerr << "[restored from the session store]\n";
+      if (o.restored() == v1::RESTORE_KIND_REPLAYED) {
+        std::cerr << absl::StrFormat("[restored from the session store by %s]\n", o.restore_note());
+      }
       // What the latest turn produced, which a dropped connection may have
       // cut short on this side.
       if (o.resumed() && o.last_turn().turn() > 0) {
