@@ -94,9 +94,13 @@ void Engine::SaveSession(Session& s) {
 void Engine::OnSaved(const std::string& id, uint64_t revision, const absl::Status& status, Clock::time_point asked) {
   if (config_.on_store) config_.on_store("save", SecondsSince(asked), status.ok());
   if (!status.ok()) {
-    store_errors_.fetch_add(1, std::memory_order_relaxed);
-    std::fprintf(stderr, "session store: saving session %s failed: %s\n", id.c_str(),
-                 std::string(status.message()).c_str());
+    // Logged at the 1st, 2nd, 4th, 8th... failure: a store that is down
+    // must not flood the log with a line per turn.
+    const int64_t failures = store_errors_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if ((failures & (failures - 1)) == 0) {
+      std::fprintf(stderr, "session store: saving session %s failed (%lld store errors so far): %s\n", id.c_str(),
+                   static_cast<long long>(failures), std::string(status.message()).c_str());
+    }
   }
   auto it = sessions_.find(id);
   if (it == sessions_.end()) return;  // deleted or unloaded meanwhile; the save carried its own copy

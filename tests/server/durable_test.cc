@@ -342,6 +342,23 @@ TEST(DurableTest, AnotherModelReplaysTheVisibleTokens) {
   std::printf("replayed restore: the first %zu of %zu tokens equal the uninterrupted run's\n", same, reference.size());
 }
 
+// The conversation saved in a SQLite store in `dir`: its id, its blob, and a
+// connection to the store to write damaged blobs with.
+void SaveInSqlite(const std::string& dir, std::string* id, std::string* blob,
+                  std::unique_ptr<store::SessionStore>* raw) {
+  {
+    std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
+    ASSERT_NE(store, nullptr);
+    *id = SaveConversation(store.get());
+  }
+  absl::StatusOr<std::unique_ptr<store::SessionStore>> opened = store::OpenSqliteStore(dir, 3600);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  *raw = *std::move(opened);
+  absl::StatusOr<store::StoreRead> read = (*raw)->Get(*id, 0);
+  ASSERT_TRUE(read.ok() && read->found);
+  *blob = read->blob;
+}
+
 // The exact comparison sees the cache: the same stored session with its
 // values zeroed (checksums made anew) restores "exactly" and continues
 // differently.
@@ -349,21 +366,14 @@ TEST(DurableTest, ExactRestoreContinuesFromTheStoredCacheBytes) {
   REQUIRE_SHARED(kModel);
   ScopedTempDir temp;
   const std::string dir = temp.path().string() + "/store";
-  std::string id;
-  {
-    std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
-    ASSERT_NE(store, nullptr);
-    id = SaveConversation(store.get());
-  }
-  absl::StatusOr<std::unique_ptr<store::SessionStore>> raw = store::OpenSqliteStore(dir, 3600);
-  ASSERT_TRUE(raw.ok()) << raw.status();
-  absl::StatusOr<store::StoreRead> read = (*raw)->Get(id, 0);
-  ASSERT_TRUE(read.ok() && read->found);
-  absl::StatusOr<SessionState> state = store::DecodeSession(read->blob);
+  std::string id, blob;
+  std::unique_ptr<store::SessionStore> raw;
+  ASSERT_NO_FATAL_FAILURE(SaveInSqlite(dir, &id, &blob, &raw));
+  absl::StatusOr<SessionState> state = store::DecodeSession(blob);
   ASSERT_TRUE(state.ok()) << state.status();
   std::fill(state->kv.begin() + state->kv.size() / 2, state->kv.end(), '\0');  // every value
   store::StoreWrite w{id, state->revision, store::EncodeSession(*state)};
-  (*raw)->Apply(absl::MakeSpan(&w, 1));
+  raw->Apply(absl::MakeSpan(&w, 1));
   ASSERT_TRUE(w.status.ok()) << w.status;
   std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
   ASSERT_NE(store, nullptr);
@@ -377,17 +387,10 @@ TEST(DurableTest, DamagedBlobsEndTheOpenWithAClearErrorAndTheServerGoesOn) {
   REQUIRE_SHARED(kModel);
   ScopedTempDir temp;
   const std::string dir = temp.path().string() + "/store";
-  std::string id;
-  {
-    std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
-    ASSERT_NE(store, nullptr);
-    id = SaveConversation(store.get());
-  }
-  absl::StatusOr<std::unique_ptr<store::SessionStore>> raw = store::OpenSqliteStore(dir, 3600);
-  ASSERT_TRUE(raw.ok()) << raw.status();
-  absl::StatusOr<store::StoreRead> read = (*raw)->Get(id, 0);
-  ASSERT_TRUE(read.ok() && read->found);
-  const std::string good = read->blob;
+  std::string id, blob;
+  std::unique_ptr<store::SessionStore> raw;
+  ASSERT_NO_FATAL_FAILURE(SaveInSqlite(dir, &id, &blob, &raw));
+  const std::string good = blob;
   std::string flipped = good;
   flipped[good.size() / 2] ^= 0x10;
   std::string version = good;
@@ -400,7 +403,7 @@ TEST(DurableTest, DamagedBlobsEndTheOpenWithAClearErrorAndTheServerGoesOn) {
                {"not a session", "truncated"}};
   for (const Case& c : cases) {
     store::StoreWrite w{id, 1, c.blob};
-    (*raw)->Apply(absl::MakeSpan(&w, 1));
+    raw->Apply(absl::MakeSpan(&w, 1));
     ASSERT_TRUE(w.status.ok()) << w.status;
     std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
     ASSERT_NE(store, nullptr);
@@ -457,6 +460,43 @@ TEST(DurableTest, DeleteRemovesTheStoredSessionAndIdleOnesStayResumable) {
   absl::StatusOr<store::StoreRead> read = (*raw)->Get(id, 0);
   ASSERT_TRUE(read.ok());
   EXPECT_FALSE(read->found) << "the deleted session is still in the store";
+}
+
+// Stored sessions live --store-ttl after their last save, in both stores;
+// a revision check reads only the revision.
+void ExpectTtlAndRevisions(store::SessionStore& st) {
+  store::StoreWrite w{"0123456789abcdef0123456789abcdef", 42, std::string("blob")};
+  st.Apply(absl::MakeSpan(&w, 1));
+  ASSERT_TRUE(w.status.ok()) << w.status;
+  absl::StatusOr<store::StoreRead> r = st.Get(w.id, 42);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->found && r->unchanged && r->blob.empty());
+  r = st.Get(w.id, 41);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->found && !r->unchanged && r->blob == "blob");
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  st.Sweep();
+  r = st.Get(w.id, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->found) << "the entry outlived its TTL";
+  store::StoreWrite gone{w.id, 0, std::nullopt};
+  st.Apply(absl::MakeSpan(&gone, 1));
+  EXPECT_TRUE(gone.status.ok());
+  EXPECT_FALSE(gone.existed);
+}
+
+TEST(DurableTest, StoresExpireEntriesAfterTheirTtl) {
+  ScopedTempDir temp;
+  absl::StatusOr<std::unique_ptr<store::SessionStore>> sqlite = store::OpenSqliteStore(temp.path().string() + "/s", 0.3);
+  ASSERT_TRUE(sqlite.ok()) << sqlite.status();
+  ExpectTtlAndRevisions(**sqlite);
+  RedisServer redis;
+  if (!redis.ok()) GTEST_SKIP() << "redis-server is not installed (apt-get install redis-server); SQLite checked";
+  absl::StatusOr<store::StoreSpec> spec = store::ParseStoreSpec(redis.spec(), 0.3);
+  ASSERT_TRUE(spec.ok());
+  absl::StatusOr<std::unique_ptr<store::SessionStore>> r = spec->connect();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectTtlAndRevisions(**r);
 }
 
 TEST(DurableTest, BadStoreSpecsAreClearErrors) {
