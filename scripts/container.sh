@@ -32,17 +32,18 @@
 #      and runs as the namespace's root, not uid 10001 (only one uid is mapped).
 #
 # Which path ran on the 2-core Debian bookworm dev VM (2026-12-02): podman
-# (4.3.1, rootful, CNI bridge), not the fallback, after two adjustments that
-# the probe finds by itself and prints with podman's exact errors:
-#   - "Error: OCI runtime error: crun: cgroups in hybrid mode not supported,
-#     drop all controllers from cgroupv2": the VM mounts cgroup v1 controllers
-#     plus a cgroup2 hierarchy holding hugetlb; runc accepts that, so
-#     --runtime runc (Debian's runc package)
-#   - "Error: runc: runc create failed: ... error setting rlimits for ready
-#     process: error setting rlimit type 7 [and 6]: operation not permitted":
-#     the sandbox drops CAP_SYS_RESOURCE, so podman's default RLIMIT_NOFILE
-#     (1048576) and RLIMIT_NPROC cannot be set; --ulimit nofile=<hard limit
-#     here> and nproc=<podman's own limit> can
+# 4.3.1 (rootful, CNI bridge, ports published on 127.0.0.1), not the fallback,
+# after two retries that the probe makes by itself, printing podman's errors:
+#   1. "Error: crun: setrlimit `RLIMIT_NOFILE`: Operation not permitted: OCI
+#      permission denied": the sandbox drops CAP_SYS_RESOURCE, so podman's
+#      default RLIMIT_NOFILE (1048576) and RLIMIT_NPROC cannot be set; the
+#      hard limits here can: --ulimit nofile=20000:20000 --ulimit nproc=32768:32768
+#   2. "Error: OCI runtime error: crun: cgroups in hybrid mode not supported,
+#      drop all controllers from cgroupv2": the VM mounts the cgroup v1
+#      controllers plus a cgroup2 hierarchy holding hugetlb; runc accepts that:
+#      --runtime runc (Debian's runc package)
+# Those options go to every podman build/run/create the script makes.
+# bench/results/container-2026-12-02/ has the run and its timings.
 # The fallback paths can be forced: MODE=rootfs (podman builds, the exported
 # rootfs runs under unshare), MODE=chroot-build (no podman at all).
 #
@@ -51,7 +52,8 @@
 # ../shared/models), GRPC_PORT (15051), HTTP_PORT (18080), READY_TIMEOUT (180 s),
 # JOBS (build jobs; default nproc), CONTEXT=worktree|head (head: build from a
 # `git archive HEAD` snapshot instead of the working tree), CACHE_DIR
-# (.cache/container), KEEP=1 leaves the container running.
+# (.cache/container), KEEP=1 leaves the container running, HOST_CLIENT=0 uses
+# the image's sinkserve-chat even where build/sinkserve-chat runs.
 # Exit 0 only if every check passed; each failure is one line "container: FAIL: ...".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,7 +111,7 @@ cleanup() {
     podman rm -f -t 10 "$NAME" > /dev/null 2>&1 || true
   fi
   if [[ -n $server_pid ]] && kill -0 "$server_pid" 2> /dev/null; then
-    kill -TERM "$server_pid" 2> /dev/null || true
+    kill -TERM "$(server_leaf)" 2> /dev/null || true
   fi
   [[ -z $context_tmp ]] || rm -rf "$context_tmp"
   exit "$rc"
@@ -277,15 +279,15 @@ build_image() {
 # The gRPC client: the host build's when it runs here, else the image's.
 client=()
 pick_client() {
-  if [[ -x build/sinkserve-chat ]] && build/sinkserve-chat --help > /dev/null 2>&1; then
+  if [[ ${HOST_CLIENT:-1} != 0 && -x build/sinkserve-chat ]] && build/sinkserve-chat --help > /dev/null 2>&1; then
     client=("$root_dir/build/sinkserve-chat")
     say "checks: gRPC client is the host build's build/sinkserve-chat"
   elif [[ $1 == podman ]]; then
-    client=(podman run --rm "${podman_opts[@]}" --network host --entrypoint sinkserve-chat "$IMAGE")
-    say "checks: no runnable build/sinkserve-chat; gRPC client is the image's sinkserve-chat in a host-network container"
+    client=(podman run --rm "${podman_opts[@]}" --network host --no-healthcheck --entrypoint sinkserve-chat "$IMAGE")
+    say "checks: gRPC client is the image's sinkserve-chat in a host-network container (no runnable build/sinkserve-chat, or HOST_CLIENT=0)"
   else
     client=(in_rootfs "$1" sinkserve-chat)
-    say "checks: no runnable build/sinkserve-chat; gRPC client is the rootfs's sinkserve-chat"
+    say "checks: gRPC client is the rootfs's sinkserve-chat (no runnable build/sinkserve-chat, or HOST_CLIENT=0)"
   fi
 }
 
@@ -309,7 +311,7 @@ run_checks() {
   local out
   out=$("${client[@]}" --server "127.0.0.1:$GRPC_PORT" --health --timeout 3 2>&1) \
     || die "gRPC health through 127.0.0.1:$GRPC_PORT: $out"
-  say "check: gRPC health through 127.0.0.1:$GRPC_PORT: SERVING ${out:+($out)}"
+  say "check: gRPC health through 127.0.0.1:$GRPC_PORT: SERVING"
   out=$("${client[@]}" --server "127.0.0.1:$GRPC_PORT" --raw --prompt "Once upon a time" \
     --max-new-tokens 32 --seed 1 --stats 2>&1) || die "gRPC chat turn through 127.0.0.1:$GRPC_PORT: $(echo "$out" | tail -n 1)"
   [[ $out == *[[:alnum:]]* ]] || die "gRPC chat turn through 127.0.0.1:$GRPC_PORT printed no text"
@@ -360,6 +362,8 @@ run_podman() {
   say "run: healthy ${t_ready} s after podman run (user $(podman exec "$NAME" id -u), LD_LIBRARY_PATH=$(podman exec "$NAME" printenv LD_LIBRARY_PATH))"
   run_checks
   local out
+  # Without systemd podman runs no healthcheck timers (it logs that at podman
+  # run); the check runs on demand.
   out=$(podman healthcheck run "$NAME" 2>&1) || die "the image's HEALTHCHECK (podman healthcheck run): ${out:-unhealthy}"
   say "check: the image's HEALTHCHECK (podman healthcheck run): healthy"
   if [[ ${KEEP:-0} == 1 ]]; then
@@ -451,7 +455,7 @@ export_image_rootfs() {
   local rootfs=$CACHE_DIR/rootfs-image id
   rm -rf "$rootfs"
   mkdir -p "$rootfs"
-  id=$(podman create "${podman_opts[@]}" "$IMAGE" 2> "$CACHE_DIR/export.log") \
+  id=$(podman create "${podman_opts[@]}" --no-healthcheck "$IMAGE" 2> "$CACHE_DIR/export.log") \
     || die "podman create (for export) failed: $(first_error "$CACHE_DIR/export.log")"
   podman export "$id" | tar -C "$rootfs" -x || die "podman export of $IMAGE failed"
   podman rm "$id" > /dev/null
@@ -461,6 +465,13 @@ export_image_rootfs() {
 }
 
 server_alive() { kill -0 "$server_pid" 2> /dev/null; }
+# The server: the last of the single chain of processes under the background
+# job (the job's subshell, unshare, the server).
+server_leaf() {
+  local pid=$server_pid next
+  while next=$(ps -o pid= --ppid "$pid" | head -n 1 | tr -d ' ') && [[ -n $next ]]; do pid=$next; done
+  echo "$pid"
+}
 
 run_fallback() {
   local rootfs=$fallback_rootfs log=$CACHE_DIR/fallback-server.log t0 child
@@ -479,11 +490,15 @@ run_fallback() {
   fi
   say "fallback: healthy ${t_ready} s after the start"
   run_checks
-  # SIGTERM to the server (pid 1 of its namespace), as podman stop would.
+  # SIGTERM to the server (pid 1 of its namespace; unshare itself ignores
+  # SIGTERM), as podman stop would, and 15 s for it to drain and exit.
   t0=$(now)
-  child=$(ps -o pid= --ppid "$server_pid" | head -n 1 | tr -d ' ')
-  kill -TERM "${child:-$server_pid}"
-  local code=0
+  child=$(server_leaf)
+  [[ $child != "$server_pid" ]] || die "no server process under $server_pid to stop"
+  kill -TERM "$child"
+  local code=0 deadline=$((SECONDS + 15))
+  while kill -0 "$child" 2> /dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+  kill -0 "$child" 2> /dev/null && die "the server did not exit within 15 s of SIGTERM"
   wait "$server_pid" || code=$?
   server_pid=""
   tail -n 4 "$log" | sed 's/^/  | /'
