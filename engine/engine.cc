@@ -21,6 +21,10 @@ absl::Status NoSuchSession(const std::string& id, double ttl_seconds) {
       "no session '%s': it never existed, was deleted, or expired after %g s detached", id, ttl_seconds));
 }
 
+absl::Status NoSessionToDelete(const std::string& id) {
+  return absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id));
+}
+
 // How often detached sessions are checked against the idle TTL.
 constexpr auto kSweepInterval = std::chrono::milliseconds(100);
 
@@ -275,7 +279,7 @@ void Engine::DeleteSession(std::string id, std::string client, std::function<voi
       WithStored(id, [this, id, client, done, remove_stored](absl::StatusOr<SessionPersistence::Loaded> loaded) {
         if (!loaded.ok()) return done(loaded.status());
         if (loaded->kind != SessionPersistence::Loaded::Kind::kFound) {
-          return done(absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id)));
+          return done(NoSessionToDelete(id));
         }
         if (OwnedByOther(loaded->state.client, client)) return done(NotYours());
         if (sessions_.contains(id)) return done(absl::AbortedError("the session was resumed meanwhile; delete it again"));
@@ -284,7 +288,7 @@ void Engine::DeleteSession(std::string id, std::string client, std::function<voi
       return;
     }
     if (it == sessions_.end()) {
-      done(absl::NotFoundError(absl::StrFormat("no session '%s' to delete (already deleted or expired?)", id)));
+      done(NoSessionToDelete(id));
       return;
     }
     if (OwnedByOther(*it->second, client)) {
