@@ -113,9 +113,10 @@ void Engine::EndTurn(Session& s, FinishReason reason, const std::string& error, 
   const int64_t evicted = s.evicted_tokens();
   evicted_tokens_.fetch_add(evicted - s.evicted_reported, std::memory_order_relaxed);
   s.evicted_reported = evicted;
-  DoneEvent done{reason, Usage(s), t.number, error};
-  s.turn.reset();
-  if (emit && s.outbox != nullptr && !rest.empty()) s.outbox->Push(DeltaEvent{std::move(rest), {}, t.number});
+  const uint32_t turn_number = t.number;
+  DoneEvent done{reason, Usage(s), turn_number, error};
+  s.turn.reset();  // `t` dangles from here on
+  if (emit && s.outbox != nullptr && !rest.empty()) s.outbox->Push(DeltaEvent{std::move(rest), {}, turn_number});
   // Without `emit` the stream is being detached already: the session is
   // still saved, but no done goes out.
   if (config_.store != nullptr && !s.ephemeral) SaveSession(s);
