@@ -77,6 +77,17 @@ class Backend {
   // an unknown cache, INVALID_ARGUMENT when the size does not match.
   virtual std::string KvLayout() const = 0;
   virtual absl::StatusOr<std::string> ExportCache(CacheId id) const = 0;
+  // Exported bytes are `rows` rows one after another, each holding its
+  // slots' bytes in slot order, `slot_bytes` per slot: n slots take
+  // rows * n * slot_bytes bytes. ExportCacheSlots gives slots [first,
+  // first + count) of every row in that layout, the part of the cache a turn
+  // wrote (a delta save); INVALID_ARGUMENT beyond the slots in use.
+  struct KvShape {
+    int64_t rows = 0;
+    int64_t slot_bytes = 0;
+  };
+  virtual KvShape ExportShape() const = 0;
+  virtual absl::StatusOr<std::string> ExportCacheSlots(CacheId id, int32_t first, int32_t count) const = 0;
   virtual absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) = 0;
 
   // Runs every sequence's new tokens through the model: appends their K/V at

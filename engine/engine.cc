@@ -441,9 +441,7 @@ void Engine::AttachSession(const std::shared_ptr<Outbox>& outbox, Session& sessi
   s->outbox = outbox;
   s->stalled = false;
   attached_[outbox.get()] = s;
-  OpenedEvent opened{s->id, s->cache, model_name_, s->length(), resumed, LastTurn()};
-  opened.restored = restored;
-  opened.restore_note = std::move(restore_note);
+  OpenedEvent opened{s->id, s->cache, model_name_, s->length(), resumed, LastTurn(), restored, std::move(restore_note)};
   if (resumed) {
     opened.last_turn = s->last_turn;
     LastTurn& last = opened.last_turn;

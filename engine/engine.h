@@ -27,6 +27,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <random>
 #include <string>
@@ -219,7 +220,10 @@ class Engine {
   void Register(std::unique_ptr<Session> s);
   // Saves `s` as it is now; the done pushed by FinishTurnOutput waits for it.
   void SaveSession(Session& s);
-  void OnSaved(const std::string& id, uint64_t revision, const absl::Status& status, Clock::time_point asked);
+  void OnSaved(const std::string& id, uint64_t revision, bool delta, const absl::Status& status,
+               Clock::time_point asked);
+  // The slots written since the latest save, when a delta can carry them.
+  std::optional<std::vector<SlotRange>> DeltaSlots(const Session& s) const;
   // Delivers a turn's done (now, or once its save is confirmed).
   void FinishTurnOutput(Session& s, DoneEvent done);
   void DeliverDone(Session& s, bool saved);
@@ -236,7 +240,8 @@ class Engine {
     std::string note;
   };
   absl::StatusOr<Restored> RestoreSession(SessionState state, const OpenRequest& request);
-  std::shared_ptr<SessionState> Snapshot(Session& s);
+  // `delta`: only those slots' tokens and K/V, on top of the latest save.
+  std::shared_ptr<SessionState> Snapshot(Session& s, const std::vector<SlotRange>* delta = nullptr);
   // Runs `then` on the engine thread with the store's state of `id`.
   void WithStored(const std::string& id, std::function<void(absl::StatusOr<SessionPersistence::Loaded>)> then);
   // Posts `command` to this engine if it still exists (store callbacks).

@@ -43,7 +43,7 @@ std::function<void(std::function<void()>)> Engine::Poster() {
   };
 }
 
-std::shared_ptr<SessionState> Engine::Snapshot(Session& s) {
+std::shared_ptr<SessionState> Engine::Snapshot(Session& s, const std::vector<SlotRange>* delta) {
   auto state = std::make_shared<SessionState>();
   state->id = s.id;
   state->client = s.client;
@@ -62,15 +62,31 @@ std::shared_ptr<SessionState> Engine::Snapshot(Session& s) {
   state->conversation_hash = s.conversation.value();
   state->conversation_messages = s.conversation.messages();
   state->conversation_known = s.conversation_known;
-  const size_t used = static_cast<size_t>(std::min<int64_t>(s.consumed, s.geometry.Slots()));
-  state->slot_tokens.assign(s.slot_tokens.begin(), s.slot_tokens.begin() + used);
   state->fingerprint = fingerprint_;
-  absl::StatusOr<std::string> kv = backend_->ExportCache(s.cache_id);
-  if (kv.ok()) {
-    state->kv = *std::move(kv);
+  const Backend::KvShape shape = backend_->ExportShape();
+  state->kv_rows = shape.rows;
+  state->kv_slot_bytes = shape.slot_bytes;
+  absl::Status exported = absl::OkStatus();
+  if (delta != nullptr) {
+    state->base_revision = s.revision;
+    state->delta_slots = *delta;
+    for (const SlotRange& r : *delta) {
+      state->slot_tokens.insert(state->slot_tokens.end(), s.slot_tokens.begin() + r.first,
+                                s.slot_tokens.begin() + r.first + r.count);
+      absl::StatusOr<std::string> kv = backend_->ExportCacheSlots(s.cache_id, r.first, r.count);
+      if (!kv.ok()) return Snapshot(s);  // saved whole instead
+      state->kv += *kv;
+    }
   } else {
-    // Saved without its cache: a restore replays its tokens instead.
-    state->fingerprint = absl::StrFormat("(cache not exported: %s)", kv.status().message());
+    const size_t used = static_cast<size_t>(std::min<int64_t>(s.consumed, s.geometry.Slots()));
+    state->slot_tokens.assign(s.slot_tokens.begin(), s.slot_tokens.begin() + used);
+    absl::StatusOr<std::string> kv = backend_->ExportCache(s.cache_id);
+    if (kv.ok()) {
+      state->kv = *std::move(kv);
+    } else {
+      // Saved without its cache: a restore replays its tokens instead.
+      state->fingerprint = absl::StrFormat("(cache not exported: %s)", kv.status().message());
+    }
   }
   do {
     state->revision = revisions_();
@@ -79,20 +95,80 @@ std::shared_ptr<SessionState> Engine::Snapshot(Session& s) {
   return state;
 }
 
+std::optional<std::vector<SlotRange>> Engine::DeltaSlots(const Session& s) const {
+  // A session's deltas since its full save may hold up to two full caches'
+  // K/V bytes, and up to this many deltas; then the next save is full
+  // again. So a save writes on average at most 1.5 times the K/V its turns
+  // made, and a load reads at most three caches.
+  constexpr int kMaxChain = 64;
+  constexpr int64_t kChainCaches = 2;
+  const CacheGeometry& g = s.geometry;
+  const int64_t from = s.chain_consumed, to = s.consumed;
+  if (from < 0 || s.revision == 0 || to < from || to - from >= g.ring || s.chain_deltas >= kMaxChain) {
+    return std::nullopt;
+  }
+  const Backend::KvShape shape = backend_->ExportShape();
+  const int64_t slot_bytes = shape.rows * shape.slot_bytes;
+  const int64_t full_bytes = std::min<int64_t>(to, g.Slots()) * slot_bytes;
+  if (s.chain_bytes + (to - from) * slot_bytes > kChainCaches * full_bytes) return std::nullopt;
+  std::vector<SlotRange> ranges;
+  // Tokens [from, to) went to the sinks they reached, then to the ring,
+  // which they cross at most once (fewer than `ring` of them).
+  if (from < std::min<int64_t>(to, g.sinks)) {
+    ranges.push_back({static_cast<int32_t>(from), static_cast<int32_t>(std::min<int64_t>(to, g.sinks) - from)});
+  }
+  const int64_t ring_from = std::max<int64_t>(from, g.sinks);
+  if (ring_from < to) {
+    const int32_t start = g.Slot(ring_from);
+    const int64_t n = to - ring_from;
+    const int32_t before_end = static_cast<int32_t>(std::min<int64_t>(n, g.Slots() - start));
+    ranges.push_back({start, before_end});
+    if (n > before_end) ranges.push_back({g.sinks, static_cast<int32_t>(n - before_end)});
+  }
+  return ranges;
+}
+
 void Engine::SaveSession(Session& s) {
-  std::shared_ptr<SessionState> state = Snapshot(s);
+  const std::optional<std::vector<SlotRange>> delta = DeltaSlots(s);
+  std::shared_ptr<SessionState> state = Snapshot(s, delta ? &*delta : nullptr);
+  const bool is_delta = state->base_revision != 0;
+  if (is_delta) {
+    s.chain_bytes += static_cast<int64_t>(state->kv.size());
+    ++s.chain_deltas;
+  } else {
+    s.chain_bytes = 0;
+    s.chain_deltas = 0;
+  }
+  // A full save without its cache cannot carry deltas.
+  s.chain_consumed = is_delta || state->fingerprint == fingerprint_ ? s.consumed : -1;
   s.revision = state->revision;
   ++s.saves_in_flight;
-  config_.store->Save(std::move(state), [this, post = Poster(), id = s.id, revision = s.revision,
+  config_.store->Save(std::move(state), [this, post = Poster(), id = s.id, revision = s.revision, is_delta,
                                          asked = Clock::now()](absl::Status status) {
     // `this` is alive whenever `post` runs the command (the engine cuts the
     // mailbox off before it stops).
-    post([this, id, revision, asked, status] { OnSaved(id, revision, status, asked); });
+    post([this, id, revision, is_delta, asked, status] { OnSaved(id, revision, is_delta, status, asked); });
   });
 }
 
-void Engine::OnSaved(const std::string& id, uint64_t revision, const absl::Status& status, Clock::time_point asked) {
+void Engine::OnSaved(const std::string& id, uint64_t revision, bool delta, const absl::Status& status,
+                     Clock::time_point asked) {
   if (config_.on_store) config_.on_store("save", SecondsSince(asked), status.ok());
+  auto it = sessions_.find(id);
+  Session* s = it == sessions_.end() ? nullptr : it->second.get();
+  if (s != nullptr) --s->saves_in_flight;
+  if (!status.ok() && delta && s != nullptr) {
+    // The store no longer holds this delta's base (an earlier save failed,
+    // or another server saved the session): save it whole, and let a done
+    // waiting for this delta wait for that. A later save in flight fails
+    // the same way and saves again itself.
+    s->chain_consumed = -1;
+    if (revision == s->revision) {
+      SaveSession(*s);
+      if (s->done_pending && s->done_revision == revision) s->done_revision = s->revision;
+    }
+    return;
+  }
   if (!status.ok()) {
     // Logged at the 1st, 2nd, 4th, 8th... failure: a store that is down
     // must not flood the log with a line per turn.
@@ -101,13 +177,11 @@ void Engine::OnSaved(const std::string& id, uint64_t revision, const absl::Statu
       std::fprintf(stderr, "session store: saving session %s failed (%lld store errors so far): %s\n", id.c_str(),
                    static_cast<long long>(failures), std::string(status.message()).c_str());
     }
+    if (s != nullptr) s->chain_consumed = -1;
   }
-  auto it = sessions_.find(id);
-  if (it == sessions_.end()) return;  // deleted or unloaded meanwhile; the save carried its own copy
-  Session& s = *it->second;
-  --s.saves_in_flight;
-  if (status.ok() && revision == s.revision) s.saved_revision = revision;
-  if (s.done_pending && s.done_revision == revision) DeliverDone(s, status.ok());
+  if (s == nullptr) return;  // deleted or unloaded meanwhile; the save carried its own copy
+  if (status.ok() && revision == s->revision) s->saved_revision = revision;
+  if (s->done_pending && s->done_revision == revision) DeliverDone(*s, status.ok());
 }
 
 void Engine::FinishTurnOutput(Session& s, DoneEvent done) {

@@ -85,6 +85,12 @@ struct Session {
   uint64_t done_revision = 0;
   DoneEvent pending_done;
   std::shared_ptr<Outbox> done_outbox;  // the stream it is for
+  // Delta saves: `consumed` as of the latest save asked for (-1: the next
+  // save is a full one), and the deltas' K/V bytes and count since the
+  // latest full save.
+  int64_t chain_consumed = -1;
+  int64_t chain_bytes = 0;
+  int chain_deltas = 0;
 
   // The stream attached to this session, or null while detached.
   std::shared_ptr<Outbox> outbox;

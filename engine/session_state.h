@@ -27,6 +27,12 @@
 
 namespace sinkserve {
 
+// Slots [first, first + count) of a cache.
+struct SlotRange {
+  int32_t first = 0;
+  int32_t count = 0;
+};
+
 struct SessionState {
   std::string id;
   std::string client;  // the identity that opened it (an API key's "key#N" owns it)
@@ -51,8 +57,19 @@ struct SessionState {
   // replays the visible tokens instead of loading `kv`.
   std::string fingerprint;
   std::string kv;         // Backend::ExportCache
+  // The layout of `kv` (Backend::KvShape): rows of slot_bytes per slot.
+  int64_t kv_rows = 0;
+  int64_t kv_slot_bytes = 0;
   uint64_t revision = 0;  // changes with every save
   int64_t saved_unix_ms = 0;
+  // A delta (base_revision != 0) is the state after the turns since the
+  // stored revision base_revision, holding only the cache slots they wrote:
+  // `slot_tokens` has the tokens of `delta_slots` in order, and `kv` each
+  // range's rows (Backend::ExportCacheSlots) one range after another.
+  // Everything else is whole. The store keeps it on top of its base; a
+  // load applies it (store::ApplyDelta).
+  uint64_t base_revision = 0;
+  std::vector<SlotRange> delta_slots;
 };
 
 // The tokens a replay feeds to rebuild the cache of `state` when its K/V

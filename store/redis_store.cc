@@ -1,7 +1,10 @@
 // The shared session store: Redis, through hiredis. Each session is a hash
-// sinkserve:session:<id> with fields `rev` (decimal) and `blob`, expiring
-// ttl_seconds after its last save, so a revision check reads a few bytes.
-// A put is MULTI / HSET / PEXPIRE / EXEC, and a batch of writes is one
+// sinkserve:session:<id> with fields `rev` (decimal) and `blob` (the full
+// blob), and a list sinkserve:deltas:<id> of the deltas saved after it,
+// both expiring ttl_seconds after the last save, so a revision check reads
+// a few bytes. A full put is MULTI / HSET / DEL deltas / PEXPIRE / EXEC; a
+// delta is one script that appends it only while `rev` is its base (another
+// replica may have saved the session meanwhile). A batch of writes is one
 // pipeline. A broken connection is reopened on the next call.
 #include <hiredis/hiredis.h>
 
@@ -48,50 +51,57 @@ class RedisStore final : public SessionStore {
       return;
     }
     // One pipeline: every command goes out, then every reply comes back.
-    int replies = 0;
+    std::vector<int> replies_of;
     for (const StoreWrite& w : writes) {
-      const std::string key = Key(w.id);
-      if (w.blob) {
-        const std::string rev = absl::StrCat(w.revision);
-        const std::string ttl = absl::StrCat(ttl_ms_);
+      const std::string key = Key(w.id), deltas = DeltasKey(w.id);
+      const std::string rev = absl::StrCat(w.revision), ttl = absl::StrCat(ttl_ms_);
+      if (!w.blob) {
+        redisAppendCommand(ctx_, "DEL %b %b", key.data(), key.size(), deltas.data(), deltas.size());
+        replies_of.push_back(1);
+      } else if (w.base_revision == 0) {
         redisAppendCommand(ctx_, "MULTI");
         redisAppendCommand(ctx_, "HSET %b rev %b blob %b", key.data(), key.size(), rev.data(), rev.size(),
                            w.blob->data(), w.blob->size());
+        redisAppendCommand(ctx_, "DEL %b", deltas.data(), deltas.size());
         redisAppendCommand(ctx_, "PEXPIRE %b %b", key.data(), key.size(), ttl.data(), ttl.size());
         redisAppendCommand(ctx_, "EXEC");
-        replies += 4;
+        replies_of.push_back(5);
       } else {
-        redisAppendCommand(ctx_, "DEL %b", key.data(), key.size());
-        replies += 1;
+        const std::string base = absl::StrCat(w.base_revision);
+        redisAppendCommand(ctx_, "EVAL %s 2 %b %b %b %b %b %b", kAppendDelta, key.data(), key.size(), deltas.data(),
+                           deltas.size(), base.data(), base.size(), rev.data(), rev.size(), w.blob->data(),
+                           w.blob->size(), ttl.data(), ttl.size());
+        replies_of.push_back(1);
       }
     }
     std::vector<Reply> got;
-    for (int i = 0; i < replies; ++i) {
-      void* r = nullptr;
-      if (redisGetReply(ctx_, &r) != REDIS_OK) {
-        const absl::Status failed = Error("writing sessions");
-        for (StoreWrite& w : writes) w.status = failed;
-        return;
+    for (int n : replies_of) {
+      for (int i = 0; i < n; ++i) {
+        void* r = nullptr;
+        if (redisGetReply(ctx_, &r) != REDIS_OK) {
+          const absl::Status failed = Error("writing sessions");
+          for (StoreWrite& w : writes) w.status = failed;
+          return;
+        }
+        got.emplace_back(static_cast<redisReply*>(r));
       }
-      got.emplace_back(static_cast<redisReply*>(r));
     }
     size_t at = 0;
-    for (StoreWrite& w : writes) {
-      if (w.blob) {
-        const redisReply* exec = got[at + 3].get();
-        w.status = exec->type == REDIS_REPLY_ARRAY && exec->elements == 2
-                       ? absl::OkStatus()
-                       : absl::UnavailableError(absl::StrFormat("session store (Redis): writing session %s failed: %s",
-                                                                w.id, ReplyText(exec)));
-        at += 4;
-      } else {
-        const redisReply* del = got[at].get();
-        w.status = del->type == REDIS_REPLY_INTEGER
-                       ? absl::OkStatus()
-                       : absl::UnavailableError(absl::StrFormat("session store (Redis): deleting session %s failed: %s",
-                                                                w.id, ReplyText(del)));
-        w.existed = del->type == REDIS_REPLY_INTEGER && del->integer > 0;
-        at += 1;
+    for (size_t i = 0; i < writes.size(); ++i) {
+      StoreWrite& w = writes[i];
+      const redisReply* last = got[at + replies_of[i] - 1].get();
+      at += replies_of[i];
+      if (!w.blob) {
+        w.status = last->type == REDIS_REPLY_INTEGER ? absl::OkStatus() : Failed("deleting", w.id, last);
+        w.existed = last->type == REDIS_REPLY_INTEGER && last->integer > 0;
+      } else if (w.base_revision == 0) {
+        w.status = last->type == REDIS_REPLY_ARRAY && last->elements == 3 ? absl::OkStatus() : Failed("writing", w.id, last);
+      } else if (last->type != REDIS_REPLY_INTEGER) {
+        w.status = Failed("writing a delta of", w.id, last);
+      } else if (last->integer != 1) {
+        w.status = absl::FailedPreconditionError(absl::StrFormat(
+            "session store (Redis): session %s is no longer at revision %d; its delta needs a full save",
+            w.id.substr(0, 200), w.base_revision));
       }
     }
   }
@@ -113,20 +123,51 @@ class RedisStore final : public SessionStore {
         return read;
       }
     }
-    Reply blob(static_cast<redisReply*>(redisCommand(ctx_, "HGET %b blob", key.data(), key.size())));
-    if (blob == nullptr) return Error("reading a session");
-    if (blob->type == REDIS_REPLY_NIL) return read;
-    if (blob->type != REDIS_REPLY_STRING) {
-      return absl::UnavailableError(
-          absl::StrFormat("session store (Redis): reading session %s failed: %s", id, ReplyText(blob.get())));
+    // The blob and its deltas as of one moment.
+    const std::string deltas = DeltasKey(id);
+    const std::string last = absl::StrCat(kMaxDeltas);
+    redisAppendCommand(ctx_, "MULTI");
+    redisAppendCommand(ctx_, "HGET %b blob", key.data(), key.size());
+    redisAppendCommand(ctx_, "LRANGE %b 0 %b", deltas.data(), deltas.size(), last.data(), last.size());
+    redisAppendCommand(ctx_, "EXEC");
+    Reply exec;
+    for (int i = 0; i < 4; ++i) {
+      void* r = nullptr;
+      if (redisGetReply(ctx_, &r) != REDIS_OK) return Error("reading a session");
+      exec.reset(static_cast<redisReply*>(r));
     }
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 2) return Failed("reading", id, exec.get());
+    const redisReply* blob = exec->element[0];
+    const redisReply* list = exec->element[1];
+    if (blob->type == REDIS_REPLY_NIL) return read;
+    if (blob->type != REDIS_REPLY_STRING || list->type != REDIS_REPLY_ARRAY) return Failed("reading", id, blob);
     read.found = true;
     read.blob.assign(blob->str, blob->len);
+    for (size_t i = 0; i < list->elements; ++i) {
+      const redisReply* d = list->element[i];
+      if (d->type != REDIS_REPLY_STRING) return Failed("reading a delta of", id, d);
+      read.deltas.emplace_back(d->str, d->len);
+    }
     return read;
   }
 
  private:
+  // Appends a delta (ARGV[3]) while the session is at revision ARGV[1]:
+  // 1 when it did, 0 when the session moved on or is gone.
+  static constexpr const char* kAppendDelta =
+      "if redis.call('HGET', KEYS[1], 'rev') ~= ARGV[1] then return 0 end "
+      "redis.call('RPUSH', KEYS[2], ARGV[3]) "
+      "redis.call('HSET', KEYS[1], 'rev', ARGV[2]) "
+      "redis.call('PEXPIRE', KEYS[1], ARGV[4]) "
+      "redis.call('PEXPIRE', KEYS[2], ARGV[4]) "
+      "return 1";
+
   static std::string Key(const std::string& id) { return absl::StrCat("sinkserve:session:", id); }
+  static std::string DeltasKey(const std::string& id) { return absl::StrCat("sinkserve:deltas:", id); }
+  static absl::Status Failed(const char* what, const std::string& id, const redisReply* r) {
+    return absl::UnavailableError(
+        absl::StrFormat("session store (Redis): %s session %s failed: %s", what, id.substr(0, 200), ReplyText(r)));
+  }
   static std::string ReplyText(const redisReply* r) {
     if (r->type == REDIS_REPLY_ERROR || r->type == REDIS_REPLY_STATUS) return std::string(r->str, r->len);
     return absl::StrFormat("unexpected reply type %d", r->type);

@@ -2,7 +2,9 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "sinkserve/store/v1/session_state.pb.h"
@@ -82,6 +84,13 @@ std::string EncodeSession(const SessionState& s) {
   m.set_fingerprint(s.fingerprint);
   m.set_revision(s.revision);
   m.set_saved_unix_ms(s.saved_unix_ms);
+  m.set_kv_rows(s.kv_rows);
+  m.set_kv_slot_bytes(s.kv_slot_bytes);
+  m.set_base_revision(s.base_revision);
+  for (const SlotRange& r : s.delta_slots) {
+    m.add_delta_slots(r.first);
+    m.add_delta_slots(r.count);
+  }
   const std::string meta = m.SerializeAsString();
 
   std::string blob(kSessionHeaderBytes + meta.size() + s.kv.size(), '\0');
@@ -105,7 +114,7 @@ absl::StatusOr<SessionState> DecodeSession(std::string_view blob) {
   const char* p = blob.data();
   if (std::memcmp(p, kMagic, 4) != 0) return Bad("it does not start with the session blob's magic bytes");
   const uint32_t version = Get32(p + 4);
-  if (version != kSessionFormatVersion) {
+  if (version != kSessionFormatVersion && version != 1) {
     return Bad(absl::StrFormat("it is in format version %d and this server reads version %d", version,
                                kSessionFormatVersion));
   }
@@ -164,12 +173,84 @@ absl::StatusOr<SessionState> DecodeSession(std::string_view blob) {
   s.fingerprint = m.fingerprint();
   s.revision = m.revision();
   s.saved_unix_ms = m.saved_unix_ms();
+  s.kv_rows = m.kv_rows();
+  s.kv_slot_bytes = m.kv_slot_bytes();
+  s.base_revision = m.base_revision();
+  if (m.delta_slots_size() % 2 != 0) return Bad("its delta's slot ranges are not pairs");
+  for (int i = 0; i < m.delta_slots_size(); i += 2) s.delta_slots.push_back({m.delta_slots(i), m.delta_slots(i + 1)});
   s.kv = std::string(kv);
   constexpr int64_t kMaxTokens = int64_t{1} << 60;  // lengths add up without overflow
   if (s.consumed < 0 || s.dropped < 0 || s.consumed > kMaxTokens || s.dropped > kMaxTokens) {
     return Bad("its token counts are out of range");
   }
   return s;
+}
+
+absl::Status ApplyDelta(SessionState* base, SessionState delta) {
+  if (delta.base_revision == 0 || delta.base_revision != base->revision) {
+    return Bad(absl::StrFormat("a delta saved on revision %d follows revision %d (the chain is broken)",
+                               delta.base_revision, base->revision));
+  }
+  const CacheGeometry& g = base->geometry;
+  if (delta.id != base->id || delta.geometry.sinks != g.sinks || delta.geometry.window != g.window ||
+      delta.geometry.ring != g.ring || delta.fingerprint != base->fingerprint || delta.kv_rows != base->kv_rows ||
+      delta.kv_slot_bytes != base->kv_slot_bytes || delta.consumed < base->consumed) {
+    return Bad("a delta does not fit its base (another session, cache geometry, model or K/V layout)");
+  }
+  const int64_t rows = base->kv_rows;
+  const int64_t slot_bytes = base->kv_slot_bytes;
+  const int64_t old_used = std::min<int64_t>(base->consumed, g.Slots());
+  const int64_t used = std::min<int64_t>(delta.consumed, g.Slots());
+  const bool has_kv = !base->kv.empty() || !delta.kv.empty();
+  if (has_kv && (rows <= 0 || slot_bytes <= 0 || static_cast<int64_t>(base->kv.size()) != rows * old_used * slot_bytes)) {
+    return Bad("a delta's base has K/V bytes of another shape");
+  }
+  if (static_cast<int64_t>(base->slot_tokens.size()) != old_used) return Bad("a delta's base has the wrong slot count");
+  int64_t slots = 0;
+  for (const SlotRange& r : delta.delta_slots) {
+    if (r.first < 0 || r.count < 0 || r.first + int64_t{r.count} > used) {
+      return Bad(absl::StrFormat("a delta writes slots %d..%d of %d", r.first, r.first + int64_t{r.count}, used));
+    }
+    slots += r.count;
+  }
+  if (static_cast<int64_t>(delta.slot_tokens.size()) != slots ||
+      (has_kv && static_cast<int64_t>(delta.kv.size()) != rows * slots * slot_bytes)) {
+    return Bad("a delta's slots and bytes disagree");
+  }
+  // Every slot a delta leaves alone must have been written before it.
+  std::vector<bool> written(static_cast<size_t>(used), false);
+  std::fill(written.begin(), written.begin() + old_used, true);
+  for (const SlotRange& r : delta.delta_slots) std::fill_n(written.begin() + r.first, r.count, true);
+  if (std::find(written.begin(), written.end(), false) != written.end()) return Bad("a delta leaves a new slot unwritten");
+
+  std::vector<int32_t> tokens = std::move(base->slot_tokens);
+  tokens.resize(static_cast<size_t>(used));
+  std::string kv;
+  if (has_kv) {
+    kv.assign(static_cast<size_t>(rows * used * slot_bytes), '\0');
+    const int64_t old_row = old_used * slot_bytes, row = used * slot_bytes;
+    for (int64_t r = 0; r < rows && old_row > 0; ++r) {
+      std::memcpy(kv.data() + r * row, base->kv.data() + r * old_row, static_cast<size_t>(old_row));
+    }
+  }
+  const char* src = delta.kv.data();
+  size_t at = 0;
+  for (const SlotRange& range : delta.delta_slots) {
+    std::copy_n(delta.slot_tokens.begin() + static_cast<int64_t>(at), range.count, tokens.begin() + range.first);
+    at += static_cast<size_t>(range.count);
+    if (!has_kv) continue;
+    const int64_t width = range.count * slot_bytes;
+    for (int64_t r = 0; r < rows && width > 0; ++r) {
+      std::memcpy(kv.data() + r * used * slot_bytes + range.first * slot_bytes, src, static_cast<size_t>(width));
+      src += width;
+    }
+  }
+  *base = std::move(delta);
+  base->slot_tokens = std::move(tokens);
+  base->kv = std::move(kv);
+  base->base_revision = 0;
+  base->delta_slots.clear();
+  return absl::OkStatus();
 }
 
 }  // namespace sinkserve::store

@@ -9,6 +9,9 @@
 //          32  metadata               sinkserve.store.v1.SessionMeta (protobuf)
 //        32+M  K/V bytes              Backend::ExportCache, as stored
 //
+// Version 2 added deltas (engine/session_state.h): a store keeps a full
+// blob and the deltas saved after it, and a version-1 server would read
+// the full blob alone and miss the turns after it.
 // Little-endian. A blob is read like any input from outside: every length
 // is bounded and checked against the blob's size before anything is read,
 // and a blob that fails a check is a DATA_LOSS status naming what is wrong,
@@ -24,7 +27,7 @@
 
 namespace sinkserve::store {
 
-inline constexpr uint32_t kSessionFormatVersion = 1;
+inline constexpr uint32_t kSessionFormatVersion = 2;
 inline constexpr size_t kSessionHeaderBytes = 32;
 // Bounds on what a blob may claim: 64 MiB of metadata (token ids, texts),
 // 16 GiB of K/V (a 70B model's 32k-token cache in f32 is about 10 GiB).
@@ -33,5 +36,10 @@ inline constexpr uint64_t kMaxKvBytes = uint64_t{16} << 30;
 
 std::string EncodeSession(const SessionState& state);
 absl::StatusOr<SessionState> DecodeSession(std::string_view blob);
+// Brings `base` (a full state) forward by `delta`, saved on top of it: the
+// delta's metadata replaces the base's, and its slots overwrite the base's.
+// DATA_LOSS when it does not fit (another base revision, geometry, model
+// or layout, or slots out of range); `base` is unchanged then.
+absl::Status ApplyDelta(SessionState* base, SessionState delta);
 
 }  // namespace sinkserve::store

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -16,11 +17,21 @@
 
 namespace sinkserve::store {
 
-// One write of a batch: a put (blob set) or a removal, and its outcome.
+// Most deltas a stored session may have on top of its full blob. The
+// engine writes a full blob long before (engine/engine_store.cc); a store
+// that holds more is refused on load.
+inline constexpr size_t kMaxDeltas = 256;
+
+// One write of a batch: a put (blob set) or a removal, and its outcome. A
+// put with a base_revision is a delta: it is kept after the session's full
+// blob and the deltas before it, only when the stored revision is
+// base_revision (FAILED_PRECONDITION otherwise); a put without one replaces
+// the blob and drops its deltas.
 struct StoreWrite {
   std::string id;
   uint64_t revision = 0;
   std::optional<std::string> blob;  // nullopt: remove
+  uint64_t base_revision = 0;       // nonzero: `blob` is a delta on that revision
   absl::Status status;              // set by Apply
   bool existed = false;             // a removal found the id
 };
@@ -29,6 +40,7 @@ struct StoreRead {
   bool found = false;
   bool unchanged = false;  // its revision is the one asked about; blob not read
   std::string blob;
+  std::vector<std::string> deltas;  // saved after `blob`, oldest first
 };
 
 class SessionStore {
@@ -38,8 +50,9 @@ class SessionStore {
   // them (group commit); each write's status says how it went. Puts keep
   // the blob for ttl_seconds.
   virtual void Apply(absl::Span<StoreWrite> writes) = 0;
-  // The blob of `id`, or only `unchanged` when its revision is
-  // `known_revision` (nonzero). Expired entries are not found.
+  // The blob of `id` and its deltas, read together, or only `unchanged`
+  // when its revision is `known_revision` (nonzero). Expired entries are
+  // not found. At most kMaxDeltas + 1 deltas are read.
   virtual absl::StatusOr<StoreRead> Get(const std::string& id, uint64_t known_revision) = 0;
   // Drops expired entries where the store does not do it itself.
   virtual void Sweep() {}

@@ -1,5 +1,6 @@
 // The embedded session store: one SQLite database in a data directory, one
-// row per session. WAL journal, synchronous=FULL: a commit is on disk when
+// row per session with its full blob, and a row per delta saved after it
+// (table deltas, in rowid order). WAL journal, synchronous=FULL: a commit is on disk when
 // Apply returns, so a done the client saw survives a crash of the process
 // or the machine. A batch of writes is one transaction (group commit).
 #include <sqlite3.h>
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
 
 #include "absl/strings/str_format.h"
 #include "store/session_store.h"
@@ -24,7 +26,10 @@ class SqliteStore final : public SessionStore {
  public:
   SqliteStore(sqlite3* db, double ttl_seconds) : db_(db), ttl_ms_(static_cast<int64_t>(ttl_seconds * 1000)) {}
   ~SqliteStore() override {
-    for (sqlite3_stmt* s : {put_, remove_, get_revision_, get_blob_, sweep_}) sqlite3_finalize(s);
+    for (sqlite3_stmt* s : {put_, remove_, bump_, add_delta_, clear_deltas_, get_revision_, get_blob_, get_deltas_,
+                            sweep_, sweep_deltas_}) {
+      sqlite3_finalize(s);
+    }
     sqlite3_close(db_);
   }
 
@@ -34,7 +39,9 @@ class SqliteStore final : public SessionStore {
         "PRAGMA synchronous=FULL;"
         "CREATE TABLE IF NOT EXISTS sessions ("
         "  id TEXT PRIMARY KEY, revision INTEGER NOT NULL, expires_ms INTEGER NOT NULL, blob BLOB NOT NULL);"
-        "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_ms);";
+        "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_ms);"
+        "CREATE TABLE IF NOT EXISTS deltas (id TEXT NOT NULL, blob BLOB NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS deltas_id ON deltas (id);";
     if (sqlite3_exec(db_, schema, nullptr, nullptr, nullptr) != SQLITE_OK) return Error("setting up the database");
     struct {
       sqlite3_stmt** stmt;
@@ -42,9 +49,14 @@ class SqliteStore final : public SessionStore {
     } statements[] = {
         {&put_, "INSERT OR REPLACE INTO sessions (id, revision, expires_ms, blob) VALUES (?1, ?2, ?3, ?4)"},
         {&remove_, "DELETE FROM sessions WHERE id = ?1"},
+        {&bump_, "UPDATE sessions SET revision = ?2, expires_ms = ?3 WHERE id = ?1 AND revision = ?4 AND expires_ms > ?5"},
+        {&add_delta_, "INSERT INTO deltas (id, blob) VALUES (?1, ?2)"},
+        {&clear_deltas_, "DELETE FROM deltas WHERE id = ?1"},
         {&get_revision_, "SELECT revision FROM sessions WHERE id = ?1 AND expires_ms > ?2"},
         {&get_blob_, "SELECT blob FROM sessions WHERE id = ?1 AND expires_ms > ?2"},
+        {&get_deltas_, "SELECT blob FROM deltas WHERE id = ?1 ORDER BY rowid LIMIT ?2"},
         {&sweep_, "DELETE FROM sessions WHERE expires_ms <= ?1"},
+        {&sweep_deltas_, "DELETE FROM deltas WHERE id NOT IN (SELECT id FROM sessions)"},
     };
     for (const auto& s : statements) {
       if (sqlite3_prepare_v2(db_, s.sql, -1, s.stmt, nullptr) != SQLITE_OK) return Error("preparing a statement");
@@ -63,6 +75,23 @@ class SqliteStore final : public SessionStore {
   }
 
   absl::StatusOr<StoreRead> Get(const std::string& id, uint64_t known_revision) override {
+    // One read transaction: the blob and its deltas as of one commit.
+    if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) return Error("starting a read");
+    absl::StatusOr<StoreRead> read = Read(id, known_revision);
+    sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+    return read;
+  }
+
+  void Sweep() override {
+    sqlite3_bind_int64(sweep_, 1, NowMs());
+    sqlite3_step(sweep_);
+    sqlite3_reset(sweep_);
+    sqlite3_step(sweep_deltas_);
+    sqlite3_reset(sweep_deltas_);
+  }
+
+ private:
+  absl::StatusOr<StoreRead> Read(const std::string& id, uint64_t known_revision) {
     StoreRead read;
     if (known_revision != 0) {
       Bind(get_revision_, id, NowMs());
@@ -77,44 +106,85 @@ class SqliteStore final : public SessionStore {
       read.found = false;
     }
     Bind(get_blob_, id, NowMs());
-    const int rc = sqlite3_step(get_blob_);
+    int rc = sqlite3_step(get_blob_);
     if (rc == SQLITE_ROW) {
       read.found = true;
-      const void* data = sqlite3_column_blob(get_blob_, 0);
-      const int bytes = sqlite3_column_bytes(get_blob_, 0);
-      if (bytes > 0) read.blob.assign(static_cast<const char*>(data), static_cast<size_t>(bytes));
+      read.blob = Column(get_blob_);
     }
     sqlite3_reset(get_blob_);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("reading a session");
+    if (!read.found) return read;
+    Bind(get_deltas_, id, static_cast<int64_t>(kMaxDeltas) + 1);
+    while ((rc = sqlite3_step(get_deltas_)) == SQLITE_ROW) read.deltas.push_back(Column(get_deltas_));
+    sqlite3_reset(get_deltas_);
+    if (rc != SQLITE_DONE) return Error("reading a session's deltas");
     return read;
   }
 
-  void Sweep() override {
-    sqlite3_bind_int64(sweep_, 1, NowMs());
-    sqlite3_step(sweep_);
-    sqlite3_reset(sweep_);
+  static std::string Column(sqlite3_stmt* stmt) {
+    const void* data = sqlite3_column_blob(stmt, 0);
+    const int bytes = sqlite3_column_bytes(stmt, 0);
+    return bytes > 0 ? std::string(static_cast<const char*>(data), static_cast<size_t>(bytes)) : std::string();
   }
 
- private:
-  absl::Status Write(StoreWrite& w) {
-    sqlite3_stmt* stmt = w.blob ? put_ : remove_;
-    sqlite3_bind_text(stmt, 1, w.id.data(), static_cast<int>(w.id.size()), SQLITE_STATIC);
-    if (w.blob) {
-      sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(w.revision));
-      sqlite3_bind_int64(stmt, 3, NowMs() + ttl_ms_);
-      sqlite3_bind_blob64(stmt, 4, w.blob->data(), w.blob->size(), SQLITE_STATIC);
-    }
+  // Runs `stmt` with the id in ?1 and `bind` setting the rest.
+  int Run(sqlite3_stmt* stmt, const std::string& id, const std::function<void(sqlite3_stmt*)>& bind = nullptr) {
+    sqlite3_bind_text(stmt, 1, id.data(), static_cast<int>(id.size()), SQLITE_STATIC);
+    if (bind) bind(stmt);
     const int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
-    if (rc != SQLITE_DONE) return Error(w.blob ? "writing a session" : "deleting a session");
-    w.existed = !w.blob && sqlite3_changes(db_) > 0;
+    return rc;
+  }
+
+  // One write, whole or not at all (a savepoint inside the batch).
+  absl::Status Write(StoreWrite& w) {
+    sqlite3_exec(db_, "SAVEPOINT w", nullptr, nullptr, nullptr);
+    absl::Status status = WriteSteps(w);
+    sqlite3_exec(db_, status.ok() ? "RELEASE w" : "ROLLBACK TO w; RELEASE w", nullptr, nullptr, nullptr);
+    return status;
+  }
+
+  absl::Status WriteSteps(StoreWrite& w) {
+    const int64_t now = NowMs();
+    if (!w.blob) {
+      if (Run(remove_, w.id) != SQLITE_DONE) return Error("deleting a session");
+      w.existed = sqlite3_changes(db_) > 0;
+      if (Run(clear_deltas_, w.id) != SQLITE_DONE) return Error("deleting a session's deltas");
+      return absl::OkStatus();
+    }
+    if (w.base_revision == 0) {
+      const int rc = Run(put_, w.id, [&](sqlite3_stmt* stmt) {
+        sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(w.revision));
+        sqlite3_bind_int64(stmt, 3, now + ttl_ms_);
+        sqlite3_bind_blob64(stmt, 4, w.blob->data(), w.blob->size(), SQLITE_STATIC);
+      });
+      if (rc != SQLITE_DONE) return Error("writing a session");
+      if (Run(clear_deltas_, w.id) != SQLITE_DONE) return Error("dropping a session's deltas");
+      return absl::OkStatus();
+    }
+    const int rc = Run(bump_, w.id, [&](sqlite3_stmt* stmt) {
+      sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(w.revision));
+      sqlite3_bind_int64(stmt, 3, now + ttl_ms_);
+      sqlite3_bind_int64(stmt, 4, static_cast<int64_t>(w.base_revision));
+      sqlite3_bind_int64(stmt, 5, now);
+    });
+    if (rc != SQLITE_DONE) return Error("writing a session's revision");
+    if (sqlite3_changes(db_) == 0) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "session store (SQLite): session %s is no longer at revision %d; its delta needs a full save",
+          w.id.substr(0, 200), w.base_revision));
+    }
+    const int added = Run(add_delta_, w.id, [&](sqlite3_stmt* stmt) {
+      sqlite3_bind_blob64(stmt, 2, w.blob->data(), w.blob->size(), SQLITE_STATIC);
+    });
+    if (added != SQLITE_DONE) return Error("writing a session's delta");
     return absl::OkStatus();
   }
 
-  void Bind(sqlite3_stmt* stmt, const std::string& id, int64_t now) {
+  void Bind(sqlite3_stmt* stmt, const std::string& id, int64_t second) {
     sqlite3_bind_text(stmt, 1, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
-    sqlite3_bind_int64(stmt, 2, now);
+    sqlite3_bind_int64(stmt, 2, second);
   }
 
   absl::Status Error(const char* what) const {
@@ -125,9 +195,14 @@ class SqliteStore final : public SessionStore {
   const int64_t ttl_ms_;
   sqlite3_stmt* put_ = nullptr;
   sqlite3_stmt* remove_ = nullptr;
+  sqlite3_stmt* bump_ = nullptr;
+  sqlite3_stmt* add_delta_ = nullptr;
+  sqlite3_stmt* clear_deltas_ = nullptr;
   sqlite3_stmt* get_revision_ = nullptr;
   sqlite3_stmt* get_blob_ = nullptr;
+  sqlite3_stmt* get_deltas_ = nullptr;
   sqlite3_stmt* sweep_ = nullptr;
+  sqlite3_stmt* sweep_deltas_ = nullptr;
 };
 
 }  // namespace

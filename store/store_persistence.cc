@@ -81,6 +81,7 @@ StorePersistence::~StorePersistence() {
   }
   write_cv_.notify_all();
   read_cv_.notify_all();
+  applied_cv_.notify_all();
   writer_.join();
   reader_.join();
 }
@@ -135,6 +136,7 @@ void StorePersistence::WriterLoop() {
         ops[i].id = batch[i].id;
         if (batch[i].state) {
           ops[i].revision = batch[i].state->revision;
+          ops[i].base_revision = batch[i].state->base_revision;
           ops[i].blob = EncodeSession(*batch[i].state);
         }
       }
@@ -146,6 +148,7 @@ void StorePersistence::WriterLoop() {
           if (it != unapplied_.end() && it->second.first == w.seq) unapplied_.erase(it);
         }
       }
+      applied_cv_.notify_all();
       for (size_t i = 0; i < batch.size(); ++i) {
         if (batch[i].saved) batch[i].saved(ops[i].status);
         if (batch[i].removed) {
@@ -177,6 +180,16 @@ void StorePersistence::ReaderLoop() {
       }
       read = std::move(reads_.front());
       reads_.pop_front();
+      // A queued delta is not a whole session: wait until it is in the store.
+      auto delta_queued = [&] {
+        auto it = unapplied_.find(read.id);
+        return it != unapplied_.end() && it->second.second != nullptr && it->second.second->base_revision != 0;
+      };
+      applied_cv_.wait(lock, [&] { return stop_ || !delta_queued(); });
+      if (stop_) {
+        read.done(absl::UnavailableError("the session store is shutting down"));
+        continue;
+      }
       if (auto it = unapplied_.find(read.id); it != unapplied_.end()) {
         queued = it->second.second;
         queued_removal = queued == nullptr;
@@ -205,6 +218,14 @@ absl::StatusOr<SessionPersistence::Loaded> StorePersistence::ReadFromStore(const
     return loaded;
   }
   absl::StatusOr<SessionState> state = DecodeSession(got->blob);
+  if (state.ok() && got->deltas.size() > kMaxDeltas) {
+    state = absl::DataLossError(absl::StrFormat("it has %d deltas, over the bound of %d", got->deltas.size(), kMaxDeltas));
+  }
+  for (size_t i = 0; state.ok() && i < got->deltas.size(); ++i) {
+    absl::StatusOr<SessionState> delta = DecodeSession(got->deltas[i]);
+    absl::Status applied = delta.ok() ? ApplyDelta(&*state, *std::move(delta)) : delta.status();
+    if (!applied.ok()) state = absl::DataLossError(absl::StrFormat("delta %d: %s", i + 1, applied.message()));
+  }
   if (!state.ok()) {
     return absl::DataLossError(absl::StrFormat("session '%s': %s; delete it and open a new one", read.id,
                                                state.status().message()));

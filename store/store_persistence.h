@@ -4,8 +4,10 @@
 //   - Saves are encoded (store/session_codec.h) and applied on the writer
 //     thread, all queued writes in one transaction (group commit); a save's
 //     `done` runs once it is durable.
-//   - Loads read your writes: a load of an id with a save or removal still
-//     queued answers from that, not from the store.
+//   - Loads read your writes: a load of an id with a full save or removal
+//     still queued answers from that, not from the store; one with a delta
+//     queued waits until it is applied, then reads the store (which
+//     applies the deltas to the full blob, store::ApplyDelta).
 //   - The destructor finishes every queued write before it returns.
 #pragma once
 
@@ -62,6 +64,7 @@ class StorePersistence final : public SessionPersistence {
   std::mutex mu_;
   std::condition_variable write_cv_;
   std::condition_variable read_cv_;
+  std::condition_variable applied_cv_;  // a batch of writes was applied
   std::deque<Write> writes_;
   std::deque<Read> reads_;
   // The latest queued write of each id not yet applied (seq, state; null

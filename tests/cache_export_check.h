@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "engine/backend.h"
@@ -32,6 +34,23 @@ inline void ExpectExportImportContinuesBitwise(Backend* backend, const CacheGeom
   absl::StatusOr<std::string> bytes = backend->ExportCache(*original);
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   EXPECT_FALSE(backend->KvLayout().empty());
+  // A slot range is that range of every row of the full export.
+  const Backend::KvShape shape = backend->ExportShape();
+  const int64_t used = std::min<int64_t>(consumed, g.Slots());
+  ASSERT_EQ(static_cast<int64_t>(bytes->size()), shape.rows * used * shape.slot_bytes);
+  for (const auto& [first, count] : std::vector<std::pair<int32_t, int32_t>>{{0, 1}, {g.sinks, 3}, {5, 0}}) {
+    absl::StatusOr<std::string> part = backend->ExportCacheSlots(*original, first, count);
+    ASSERT_TRUE(part.ok()) << part.status();
+    ASSERT_EQ(static_cast<int64_t>(part->size()), shape.rows * count * shape.slot_bytes);
+    const int64_t width = count * shape.slot_bytes;
+    for (int64_t r = 0; r < shape.rows; ++r) {
+      ASSERT_EQ(part->substr(r * width, width), bytes->substr((r * used + first) * shape.slot_bytes, width))
+          << "row " << r << " of slots " << first << "+" << count;
+    }
+  }
+  EXPECT_EQ(backend->ExportCacheSlots(*original, static_cast<int32_t>(used) - 1, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->ExportCacheSlots(*original, -1, 1).status().code(), absl::StatusCode::kInvalidArgument);
   auto copy = backend->CreateCache(g);
   ASSERT_TRUE(copy.ok()) << copy.status();
   // Wrong sizes are refused, and leave the cache as it was.

@@ -168,16 +168,31 @@ absl::StatusOr<std::string> CpuBackend::ExportCache(CacheId id) const {
   if (id < 0 || static_cast<size_t>(id) >= caches_.size() || !caches_[id]) {
     return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
   }
+  return ExportCacheSlots(id, 0, UsedSlots(caches_[id]->geometry, caches_[id]->consumed));
+}
+
+Backend::KvShape CpuBackend::ExportShape() const {
+  return {2 * int64_t{model_.config.n_layers} * model_.config.kv_dim(), int64_t{sizeof(float)}};
+}
+
+absl::StatusOr<std::string> CpuBackend::ExportCacheSlots(CacheId id, int32_t first, int32_t count) const {
+  if (id < 0 || static_cast<size_t>(id) >= caches_.size() || !caches_[id]) {
+    return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
+  }
   const Cache& cache = *caches_[id];
-  const int64_t slots = cache.geometry.Slots();
   const int64_t used = UsedSlots(cache.geometry, cache.consumed);
+  if (first < 0 || count < 0 || first + int64_t{count} > used) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("slots %d..%d are not all in use (%d are)", first, first + int64_t{count}, used));
+  }
+  const int64_t slots = cache.geometry.Slots();
   const int64_t rows = int64_t{model_.config.n_layers} * model_.config.kv_dim();
-  std::string out(static_cast<size_t>(2 * rows * used) * sizeof(float), '\0');
+  std::string out(static_cast<size_t>(2 * rows * count) * sizeof(float), '\0');
   char* dst = out.data();
   for (const ZeroedFloats* part : {&cache.k, &cache.v}) {
     for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(dst, &(*part)[r * slots], static_cast<size_t>(used) * sizeof(float));
-      dst += used * sizeof(float);
+      std::memcpy(dst, &(*part)[r * slots + first], static_cast<size_t>(count) * sizeof(float));
+      dst += count * sizeof(float);
     }
   }
   return out;

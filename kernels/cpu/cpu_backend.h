@@ -32,6 +32,8 @@ class CpuBackend final : public Backend {
   absl::Status ResetCache(CacheId id) override;
   std::string KvLayout() const override;
   absl::StatusOr<std::string> ExportCache(CacheId id) const override;
+  KvShape ExportShape() const override;
+  absl::StatusOr<std::string> ExportCacheSlots(CacheId id, int32_t first, int32_t count) const override;
   absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) override;
   absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
 

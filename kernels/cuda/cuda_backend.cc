@@ -572,13 +572,35 @@ absl::StatusOr<std::string> CudaBackend::ExportCache(CacheId id) const {
   if (id < 0 || static_cast<size_t>(id) >= m.caches.size() || !m.caches[id]) {
     return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
   }
+  const CacheState& state = m.caches[id]->state;
+  return ExportCacheSlots(id, 0, static_cast<int32_t>(std::min<int64_t>(state.consumed, state.geometry.Slots())));
+}
+
+Backend::KvShape CudaBackend::ExportShape() const {
+  const ModelConfig& c = impl_->config;
+  return {2 * int64_t{c.n_layers} * c.n_kv_heads, int64_t{c.head_dim} * cuda::kDTypeBytes};
+}
+
+absl::StatusOr<std::string> CudaBackend::ExportCacheSlots(CacheId id, int32_t first, int32_t count) const {
+  const Impl& m = *impl_;
+  if (id < 0 || static_cast<size_t>(id) >= m.caches.size() || !m.caches[id]) {
+    return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
+  }
   const Impl::Cache& cache = *m.caches[id];
   const CacheRows r = RowsOf(m.config, cache.state.geometry, cache.state.consumed);
-  std::string out(static_cast<size_t>(r.rows * r.used_bytes), '\0');
-  if (r.used_bytes == 0) return out;
+  const int64_t slot_bytes = int64_t{m.config.head_dim} * cuda::kDTypeBytes;
+  const int64_t used = r.used_bytes / slot_bytes;
+  if (first < 0 || count < 0 || first + int64_t{count} > used) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("slots %d..%d are not all in use (%d are)", first, first + int64_t{count}, used));
+  }
+  const int64_t width = count * slot_bytes;
+  std::string out(static_cast<size_t>(r.rows * width), '\0');
+  if (width == 0) return out;
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  CUDA_CHECK(cudaMemcpy2D(out.data(), r.used_bytes, static_cast<const char*>(m.pool_base.get()) + cache.pool_offset,
-                          r.row_pitch, r.used_bytes, r.rows, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy2D(out.data(), width,
+                          static_cast<const char*>(m.pool_base.get()) + cache.pool_offset + first * slot_bytes,
+                          r.row_pitch, width, r.rows, cudaMemcpyDeviceToHost));
   return out;
 }
 

@@ -68,6 +68,8 @@ class CudaBackend final : public Backend {
   absl::Status ResetCache(CacheId id) override;
   std::string KvLayout() const override;
   absl::StatusOr<std::string> ExportCache(CacheId id) const override;
+  KvShape ExportShape() const override;
+  absl::StatusOr<std::string> ExportCacheSlots(CacheId id, int32_t first, int32_t count) const override;
   absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) override;
   // Copies (rows, vocab) fp32 logits back; the engine's Sampler then runs any
   // sampling mode on the host.

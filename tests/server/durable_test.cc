@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -82,8 +83,8 @@ TEST(DurableTest, CodecRoundTripsAndEveryDamageIsAClearError) {
   flipped[store::kSessionHeaderBytes + 3] ^= 1;  // in the metadata
   expect_loss(flipped, "checksum");
   std::string version = blob;
-  version[4] = 2;
-  expect_loss(version, "format version 2");
+  version[4] = 3;
+  expect_loss(version, "format version 3");
   std::string magic = blob;
   magic[0] = 'X';
   expect_loss(magic, "magic");
@@ -101,6 +102,91 @@ TEST(DurableTest, CodecRoundTripsAndEveryDamageIsAClearError) {
     if (rng() % 3 == 0) damaged.resize(rng() % damaged.size());
     (void)store::DecodeSession(damaged);
   }
+}
+
+// A delta brings a full state forward: its slots overwrite the base's (the
+// K/V grows as the cache fills), everything else is the delta's; one that
+// does not fit is a DATA_LOSS naming why, and leaves the base alone.
+TEST(DurableTest, DeltasApplyOnTheirBaseAndMisfitsAreClearErrors) {
+  // rows 2, 3 bytes a slot; the base has 4 slots written (a cache of 4 + 8).
+  SessionState base = SampleState();
+  base.geometry = {2, 8, 8};
+  base.cache.sinks = 2;
+  base.cache.window = 8;
+  base.consumed = 4;
+  base.kv_rows = 2;
+  base.kv_slot_bytes = 3;
+  base.slot_tokens = {10, 11, 12, 13};
+  base.kv = "aaabbbcccdddAAABBBCCCDDD";  // row 0: slots 0..3, then row 1
+  SessionState delta = base;
+  delta.base_revision = base.revision;
+  delta.revision = base.revision + 1;
+  delta.consumed = 6;  // wrote slots 4 and 5, and rewrote slot 1 (say)
+  delta.turns = base.turns + 1;
+  delta.delta_slots = {{1, 1}, {4, 2}};
+  delta.slot_tokens = {21, 14, 15};
+  delta.kv = "xxx" "XXX" "eeefff" "EEEFFF";  // range by range, each row by row
+  delta.carry = {77};
+
+  const std::string delta_blob = store::EncodeSession(delta);
+  absl::StatusOr<SessionState> decoded = store::DecodeSession(delta_blob);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->base_revision, delta.base_revision);
+  ASSERT_EQ(decoded->delta_slots.size(), 2u);
+  EXPECT_EQ(decoded->delta_slots[1].first, 4);
+  EXPECT_EQ(decoded->delta_slots[1].count, 2);
+
+  SessionState merged = base;
+  ASSERT_TRUE(store::ApplyDelta(&merged, *decoded).ok());
+  EXPECT_EQ(merged.kv, "aaaxxxcccdddeeefff" "AAAXXXCCCDDDEEEFFF");
+  EXPECT_EQ(merged.slot_tokens, (std::vector<int32_t>{10, 21, 12, 13, 14, 15}));
+  EXPECT_EQ(merged.consumed, 6);
+  EXPECT_EQ(merged.turns, base.turns + 1);
+  EXPECT_EQ(merged.carry, std::vector<int32_t>{77});
+  EXPECT_EQ(merged.revision, delta.revision);
+  EXPECT_EQ(merged.base_revision, 0u);
+  EXPECT_TRUE(merged.delta_slots.empty());
+
+  auto expect_misfit = [&](SessionState bad, const std::string& says) {
+    SessionState target = base;
+    const absl::Status status = store::ApplyDelta(&target, std::move(bad));
+    EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << says;
+    EXPECT_NE(status.message().find(says), std::string::npos) << status;
+    EXPECT_EQ(target.kv, base.kv) << "a refused delta must leave the base alone";
+  };
+  SessionState bad = delta;
+  bad.base_revision = base.revision - 1;
+  expect_misfit(bad, "chain is broken");
+  bad = delta;
+  bad.delta_slots = {{1, 1}, {5, 2}};  // slot 6 is past what 6 tokens wrote
+  expect_misfit(bad, "writes slots");
+  bad = delta;
+  bad.delta_slots = {{1, 1}, {4, 1}, {0, 1}};  // slot 5 is new and left unwritten
+  bad.slot_tokens = {1, 2, 3};
+  expect_misfit(bad, "unwritten");
+  bad = delta;
+  bad.kv.pop_back();
+  expect_misfit(bad, "disagree");
+  bad = delta;
+  bad.fingerprint = "another model";
+  expect_misfit(bad, "does not fit");
+  bad = delta;
+  bad.consumed = 3;
+  expect_misfit(bad, "does not fit");
+  bad = delta;
+  bad.delta_slots = {{-1, 1}, {4, 2}};
+  expect_misfit(bad, "writes slots");
+}
+
+// A write of `blob` (a removal without one) as the store's writer makes it.
+store::StoreWrite Put(std::string id, uint64_t revision, std::optional<std::string> blob,
+                      uint64_t base_revision = 0) {
+  store::StoreWrite w;
+  w.id = std::move(id);
+  w.revision = revision;
+  w.blob = std::move(blob);
+  w.base_revision = base_revision;
+  return w;
 }
 
 // A free loopback TCP port.
@@ -159,6 +245,46 @@ std::unique_ptr<store::StorePersistence> OpenStore(const std::string& spec) {
   absl::StatusOr<std::unique_ptr<store::StorePersistence>> opened = store::StorePersistence::Create(*parsed, 3600);
   EXPECT_TRUE(opened.ok()) << opened.status();
   return opened.ok() ? *std::move(opened) : nullptr;
+}
+
+// A store that counts the saves going through it: full ones, deltas, and
+// deltas the store refused.
+class CountingStore final : public SessionPersistence {
+ public:
+  explicit CountingStore(SessionPersistence* inner) : inner_(inner) {}
+  void Save(std::shared_ptr<const SessionState> state, std::function<void(absl::Status)> done) override {
+    const bool delta = state->base_revision != 0;
+    (delta ? deltas : fulls).fetch_add(1);
+    inner_->Save(std::move(state), [this, delta, done = std::move(done)](absl::Status status) {
+      if (delta && !status.ok()) refused_deltas.fetch_add(1);
+      done(status);
+    });
+  }
+  void Load(std::string id, uint64_t known, std::function<void(absl::StatusOr<Loaded>)> done) override {
+    inner_->Load(std::move(id), known, std::move(done));
+  }
+  void Remove(std::string id, std::function<void(absl::StatusOr<bool>)> done) override {
+    inner_->Remove(std::move(id), std::move(done));
+  }
+  bool shared() const override { return inner_->shared(); }
+  double ttl_seconds() const override { return inner_->ttl_seconds(); }
+
+  std::atomic<int> fulls{0}, deltas{0}, refused_deltas{0};
+
+ private:
+  SessionPersistence* inner_;
+};
+
+// What a load makes of a raw read: the full blob with its deltas applied.
+absl::StatusOr<SessionState> Compose(const store::StoreRead& read) {
+  absl::StatusOr<SessionState> state = store::DecodeSession(read.blob);
+  for (const std::string& d : read.deltas) {
+    if (!state.ok()) break;
+    absl::StatusOr<SessionState> delta = store::DecodeSession(d);
+    if (!delta.ok()) return delta.status();
+    if (absl::Status applied = store::ApplyDelta(&*state, *std::move(delta)); !applied.ok()) return applied;
+  }
+  return state;
 }
 
 EngineConfig WithStore(SessionPersistence* store, const std::string& fingerprint = "stories260K-test") {
@@ -288,7 +414,13 @@ void ExpectExactRestore(const std::string& spec) {
   {
     std::unique_ptr<store::StorePersistence> store = OpenStore(spec);
     ASSERT_NE(store, nullptr);
-    id = SaveConversation(store.get());
+    CountingStore counting(store.get());
+    id = SaveConversation(&counting);
+    // Turns of ~105 tokens on a 4 + 60 cache (ring 123): the store holds a
+    // full blob and deltas on it, which the restore below applies.
+    EXPECT_GE(counting.deltas.load(), 3) << "the turns should have been saved as deltas";
+    EXPECT_GE(counting.fulls.load(), 2) << "the deltas should have been compacted into a full blob";
+    EXPECT_EQ(counting.refused_deltas.load(), 0);
   }
   // A new server process in all but name: new store connections, new
   // engine, new backend, the session only in the store.
@@ -356,7 +488,9 @@ void SaveInSqlite(const std::string& dir, std::string* id, std::string* blob,
   *raw = *std::move(opened);
   absl::StatusOr<store::StoreRead> read = (*raw)->Get(*id, 0);
   ASSERT_TRUE(read.ok() && read->found);
-  *blob = read->blob;
+  absl::StatusOr<SessionState> state = Compose(*read);
+  ASSERT_TRUE(state.ok()) << state.status();
+  *blob = store::EncodeSession(*state);
 }
 
 // The exact comparison sees the cache: the same stored session with its
@@ -372,7 +506,7 @@ TEST(DurableTest, ExactRestoreContinuesFromTheStoredCacheBytes) {
   absl::StatusOr<SessionState> state = store::DecodeSession(blob);
   ASSERT_TRUE(state.ok()) << state.status();
   std::fill(state->kv.begin() + state->kv.size() / 2, state->kv.end(), '\0');  // every value
-  store::StoreWrite w{id, state->revision, store::EncodeSession(*state)};
+  store::StoreWrite w = Put(id, state->revision, store::EncodeSession(*state));
   raw->Apply(absl::MakeSpan(&w, 1));
   ASSERT_TRUE(w.status.ok()) << w.status;
   std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
@@ -402,7 +536,7 @@ TEST(DurableTest, DamagedBlobsEndTheOpenWithAClearErrorAndTheServerGoesOn) {
                {version, "format version 9"},
                {"not a session", "truncated"}};
   for (const Case& c : cases) {
-    store::StoreWrite w{id, 1, c.blob};
+    store::StoreWrite w = Put(id, 1, c.blob);
     raw->Apply(absl::MakeSpan(&w, 1));
     ASSERT_TRUE(w.status.ok()) << w.status;
     std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
@@ -465,7 +599,7 @@ TEST(DurableTest, DeleteRemovesTheStoredSessionAndIdleOnesStayResumable) {
 // Stored sessions live --store-ttl after their last save, in both stores;
 // a revision check reads only the revision.
 void ExpectTtlAndRevisions(store::SessionStore& st) {
-  store::StoreWrite w{"0123456789abcdef0123456789abcdef", 42, std::string("blob")};
+  store::StoreWrite w = Put("0123456789abcdef0123456789abcdef", 42, "blob");
   st.Apply(absl::MakeSpan(&w, 1));
   ASSERT_TRUE(w.status.ok()) << w.status;
   absl::StatusOr<store::StoreRead> r = st.Get(w.id, 42);
@@ -479,10 +613,117 @@ void ExpectTtlAndRevisions(store::SessionStore& st) {
   r = st.Get(w.id, 0);
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->found) << "the entry outlived its TTL";
-  store::StoreWrite gone{w.id, 0, std::nullopt};
+  store::StoreWrite gone = Put(w.id, 0, std::nullopt);
   st.Apply(absl::MakeSpan(&gone, 1));
   EXPECT_TRUE(gone.status.ok());
   EXPECT_FALSE(gone.existed);
+}
+
+// Deltas in a store: kept in order on their base while the stored revision
+// is theirs, refused (FAILED_PRECONDITION) once it is not, dropped by a
+// full put and by a removal.
+void ExpectDeltaChain(store::SessionStore& st) {
+  const std::string id = "delta-chain";
+  store::StoreWrite full = Put(id, 1, "full");
+  store::StoreWrite d2 = Put(id, 2, "d2", 1);
+  store::StoreWrite d3 = Put(id, 3, "d3", 2);
+  std::vector<store::StoreWrite> batch = {full, d2, d3};
+  st.Apply(absl::MakeSpan(batch));
+  for (const store::StoreWrite& w : batch) ASSERT_TRUE(w.status.ok()) << w.status;
+  absl::StatusOr<store::StoreRead> r = st.Get(id, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->blob, "full");
+  EXPECT_EQ(r->deltas, (std::vector<std::string>{"d2", "d3"}));
+  r = st.Get(id, 3);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->unchanged) << "a delta moves the stored revision";
+
+  store::StoreWrite stale = Put(id, 4, "d4", 2);  // another server saved revision 3 on top of 2
+  st.Apply(absl::MakeSpan(&stale, 1));
+  EXPECT_EQ(stale.status.code(), absl::StatusCode::kFailedPrecondition) << stale.status;
+  store::StoreWrite orphan = Put("no-such-session", 2, "d", 1);
+  st.Apply(absl::MakeSpan(&orphan, 1));
+  EXPECT_EQ(orphan.status.code(), absl::StatusCode::kFailedPrecondition) << orphan.status;
+  r = st.Get("no-such-session", 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->found);
+
+  store::StoreWrite again = Put(id, 5, "full5");
+  st.Apply(absl::MakeSpan(&again, 1));
+  ASSERT_TRUE(again.status.ok());
+  r = st.Get(id, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->blob, "full5");
+  EXPECT_TRUE(r->deltas.empty()) << "a full put drops the deltas before it";
+
+  store::StoreWrite d6 = Put(id, 6, "d6", 5);
+  store::StoreWrite gone = Put(id, 0, std::nullopt);
+  std::vector<store::StoreWrite> last = {d6, gone};
+  st.Apply(absl::MakeSpan(last));
+  EXPECT_TRUE(last[0].status.ok() && last[1].status.ok() && last[1].existed);
+  store::StoreWrite revived = Put(id, 7, "full7");
+  st.Apply(absl::MakeSpan(&revived, 1));
+  r = st.Get(id, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->deltas.empty()) << "a removal drops the deltas too";
+}
+
+TEST(DurableTest, StoresKeepDeltasOnTheirBaseOnly) {
+  ScopedTempDir temp;
+  absl::StatusOr<std::unique_ptr<store::SessionStore>> sqlite = store::OpenSqliteStore(temp.path().string() + "/s", 60);
+  ASSERT_TRUE(sqlite.ok()) << sqlite.status();
+  ExpectDeltaChain(**sqlite);
+  RedisServer redis;
+  if (!redis.ok()) GTEST_SKIP() << "redis-server is not installed (apt-get install redis-server); SQLite checked";
+  absl::StatusOr<store::StoreSpec> spec = store::ParseStoreSpec(redis.spec(), 60);
+  ASSERT_TRUE(spec.ok());
+  absl::StatusOr<std::unique_ptr<store::SessionStore>> r = spec->connect();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectDeltaChain(**r);
+}
+
+// The engine saves a turn as a delta on the revision it saved last; when
+// another writer has moved the stored session meanwhile, the store refuses
+// it and the engine saves the session whole, and the turn's done waits
+// for that: nothing acknowledged is lost, and the restore is exact.
+TEST(DurableTest, ADeltaWhoseBaseMovedIsSavedWhole) {
+  REQUIRE_SHARED(kModel);
+  ScopedTempDir temp;
+  const std::string dir = temp.path().string() + "/store";
+  std::string id;
+  {
+    std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
+    ASSERT_NE(store, nullptr);
+    CountingStore counting(store.get());
+    TestServer s(WithStore(&counting));
+    ASSERT_TRUE(s.ok()) << s.error();
+    RawStream c(s.stub());
+    ASSERT_TRUE(c.OpenAttached(&id, SmallWindow()));
+    std::vector<v1::TurnDone> dones;
+    ASSERT_EQ(RunTurns(c, {kTurns[0]}, kTurnTokens, &dones).size(), 1u);
+    // Another writer: the same state under another revision.
+    absl::StatusOr<std::unique_ptr<store::SessionStore>> raw = store::OpenSqliteStore(dir, 3600);
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    absl::StatusOr<store::StoreRead> read = (*raw)->Get(id, 0);
+    ASSERT_TRUE(read.ok() && read->found);
+    absl::StatusOr<SessionState> state = Compose(*read);
+    ASSERT_TRUE(state.ok()) << state.status();
+    state->revision = 777;
+    store::StoreWrite moved = Put(id, 777, store::EncodeSession(*state));
+    (*raw)->Apply(absl::MakeSpan(&moved, 1));
+    ASSERT_TRUE(moved.status.ok()) << moved.status;
+    std::vector<std::string> rest(kTurns.begin() + 1, kTurns.end());
+    ASSERT_EQ(RunTurns(c, rest, kTurnTokens, &dones).size(), rest.size());
+    for (const v1::TurnDone& d : dones) EXPECT_TRUE(d.saved()) << "turn " << d.turn() << " was not saved";
+    c.Finish();
+    EXPECT_GE(counting.refused_deltas.load(), 1) << "the delta on the moved revision should have been refused";
+  }
+  std::unique_ptr<store::StorePersistence> store = OpenStore("sqlite:" + dir);
+  ASSERT_NE(store, nullptr);
+  const Resumed resumed = ResumeAndRunLast(store.get(), id);
+  ASSERT_TRUE(resumed.status.ok()) << resumed.status.error_message();
+  EXPECT_EQ(resumed.opened.restored(), v1::RESTORE_KIND_EXACT) << resumed.opened.restore_note();
+  EXPECT_EQ(resumed.ids, ReferenceLastTurn()) << "the restored session did not continue token for token";
 }
 
 TEST(DurableTest, StoresExpireEntriesAfterTheirTtl) {
