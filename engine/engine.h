@@ -224,6 +224,14 @@ class Engine {
                Clock::time_point asked);
   // The slots written since the latest save, when a delta can carry them.
   std::optional<std::vector<SlotRange>> DeltaSlots(const Session& s) const;
+  // Whether the session's deltas since its full save are past their bounds.
+  bool ChainFull(const Session& s) const;
+  // Saves a running turn's K/V written so far as a piece, once there is
+  // enough of it (SessionState::Staging).
+  void MaybeStage(Session& s);
+  // After a turn's delta: a full save when the deltas are past their
+  // bounds, which no done waits for.
+  void MaybeCompact(Session& s);
   // Delivers a turn's done (now, or once its save is confirmed).
   void FinishTurnOutput(Session& s, DoneEvent done);
   void DeliverDone(Session& s, bool saved);
@@ -241,7 +249,10 @@ class Engine {
   };
   absl::StatusOr<Restored> RestoreSession(SessionState state, const OpenRequest& request);
   // `delta`: only those slots' tokens and K/V, on top of the latest save.
-  std::shared_ptr<SessionState> Snapshot(Session& s, const std::vector<SlotRange>* delta = nullptr);
+  std::shared_ptr<SessionState> Snapshot(Session& s, const std::vector<SlotRange>* delta = nullptr,
+                                        uint64_t base_revision = 0);
+  // Hands `state` to the store, with OnSaved to follow.
+  void Store(Session& s, std::shared_ptr<SessionState> state);
   // Runs `then` on the engine thread with the store's state of `id`.
   void WithStored(const std::string& id, std::function<void(absl::StatusOr<SessionPersistence::Loaded>)> then);
   // Posts `command` to this engine if it still exists (store callbacks).

@@ -54,12 +54,14 @@ void AppendLastTurn(LastTurn* last, std::string_view text, int64_t tokens) {
 void Engine::Postprocess(const ScheduledSeq& item, absl::Span<float> logits) {
   Session& s = *item.session;
   s.consumed += item.n_tokens;
+  bool sample = true;
   if (!item.decode) {
     TurnState& t = *s.turn;
     t.fed += static_cast<size_t>(item.n_tokens);
-    if (t.fed < t.feed.size()) return;  // more prompt to prefill
+    sample = t.fed >= t.feed.size();  // else more prompt to prefill
   }
-  SampleNext(s, logits);
+  if (sample) SampleNext(s, logits);
+  MaybeStage(s);  // nothing once the turn has ended (its end saved it)
 }
 
 void Engine::SampleNext(Session& s, absl::Span<float> logits) {
@@ -121,6 +123,7 @@ void Engine::EndTurn(Session& s, FinishReason reason, const std::string& error, 
   // still saved, but no done goes out.
   if (config_.store != nullptr && !s.ephemeral) SaveSession(s);
   if (emit && s.outbox != nullptr) FinishTurnOutput(s, std::move(done));
+  MaybeCompact(s);  // after the done took this save's revision: it waits for the delta only
 }
 
 TurnUsage Engine::Usage(const Session& s) const {

@@ -43,7 +43,8 @@ std::function<void(std::function<void()>)> Engine::Poster() {
   };
 }
 
-std::shared_ptr<SessionState> Engine::Snapshot(Session& s, const std::vector<SlotRange>* delta) {
+std::shared_ptr<SessionState> Engine::Snapshot(Session& s, const std::vector<SlotRange>* delta,
+                                               uint64_t base_revision) {
   auto state = std::make_shared<SessionState>();
   state->id = s.id;
   state->client = s.client;
@@ -68,7 +69,7 @@ std::shared_ptr<SessionState> Engine::Snapshot(Session& s, const std::vector<Slo
   state->kv_slot_bytes = shape.slot_bytes;
   absl::Status exported = absl::OkStatus();
   if (delta != nullptr) {
-    state->base_revision = s.revision;
+    state->base_revision = base_revision;
     state->delta_slots = *delta;
     for (const SlotRange& r : *delta) {
       state->slot_tokens.insert(state->slot_tokens.end(), s.slot_tokens.begin() + r.first,
@@ -90,27 +91,33 @@ std::shared_ptr<SessionState> Engine::Snapshot(Session& s, const std::vector<Slo
   }
   do {
     state->revision = revisions_();
-  } while (state->revision == 0 || state->revision == s.revision);
+  } while (state->revision == 0 || state->revision == s.revision || state->revision == s.stage_tip);
   state->saved_unix_ms = UnixMillis();
   return state;
 }
 
+namespace {
+
+// Bounds on a session's deltas since its full save: their K/V bytes, in
+// caches, and their count. Past either, the next save after a turn's done
+// is a full one (MaybeCompact), so a load reads at most about this many
+// caches and deltas, and a save writes on average about 1 + 1/kChainCaches
+// times the K/V its turns made.
+constexpr int64_t kChainCaches = 4;
+constexpr int kMaxChain = 128;  // well inside store::kMaxDeltas
+// A running turn's K/V is saved as a piece once this share of the ring (and
+// at least kMinStageTokens) is unsaved.
+constexpr int64_t kStageRingShare = 4;
+constexpr int64_t kMinStageTokens = 16;
+
+}  // namespace
+
 std::optional<std::vector<SlotRange>> Engine::DeltaSlots(const Session& s) const {
-  // A session's deltas since its full save may hold up to two full caches'
-  // K/V bytes, and up to this many deltas; then the next save is full
-  // again. So a save writes on average at most 1.5 times the K/V its turns
-  // made, and a load reads at most three caches.
-  constexpr int kMaxChain = 64;
-  constexpr int64_t kChainCaches = 2;
   const CacheGeometry& g = s.geometry;
   const int64_t from = s.chain_consumed, to = s.consumed;
-  if (from < 0 || s.revision == 0 || to < from || to - from >= g.ring || s.chain_deltas >= kMaxChain) {
+  if (from < 0 || s.revision == 0 || to < from || to - from >= g.ring || s.chain_deltas >= kMaxChain + 64) {
     return std::nullopt;
   }
-  const Backend::KvShape shape = backend_->ExportShape();
-  const int64_t slot_bytes = shape.rows * shape.slot_bytes;
-  const int64_t full_bytes = std::min<int64_t>(to, g.Slots()) * slot_bytes;
-  if (s.chain_bytes + (to - from) * slot_bytes > kChainCaches * full_bytes) return std::nullopt;
   std::vector<SlotRange> ranges;
   // Tokens [from, to) went to the sinks they reached, then to the ring,
   // which they cross at most once (fewer than `ring` of them).
@@ -128,10 +135,15 @@ std::optional<std::vector<SlotRange>> Engine::DeltaSlots(const Session& s) const
   return ranges;
 }
 
-void Engine::SaveSession(Session& s) {
-  const std::optional<std::vector<SlotRange>> delta = DeltaSlots(s);
-  std::shared_ptr<SessionState> state = Snapshot(s, delta ? &*delta : nullptr);
+bool Engine::ChainFull(const Session& s) const {
+  const Backend::KvShape shape = backend_->ExportShape();
+  const int64_t full_bytes = std::min<int64_t>(s.consumed, s.geometry.Slots()) * shape.rows * shape.slot_bytes;
+  return s.chain_deltas >= kMaxChain || s.chain_bytes > kChainCaches * full_bytes;
+}
+
+void Engine::Store(Session& s, std::shared_ptr<SessionState> state) {
   const bool is_delta = state->base_revision != 0;
+  const uint64_t revision = state->revision;
   if (is_delta) {
     s.chain_bytes += static_cast<int64_t>(state->kv.size());
     ++s.chain_deltas;
@@ -141,14 +153,60 @@ void Engine::SaveSession(Session& s) {
   }
   // A full save without its cache cannot carry deltas.
   s.chain_consumed = is_delta || state->fingerprint == fingerprint_ ? s.consumed : -1;
-  s.revision = state->revision;
+  if (state->staging.piece) {
+    s.stage_tip = revision;
+    ++s.stage_pieces;
+  } else {
+    s.revision = revision;
+    s.stage = 0;
+    s.stage_pieces = 0;
+    s.stage_tip = 0;
+  }
   ++s.saves_in_flight;
-  config_.store->Save(std::move(state), [this, post = Poster(), id = s.id, revision = s.revision, is_delta,
+  config_.store->Save(std::move(state), [this, post = Poster(), id = s.id, revision, is_delta,
                                          asked = Clock::now()](absl::Status status) {
     // `this` is alive whenever `post` runs the command (the engine cuts the
     // mailbox off before it stops).
     post([this, id, revision, is_delta, asked, status] { OnSaved(id, revision, is_delta, status, asked); });
   });
+}
+
+void Engine::SaveSession(Session& s) {
+  const std::optional<std::vector<SlotRange>> delta = DeltaSlots(s);
+  std::shared_ptr<SessionState> state =
+      Snapshot(s, delta ? &*delta : nullptr, s.stage_pieces > 0 ? s.stage_tip : s.revision);
+  state->staging.stage = s.stage;
+  if (state->base_revision != 0) {
+    state->staging.pieces = s.stage_pieces;
+    state->staging.stored_revision = s.revision;
+  }
+  Store(s, std::move(state));
+}
+
+void Engine::MaybeStage(Session& s) {
+  if (config_.store == nullptr || s.ephemeral || s.revision == 0 || s.chain_consumed < 0 || s.turn == nullptr ||
+      ChainFull(s)) {
+    return;
+  }
+  if (s.consumed - s.chain_consumed < std::max(kMinStageTokens, s.geometry.ring / kStageRingShare)) return;
+  const std::optional<std::vector<SlotRange>> delta = DeltaSlots(s);
+  if (!delta) return;
+  std::shared_ptr<SessionState> state = Snapshot(s, &*delta, s.stage_pieces > 0 ? s.stage_tip : s.revision);
+  if (state->base_revision == 0) {  // the cache did not export: the turn's end saves it whole
+    s.chain_consumed = -1;
+    return;
+  }
+  while (s.stage == 0) s.stage = revisions_();
+  state->staging.stage = s.stage;
+  state->staging.piece = true;
+  Store(s, std::move(state));
+}
+
+void Engine::MaybeCompact(Session& s) {
+  if (config_.store == nullptr || s.ephemeral || s.revision == 0 || !ChainFull(s)) return;
+  std::shared_ptr<SessionState> state = Snapshot(s);
+  state->staging.stage = s.stage;
+  Store(s, std::move(state));
 }
 
 void Engine::OnSaved(const std::string& id, uint64_t revision, bool delta, const absl::Status& status,

@@ -91,6 +91,11 @@ struct Session {
   int64_t chain_consumed = -1;
   int64_t chain_bytes = 0;
   int chain_deltas = 0;
+  // The running turn's pieces (SessionState::Staging): their stage, how
+  // many, and the revision of the latest, which the next delta chains on.
+  uint64_t stage = 0;
+  int32_t stage_pieces = 0;
+  uint64_t stage_tip = 0;
 
   // The stream attached to this session, or null while detached.
   std::shared_ptr<Outbox> outbox;

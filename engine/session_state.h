@@ -70,6 +70,21 @@ struct SessionState {
   // load applies it (store::ApplyDelta).
   uint64_t base_revision = 0;
   std::vector<SlotRange> delta_slots;
+
+  // How the store files a delta; not part of the blob. While a turn runs,
+  // the engine saves its K/V in pieces (deltas, each on the one before),
+  // which the store keeps aside under `stage` and no load sees; the delta
+  // at the turn's end commits them in one step, checking that the stored
+  // revision is still `stored_revision` and that all `pieces` are there.
+  // So a crash mid-turn leaves the session as of its last turn, and the
+  // turn's end writes only the tokens since the last piece.
+  struct Staging {
+    uint64_t stage = 0;  // nonzero: the turn's pieces (a full save drops them)
+    bool piece = false;
+    int32_t pieces = 0;
+    uint64_t stored_revision = 0;
+  };
+  Staging staging;
 };
 
 // The tokens a replay feeds to rebuild the cache of `state` when its K/V

@@ -2,10 +2,12 @@
 // sinkserve:session:<id> with fields `rev` (decimal) and `blob` (the full
 // blob), and a list sinkserve:deltas:<id> of the deltas saved after it,
 // both expiring ttl_seconds after the last save, so a revision check reads
-// a few bytes. A full put is MULTI / HSET / DEL deltas / PEXPIRE / EXEC; a
-// delta is one script that appends it only while `rev` is its base (another
-// replica may have saved the session meanwhile). A batch of writes is one
-// pipeline. A broken connection is reopened on the next call.
+// a few bytes. A turn's pieces wait in sinkserve:staged:<stage>:<id>. A
+// full put is MULTI / HSET / DEL deltas / PEXPIRE / EXEC; a delta is one
+// script that moves the turn's pieces (LMOVE, no copy) and appends it, only
+// while `rev` is its base (another replica may have saved the session
+// meanwhile). A batch of writes is one pipeline. A broken connection is
+// reopened on the next call.
 #include <hiredis/hiredis.h>
 
 #include <chrono>
@@ -53,24 +55,31 @@ class RedisStore final : public SessionStore {
     // One pipeline: every command goes out, then every reply comes back.
     std::vector<int> replies_of;
     for (const StoreWrite& w : writes) {
-      const std::string key = Key(w.id), deltas = DeltasKey(w.id);
+      const std::string key = Key(w.id), deltas = DeltasKey(w.id), staged = StagedKey(w.id, w.stage);
       const std::string rev = absl::StrCat(w.revision), ttl = absl::StrCat(ttl_ms_);
       if (!w.blob) {
         redisAppendCommand(ctx_, "DEL %b %b", key.data(), key.size(), deltas.data(), deltas.size());
         replies_of.push_back(1);
+      } else if (w.piece) {
+        redisAppendCommand(ctx_, "MULTI");
+        redisAppendCommand(ctx_, "RPUSH %b %b", staged.data(), staged.size(), w.blob->data(), w.blob->size());
+        redisAppendCommand(ctx_, "PEXPIRE %b %b", staged.data(), staged.size(), ttl.data(), ttl.size());
+        redisAppendCommand(ctx_, "EXEC");
+        replies_of.push_back(4);
       } else if (w.base_revision == 0) {
         redisAppendCommand(ctx_, "MULTI");
         redisAppendCommand(ctx_, "HSET %b rev %b blob %b", key.data(), key.size(), rev.data(), rev.size(),
                            w.blob->data(), w.blob->size());
-        redisAppendCommand(ctx_, "DEL %b", deltas.data(), deltas.size());
+        redisAppendCommand(ctx_, "DEL %b %b", deltas.data(), deltas.size(), staged.data(), staged.size());
         redisAppendCommand(ctx_, "PEXPIRE %b %b", key.data(), key.size(), ttl.data(), ttl.size());
         redisAppendCommand(ctx_, "EXEC");
         replies_of.push_back(5);
       } else {
-        const std::string base = absl::StrCat(w.base_revision);
-        redisAppendCommand(ctx_, "EVAL %s 2 %b %b %b %b %b %b", kAppendDelta, key.data(), key.size(), deltas.data(),
-                           deltas.size(), base.data(), base.size(), rev.data(), rev.size(), w.blob->data(),
-                           w.blob->size(), ttl.data(), ttl.size());
+        const std::string base = absl::StrCat(w.base_revision), pieces = absl::StrCat(w.pieces);
+        redisAppendCommand(ctx_, "EVAL %s 3 %b %b %b %b %b %b %b %b", kAppendDelta, key.data(), key.size(),
+                           deltas.data(), deltas.size(), staged.data(), staged.size(), base.data(), base.size(),
+                           rev.data(), rev.size(), w.blob->data(), w.blob->size(), ttl.data(), ttl.size(),
+                           pieces.data(), pieces.size());
         replies_of.push_back(1);
       }
     }
@@ -94,14 +103,18 @@ class RedisStore final : public SessionStore {
       if (!w.blob) {
         w.status = last->type == REDIS_REPLY_INTEGER ? absl::OkStatus() : Failed("deleting", w.id, last);
         w.existed = last->type == REDIS_REPLY_INTEGER && last->integer > 0;
+      } else if (w.piece) {
+        w.status = last->type == REDIS_REPLY_ARRAY && last->elements == 2 ? absl::OkStatus()
+                                                                          : Failed("writing a piece of", w.id, last);
       } else if (w.base_revision == 0) {
         w.status = last->type == REDIS_REPLY_ARRAY && last->elements == 3 ? absl::OkStatus() : Failed("writing", w.id, last);
       } else if (last->type != REDIS_REPLY_INTEGER) {
         w.status = Failed("writing a delta of", w.id, last);
       } else if (last->integer != 1) {
         w.status = absl::FailedPreconditionError(absl::StrFormat(
-            "session store (Redis): session %s is no longer at revision %d; its delta needs a full save",
-            w.id.substr(0, 200), w.base_revision));
+            "session store (Redis): session %s is no longer at revision %d, or its turn's %d pieces are not all "
+            "there; its delta needs a full save",
+            w.id.substr(0, 200), w.base_revision, w.pieces));
       }
     }
   }
@@ -152,10 +165,14 @@ class RedisStore final : public SessionStore {
   }
 
  private:
-  // Appends a delta (ARGV[3]) while the session is at revision ARGV[1]:
-  // 1 when it did, 0 when the session moved on or is gone.
+  // While the session is at revision ARGV[1] and its turn's staged list
+  // KEYS[3] holds ARGV[5] pieces: moves them onto the deltas, appends the
+  // delta ARGV[3], sets revision ARGV[2]; 1 when it did, 0 otherwise.
   static constexpr const char* kAppendDelta =
       "if redis.call('HGET', KEYS[1], 'rev') ~= ARGV[1] then return 0 end "
+      "local n = tonumber(ARGV[5]) "
+      "if n > 0 and redis.call('LLEN', KEYS[3]) ~= n then return 0 end "
+      "for i = 1, n do redis.call('LMOVE', KEYS[3], KEYS[2], 'LEFT', 'RIGHT') end "
       "redis.call('RPUSH', KEYS[2], ARGV[3]) "
       "redis.call('HSET', KEYS[1], 'rev', ARGV[2]) "
       "redis.call('PEXPIRE', KEYS[1], ARGV[4]) "
@@ -164,6 +181,9 @@ class RedisStore final : public SessionStore {
 
   static std::string Key(const std::string& id) { return absl::StrCat("sinkserve:session:", id); }
   static std::string DeltasKey(const std::string& id) { return absl::StrCat("sinkserve:deltas:", id); }
+  static std::string StagedKey(const std::string& id, uint64_t stage) {
+    return absl::StrCat("sinkserve:staged:", stage, ":", id);
+  }
   static absl::Status Failed(const char* what, const std::string& id, const redisReply* r) {
     return absl::UnavailableError(
         absl::StrFormat("session store (Redis): %s session %s failed: %s", what, id.substr(0, 200), ReplyText(r)));

@@ -32,6 +32,14 @@ struct StoreWrite {
   uint64_t revision = 0;
   std::optional<std::string> blob;  // nullopt: remove
   uint64_t base_revision = 0;       // nonzero: `blob` is a delta on that revision
+  // A piece (blob, no base_revision, stage): kept aside under `stage`, seen
+  // by no load. A delta with `pieces` > 0 first makes that many pieces of
+  // `stage` part of the session, in order (FAILED_PRECONDITION when they
+  // are not all there), and drops any other stage's. A full put drops the
+  // pieces of `stage`.
+  uint64_t stage = 0;
+  bool piece = false;
+  int32_t pieces = 0;
   absl::Status status;              // set by Apply
   bool existed = false;             // a removal found the id
 };

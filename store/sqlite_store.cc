@@ -1,6 +1,7 @@
 // The embedded session store: one SQLite database in a data directory, one
 // row per session with its full blob, and a row per delta saved after it
-// (table deltas, in rowid order). WAL journal, synchronous=FULL: a commit is on disk when
+// (table deltas, in rowid order; stage 0, or the stage of a piece not yet
+// committed). WAL journal, synchronous=FULL: a commit is on disk when
 // Apply returns, so a done the client saw survives a crash of the process
 // or the machine. A batch of writes is one transaction (group commit).
 #include <sqlite3.h>
@@ -26,8 +27,8 @@ class SqliteStore final : public SessionStore {
  public:
   SqliteStore(sqlite3* db, double ttl_seconds) : db_(db), ttl_ms_(static_cast<int64_t>(ttl_seconds * 1000)) {}
   ~SqliteStore() override {
-    for (sqlite3_stmt* s : {put_, remove_, bump_, add_delta_, clear_deltas_, get_revision_, get_blob_, get_deltas_,
-                            sweep_, sweep_deltas_}) {
+    for (sqlite3_stmt* s : {put_, remove_, bump_, add_delta_, commit_pieces_, drop_pieces_, clear_deltas_,
+                            get_revision_, get_blob_, get_deltas_, sweep_, sweep_deltas_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close(db_);
@@ -40,7 +41,7 @@ class SqliteStore final : public SessionStore {
         "CREATE TABLE IF NOT EXISTS sessions ("
         "  id TEXT PRIMARY KEY, revision INTEGER NOT NULL, expires_ms INTEGER NOT NULL, blob BLOB NOT NULL);"
         "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_ms);"
-        "CREATE TABLE IF NOT EXISTS deltas (id TEXT NOT NULL, blob BLOB NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS deltas (id TEXT NOT NULL, blob BLOB NOT NULL, stage INTEGER NOT NULL DEFAULT 0);"
         "CREATE INDEX IF NOT EXISTS deltas_id ON deltas (id);";
     if (sqlite3_exec(db_, schema, nullptr, nullptr, nullptr) != SQLITE_OK) return Error("setting up the database");
     struct {
@@ -50,11 +51,13 @@ class SqliteStore final : public SessionStore {
         {&put_, "INSERT OR REPLACE INTO sessions (id, revision, expires_ms, blob) VALUES (?1, ?2, ?3, ?4)"},
         {&remove_, "DELETE FROM sessions WHERE id = ?1"},
         {&bump_, "UPDATE sessions SET revision = ?2, expires_ms = ?3 WHERE id = ?1 AND revision = ?4 AND expires_ms > ?5"},
-        {&add_delta_, "INSERT INTO deltas (id, blob) VALUES (?1, ?2)"},
+        {&add_delta_, "INSERT INTO deltas (id, blob, stage) VALUES (?1, ?2, ?3)"},
+        {&commit_pieces_, "UPDATE deltas SET stage = 0 WHERE id = ?1 AND stage = ?2"},
+        {&drop_pieces_, "DELETE FROM deltas WHERE id = ?1 AND stage != 0"},
         {&clear_deltas_, "DELETE FROM deltas WHERE id = ?1"},
         {&get_revision_, "SELECT revision FROM sessions WHERE id = ?1 AND expires_ms > ?2"},
         {&get_blob_, "SELECT blob FROM sessions WHERE id = ?1 AND expires_ms > ?2"},
-        {&get_deltas_, "SELECT blob FROM deltas WHERE id = ?1 ORDER BY rowid LIMIT ?2"},
+        {&get_deltas_, "SELECT blob FROM deltas WHERE id = ?1 AND stage = 0 ORDER BY rowid LIMIT ?2"},
         {&sweep_, "DELETE FROM sessions WHERE expires_ms <= ?1"},
         {&sweep_deltas_, "DELETE FROM deltas WHERE id NOT IN (SELECT id FROM sessions)"},
     };
@@ -153,6 +156,16 @@ class SqliteStore final : public SessionStore {
       if (Run(clear_deltas_, w.id) != SQLITE_DONE) return Error("deleting a session's deltas");
       return absl::OkStatus();
     }
+    auto add = [&](uint64_t stage) {
+      return Run(add_delta_, w.id, [&](sqlite3_stmt* stmt) {
+        sqlite3_bind_blob64(stmt, 2, w.blob->data(), w.blob->size(), SQLITE_STATIC);
+        sqlite3_bind_int64(stmt, 3, static_cast<int64_t>(stage));
+      });
+    };
+    if (w.piece) {
+      if (add(w.stage) != SQLITE_DONE) return Error("writing a piece of a session's turn");
+      return absl::OkStatus();
+    }
     if (w.base_revision == 0) {
       const int rc = Run(put_, w.id, [&](sqlite3_stmt* stmt) {
         sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(w.revision));
@@ -175,10 +188,19 @@ class SqliteStore final : public SessionStore {
           "session store (SQLite): session %s is no longer at revision %d; its delta needs a full save",
           w.id.substr(0, 200), w.base_revision));
     }
-    const int added = Run(add_delta_, w.id, [&](sqlite3_stmt* stmt) {
-      sqlite3_bind_blob64(stmt, 2, w.blob->data(), w.blob->size(), SQLITE_STATIC);
-    });
-    if (added != SQLITE_DONE) return Error("writing a session's delta");
+    if (w.pieces > 0) {
+      const int committed = Run(commit_pieces_, w.id, [&](sqlite3_stmt* stmt) {
+        sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(w.stage));
+      });
+      if (committed != SQLITE_DONE) return Error("committing a turn's pieces");
+      if (sqlite3_changes(db_) != w.pieces) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "session store (SQLite): session %s has %d of its turn's %d pieces; its delta needs a full save",
+            w.id.substr(0, 200), sqlite3_changes(db_), w.pieces));
+      }
+    }
+    if (Run(drop_pieces_, w.id) != SQLITE_DONE) return Error("dropping a session's stale pieces");
+    if (add(0) != SQLITE_DONE) return Error("writing a session's delta");
     return absl::OkStatus();
   }
 
@@ -197,6 +219,8 @@ class SqliteStore final : public SessionStore {
   sqlite3_stmt* remove_ = nullptr;
   sqlite3_stmt* bump_ = nullptr;
   sqlite3_stmt* add_delta_ = nullptr;
+  sqlite3_stmt* commit_pieces_ = nullptr;
+  sqlite3_stmt* drop_pieces_ = nullptr;
   sqlite3_stmt* clear_deltas_ = nullptr;
   sqlite3_stmt* get_revision_ = nullptr;
   sqlite3_stmt* get_blob_ = nullptr;

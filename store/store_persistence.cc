@@ -136,7 +136,15 @@ void StorePersistence::WriterLoop() {
         ops[i].id = batch[i].id;
         if (batch[i].state) {
           ops[i].revision = batch[i].state->revision;
-          ops[i].base_revision = batch[i].state->base_revision;
+          const SessionState::Staging& staging = batch[i].state->staging;
+          ops[i].stage = staging.stage;
+          ops[i].piece = staging.piece;
+          ops[i].pieces = staging.pieces;
+          // A delta that commits pieces is checked against the revision the
+          // store holds, not the last piece it chains on.
+          ops[i].base_revision = staging.piece        ? 0
+                                 : staging.pieces > 0 ? staging.stored_revision
+                                                      : batch[i].state->base_revision;
           ops[i].blob = EncodeSession(*batch[i].state);
         }
       }

@@ -247,14 +247,14 @@ std::unique_ptr<store::StorePersistence> OpenStore(const std::string& spec) {
   return opened.ok() ? *std::move(opened) : nullptr;
 }
 
-// A store that counts the saves going through it: full ones, deltas, and
-// deltas the store refused.
+// A store that counts the saves going through it: full ones, deltas at
+// turns' ends, pieces of running turns, and deltas the store refused.
 class CountingStore final : public SessionPersistence {
  public:
   explicit CountingStore(SessionPersistence* inner) : inner_(inner) {}
   void Save(std::shared_ptr<const SessionState> state, std::function<void(absl::Status)> done) override {
     const bool delta = state->base_revision != 0;
-    (delta ? deltas : fulls).fetch_add(1);
+    (state->staging.piece ? pieces : delta ? deltas : fulls).fetch_add(1);
     inner_->Save(std::move(state), [this, delta, done = std::move(done)](absl::Status status) {
       if (delta && !status.ok()) refused_deltas.fetch_add(1);
       done(status);
@@ -269,7 +269,7 @@ class CountingStore final : public SessionPersistence {
   bool shared() const override { return inner_->shared(); }
   double ttl_seconds() const override { return inner_->ttl_seconds(); }
 
-  std::atomic<int> fulls{0}, deltas{0}, refused_deltas{0};
+  std::atomic<int> fulls{0}, deltas{0}, pieces{0}, refused_deltas{0};
 
  private:
   SessionPersistence* inner_;
@@ -417,9 +417,10 @@ void ExpectExactRestore(const std::string& spec) {
     CountingStore counting(store.get());
     id = SaveConversation(&counting);
     // Turns of ~105 tokens on a 4 + 60 cache (ring 123): the store holds a
-    // full blob and deltas on it, which the restore below applies.
-    EXPECT_GE(counting.deltas.load(), 3) << "the turns should have been saved as deltas";
-    EXPECT_GE(counting.fulls.load(), 2) << "the deltas should have been compacted into a full blob";
+    // full blob and deltas on it (pieces of each turn, committed by its
+    // end), which the restore below applies.
+    EXPECT_GE(counting.deltas.load(), 5) << "the turns should have been saved as deltas";
+    EXPECT_GE(counting.pieces.load(), 5) << "the running turns should have been saved in pieces";
     EXPECT_EQ(counting.refused_deltas.load(), 0);
   }
   // A new server process in all but name: new store connections, new
@@ -656,12 +657,58 @@ void ExpectDeltaChain(store::SessionStore& st) {
   EXPECT_EQ(r->blob, "full5");
   EXPECT_TRUE(r->deltas.empty()) << "a full put drops the deltas before it";
 
-  store::StoreWrite d6 = Put(id, 6, "d6", 5);
+  // A turn's pieces: no load sees them until the delta at its end commits
+  // them, all of them or nothing.
+  auto piece = [&](uint64_t stage, std::string blob) {
+    store::StoreWrite w = Put(id, 0, std::move(blob));
+    w.stage = stage;
+    w.piece = true;
+    return w;
+  };
+  std::vector<store::StoreWrite> pieces = {piece(8, "stale"), piece(9, "p1"), piece(9, "p2")};
+  st.Apply(absl::MakeSpan(pieces));
+  for (const store::StoreWrite& w : pieces) ASSERT_TRUE(w.status.ok()) << w.status;
+  r = st.Get(id, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->deltas.empty()) << "a load saw a piece of a turn that has not ended";
+  store::StoreWrite short_commit = Put(id, 6, "end", 5);
+  short_commit.stage = 9;
+  short_commit.pieces = 3;  // only two are there
+  st.Apply(absl::MakeSpan(&short_commit, 1));
+  EXPECT_EQ(short_commit.status.code(), absl::StatusCode::kFailedPrecondition) << short_commit.status;
+  store::StoreWrite commit = Put(id, 6, "end", 5);
+  commit.stage = 9;
+  commit.pieces = 2;
+  st.Apply(absl::MakeSpan(&commit, 1));
+  ASSERT_TRUE(commit.status.ok()) << commit.status;
+  r = st.Get(id, 6);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->unchanged);
+  r = st.Get(id, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->deltas, (std::vector<std::string>{"p1", "p2", "end"})) << "pieces commit in order, stale ones do not";
+  // A full put drops its turn's pieces.
+  store::StoreWrite p3 = piece(10, "p3");
+  store::StoreWrite whole = Put(id, 7, "full7");
+  whole.stage = 10;
+  store::StoreWrite late = Put(id, 8, "late", 7);
+  late.stage = 10;
+  late.pieces = 1;
+  std::vector<store::StoreWrite> dropped = {p3, whole, late};
+  st.Apply(absl::MakeSpan(dropped));
+  EXPECT_TRUE(dropped[0].status.ok() && dropped[1].status.ok());
+  EXPECT_EQ(dropped[2].status.code(), absl::StatusCode::kFailedPrecondition) << dropped[2].status;
+  r = st.Get(id, 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->blob, "full7");
+  EXPECT_TRUE(r->deltas.empty());
+
+  store::StoreWrite d6 = Put(id, 8, "d8", 7);
   store::StoreWrite gone = Put(id, 0, std::nullopt);
   std::vector<store::StoreWrite> last = {d6, gone};
   st.Apply(absl::MakeSpan(last));
   EXPECT_TRUE(last[0].status.ok() && last[1].status.ok() && last[1].existed);
-  store::StoreWrite revived = Put(id, 7, "full7");
+  store::StoreWrite revived = Put(id, 9, "full9");
   st.Apply(absl::MakeSpan(&revived, 1));
   r = st.Get(id, 0);
   ASSERT_TRUE(r.ok());
