@@ -27,8 +27,9 @@ class SqliteStore final : public SessionStore {
  public:
   SqliteStore(sqlite3* db, double ttl_seconds) : db_(db), ttl_ms_(static_cast<int64_t>(ttl_seconds * 1000)) {}
   ~SqliteStore() override {
-    for (sqlite3_stmt* s : {put_, remove_, bump_, add_delta_, commit_pieces_, drop_pieces_, clear_deltas_,
-                            get_revision_, get_blob_, get_deltas_, sweep_, sweep_deltas_}) {
+    for (sqlite3_stmt* s : {put_, remove_, bump_, add_delta_, commit_pieces_, count_pieces_, drop_pieces_,
+                            clear_deltas_, clear_stages_, get_revision_, get_blob_, get_deltas_, sweep_,
+                            sweep_deltas_, sweep_stages_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close(db_);
@@ -36,13 +37,23 @@ class SqliteStore final : public SessionStore {
 
   absl::Status Prepare() {
     const char* schema =
+        "PRAGMA page_size=65536;"
         "PRAGMA journal_mode=WAL;"
+        "PRAGMA secure_delete=FAST;"
+        "PRAGMA temp_store=MEMORY;"
+        "PRAGMA cache_size=-16384;"
         "PRAGMA synchronous=FULL;"
         "CREATE TABLE IF NOT EXISTS sessions ("
         "  id TEXT PRIMARY KEY, revision INTEGER NOT NULL, expires_ms INTEGER NOT NULL, blob BLOB NOT NULL);"
         "CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_ms);"
-        "CREATE TABLE IF NOT EXISTS deltas (id TEXT NOT NULL, blob BLOB NOT NULL, stage INTEGER NOT NULL DEFAULT 0);"
-        "CREATE INDEX IF NOT EXISTS deltas_id ON deltas (id);";
+        // The blob goes last: reading a column after it would walk its
+        // overflow pages.
+        "CREATE TABLE IF NOT EXISTS deltas (id TEXT NOT NULL, stage INTEGER NOT NULL, blob BLOB NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS deltas_id ON deltas (id, stage);"
+        // The stages whose pieces a turn's end committed (the pieces keep
+        // their stage: no row with a blob is rewritten).
+        "CREATE TABLE IF NOT EXISTS stages (id TEXT NOT NULL, stage INTEGER NOT NULL, PRIMARY KEY (id, stage))"
+        "  WITHOUT ROWID;";
     if (sqlite3_exec(db_, schema, nullptr, nullptr, nullptr) != SQLITE_OK) return Error("setting up the database");
     struct {
       sqlite3_stmt** stmt;
@@ -51,15 +62,21 @@ class SqliteStore final : public SessionStore {
         {&put_, "INSERT OR REPLACE INTO sessions (id, revision, expires_ms, blob) VALUES (?1, ?2, ?3, ?4)"},
         {&remove_, "DELETE FROM sessions WHERE id = ?1"},
         {&bump_, "UPDATE sessions SET revision = ?2, expires_ms = ?3 WHERE id = ?1 AND revision = ?4 AND expires_ms > ?5"},
-        {&add_delta_, "INSERT INTO deltas (id, blob, stage) VALUES (?1, ?2, ?3)"},
-        {&commit_pieces_, "UPDATE deltas SET stage = 0 WHERE id = ?1 AND stage = ?2"},
-        {&drop_pieces_, "DELETE FROM deltas WHERE id = ?1 AND stage != 0"},
+        {&add_delta_, "INSERT INTO deltas (id, stage, blob) VALUES (?1, ?3, ?2)"},
+        {&commit_pieces_, "INSERT OR IGNORE INTO stages (id, stage) VALUES (?1, ?2)"},
+        {&count_pieces_, "SELECT COUNT(*) FROM deltas WHERE id = ?1 AND stage = ?2"},
+        {&drop_pieces_,
+         "DELETE FROM deltas WHERE id = ?1 AND stage != 0 AND stage NOT IN (SELECT stage FROM stages WHERE id = ?1)"},
         {&clear_deltas_, "DELETE FROM deltas WHERE id = ?1"},
+        {&clear_stages_, "DELETE FROM stages WHERE id = ?1"},
         {&get_revision_, "SELECT revision FROM sessions WHERE id = ?1 AND expires_ms > ?2"},
         {&get_blob_, "SELECT blob FROM sessions WHERE id = ?1 AND expires_ms > ?2"},
-        {&get_deltas_, "SELECT blob FROM deltas WHERE id = ?1 AND stage = 0 ORDER BY rowid LIMIT ?2"},
+        {&get_deltas_,
+         "SELECT blob FROM deltas WHERE id = ?1 AND (stage = 0 OR stage IN (SELECT stage FROM stages WHERE id = ?1)) "
+         "ORDER BY rowid LIMIT ?2"},
         {&sweep_, "DELETE FROM sessions WHERE expires_ms <= ?1"},
         {&sweep_deltas_, "DELETE FROM deltas WHERE id NOT IN (SELECT id FROM sessions)"},
+        {&sweep_stages_, "DELETE FROM stages WHERE id NOT IN (SELECT id FROM sessions)"},
     };
     for (const auto& s : statements) {
       if (sqlite3_prepare_v2(db_, s.sql, -1, s.stmt, nullptr) != SQLITE_OK) return Error("preparing a statement");
@@ -89,8 +106,10 @@ class SqliteStore final : public SessionStore {
     sqlite3_bind_int64(sweep_, 1, NowMs());
     sqlite3_step(sweep_);
     sqlite3_reset(sweep_);
-    sqlite3_step(sweep_deltas_);
-    sqlite3_reset(sweep_deltas_);
+    for (sqlite3_stmt* stmt : {sweep_deltas_, sweep_stages_}) {
+      sqlite3_step(stmt);
+      sqlite3_reset(stmt);
+    }
   }
 
  private:
@@ -124,6 +143,16 @@ class SqliteStore final : public SessionStore {
     return read;
   }
 
+  // The one integer `stmt` (id in ?1, `second` in ?2) selects; -1 for no row.
+  absl::StatusOr<int64_t> Count(sqlite3_stmt* stmt, const std::string& id, int64_t second) {
+    Bind(stmt, id, second);
+    const int rc = sqlite3_step(stmt);
+    const int64_t value = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("reading a session's state");
+    return value;
+  }
+
   static std::string Column(sqlite3_stmt* stmt) {
     const void* data = sqlite3_column_blob(stmt, 0);
     const int bytes = sqlite3_column_bytes(stmt, 0);
@@ -140,20 +169,17 @@ class SqliteStore final : public SessionStore {
     return rc;
   }
 
-  // One write, whole or not at all (a savepoint inside the batch).
+  // One write. Its preconditions are read before anything changes: no
+  // savepoints, which would copy every page the write touches into a
+  // statement journal first.
   absl::Status Write(StoreWrite& w) {
-    sqlite3_exec(db_, "SAVEPOINT w", nullptr, nullptr, nullptr);
-    absl::Status status = WriteSteps(w);
-    sqlite3_exec(db_, status.ok() ? "RELEASE w" : "ROLLBACK TO w; RELEASE w", nullptr, nullptr, nullptr);
-    return status;
-  }
-
-  absl::Status WriteSteps(StoreWrite& w) {
     const int64_t now = NowMs();
     if (!w.blob) {
       if (Run(remove_, w.id) != SQLITE_DONE) return Error("deleting a session");
       w.existed = sqlite3_changes(db_) > 0;
-      if (Run(clear_deltas_, w.id) != SQLITE_DONE) return Error("deleting a session's deltas");
+      if (Run(clear_deltas_, w.id) != SQLITE_DONE || Run(clear_stages_, w.id) != SQLITE_DONE) {
+        return Error("deleting a session's deltas");
+      }
       return absl::OkStatus();
     }
     auto add = [&](uint64_t stage) {
@@ -173,8 +199,26 @@ class SqliteStore final : public SessionStore {
         sqlite3_bind_blob64(stmt, 4, w.blob->data(), w.blob->size(), SQLITE_STATIC);
       });
       if (rc != SQLITE_DONE) return Error("writing a session");
-      if (Run(clear_deltas_, w.id) != SQLITE_DONE) return Error("dropping a session's deltas");
+      if (Run(clear_deltas_, w.id) != SQLITE_DONE || Run(clear_stages_, w.id) != SQLITE_DONE) {
+        return Error("dropping a session's deltas");
+      }
       return absl::OkStatus();
+    }
+    absl::StatusOr<int64_t> stored = Count(get_revision_, w.id, now);
+    if (!stored.ok()) return stored.status();
+    if (*stored != static_cast<int64_t>(w.base_revision)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "session store (SQLite): session %s is no longer at revision %d; its delta needs a full save",
+          w.id.substr(0, 200), w.base_revision));
+    }
+    if (w.pieces > 0) {
+      absl::StatusOr<int64_t> pieces = Count(count_pieces_, w.id, static_cast<int64_t>(w.stage));
+      if (!pieces.ok()) return pieces.status();
+      if (*pieces != w.pieces) {
+        return absl::FailedPreconditionError(absl::StrFormat(
+            "session store (SQLite): session %s has %d of its turn's %d pieces; its delta needs a full save",
+            w.id.substr(0, 200), *pieces, w.pieces));
+      }
     }
     const int rc = Run(bump_, w.id, [&](sqlite3_stmt* stmt) {
       sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(w.revision));
@@ -183,21 +227,11 @@ class SqliteStore final : public SessionStore {
       sqlite3_bind_int64(stmt, 5, now);
     });
     if (rc != SQLITE_DONE) return Error("writing a session's revision");
-    if (sqlite3_changes(db_) == 0) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "session store (SQLite): session %s is no longer at revision %d; its delta needs a full save",
-          w.id.substr(0, 200), w.base_revision));
-    }
     if (w.pieces > 0) {
       const int committed = Run(commit_pieces_, w.id, [&](sqlite3_stmt* stmt) {
         sqlite3_bind_int64(stmt, 2, static_cast<int64_t>(w.stage));
       });
       if (committed != SQLITE_DONE) return Error("committing a turn's pieces");
-      if (sqlite3_changes(db_) != w.pieces) {
-        return absl::FailedPreconditionError(absl::StrFormat(
-            "session store (SQLite): session %s has %d of its turn's %d pieces; its delta needs a full save",
-            w.id.substr(0, 200), sqlite3_changes(db_), w.pieces));
-      }
     }
     if (Run(drop_pieces_, w.id) != SQLITE_DONE) return Error("dropping a session's stale pieces");
     if (add(0) != SQLITE_DONE) return Error("writing a session's delta");
@@ -220,8 +254,11 @@ class SqliteStore final : public SessionStore {
   sqlite3_stmt* bump_ = nullptr;
   sqlite3_stmt* add_delta_ = nullptr;
   sqlite3_stmt* commit_pieces_ = nullptr;
+  sqlite3_stmt* count_pieces_ = nullptr;
   sqlite3_stmt* drop_pieces_ = nullptr;
   sqlite3_stmt* clear_deltas_ = nullptr;
+  sqlite3_stmt* clear_stages_ = nullptr;
+  sqlite3_stmt* sweep_stages_ = nullptr;
   sqlite3_stmt* get_revision_ = nullptr;
   sqlite3_stmt* get_blob_ = nullptr;
   sqlite3_stmt* get_deltas_ = nullptr;
