@@ -88,6 +88,11 @@ struct EngineConfig {
   // evicted sessions stay resumable there, and max_sessions bounds only the
   // sessions held in memory. It must outlive the engine.
   SessionPersistence* store = nullptr;
+  // With a store, a running turn's K/V goes to it in pieces of at least
+  // this many bytes (SessionState::Staging), so a turn's done waits for
+  // about this much at most; 0: only at the turn's end. Each piece costs a
+  // write of its own, so small pieces cost more than they save.
+  int64_t store_piece_bytes = int64_t{1} << 20;
   // Names the model's weights (a hash of its files); with the backend's KV
   // layout it decides whether a stored cache can be loaded or is replayed.
   std::string model_fingerprint;

@@ -105,9 +105,8 @@ namespace {
 // times the K/V its turns made.
 constexpr int64_t kChainCaches = 4;
 constexpr int kMaxChain = 128;  // well inside store::kMaxDeltas
-// A running turn's K/V is saved as a piece once this share of the ring (and
-// at least kMinStageTokens) is unsaved.
-constexpr int64_t kStageRingShare = 4;
+// A running turn's K/V is saved as a piece once EngineConfig's
+// store_piece_bytes, and at least this many tokens, are unsaved.
 constexpr int64_t kMinStageTokens = 16;
 
 }  // namespace
@@ -184,11 +183,15 @@ void Engine::SaveSession(Session& s) {
 }
 
 void Engine::MaybeStage(Session& s) {
-  if (config_.store == nullptr || s.ephemeral || s.revision == 0 || s.chain_consumed < 0 || s.turn == nullptr ||
-      ChainFull(s)) {
+  if (config_.store == nullptr || config_.store_piece_bytes <= 0 || s.ephemeral || s.revision == 0 ||
+      s.chain_consumed < 0 || s.turn == nullptr) {
     return;
   }
-  if (s.consumed - s.chain_consumed < std::max(kMinStageTokens, s.geometry.ring / kStageRingShare)) return;
+  const int64_t unsaved = s.consumed - s.chain_consumed;
+  const Backend::KvShape shape = backend_->ExportShape();
+  if (unsaved < kMinStageTokens || unsaved * shape.rows * shape.slot_bytes < config_.store_piece_bytes || ChainFull(s)) {
+    return;
+  }
   const std::optional<std::vector<SlotRange>> delta = DeltaSlots(s);
   if (!delta) return;
   std::shared_ptr<SessionState> state = Snapshot(s, &*delta, s.stage_pieces > 0 ? s.stage_tip : s.revision);
