@@ -422,6 +422,7 @@ void ExpectExactRestore(const std::string& spec) {
     // end), which the restore below applies.
     EXPECT_GE(counting.deltas.load(), 5) << "the turns should have been saved as deltas";
     EXPECT_GE(counting.pieces.load(), 5) << "the running turns should have been saved in pieces";
+    EXPECT_GE(counting.fulls.load(), 2) << "past four caches of deltas, a full save should have compacted them";
     EXPECT_EQ(counting.refused_deltas.load(), 0);
   }
   // A new server process in all but name: new store connections, new
