@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -717,19 +718,24 @@ void ExpectDeltaChain(store::SessionStore& st) {
   EXPECT_TRUE(r->deltas.empty()) << "a removal drops the deltas too";
 }
 
-TEST(DurableTest, StoresKeepDeltasOnTheirBaseOnly) {
+// Runs `check` on a fresh SQLite store, then on a fresh Redis (skipped
+// with a message where redis-server is missing), both with `ttl_seconds`.
+void CheckBothStores(double ttl_seconds, const std::function<void(store::SessionStore&)>& check) {
   ScopedTempDir temp;
-  absl::StatusOr<std::unique_ptr<store::SessionStore>> sqlite = store::OpenSqliteStore(temp.path().string() + "/s", 60);
+  absl::StatusOr<std::unique_ptr<store::SessionStore>> sqlite =
+      store::OpenSqliteStore(temp.path().string() + "/s", ttl_seconds);
   ASSERT_TRUE(sqlite.ok()) << sqlite.status();
-  ExpectDeltaChain(**sqlite);
+  check(**sqlite);
   RedisServer redis;
   if (!redis.ok()) GTEST_SKIP() << "redis-server is not installed (apt-get install redis-server); SQLite checked";
-  absl::StatusOr<store::StoreSpec> spec = store::ParseStoreSpec(redis.spec(), 60);
+  absl::StatusOr<store::StoreSpec> spec = store::ParseStoreSpec(redis.spec(), ttl_seconds);
   ASSERT_TRUE(spec.ok());
   absl::StatusOr<std::unique_ptr<store::SessionStore>> r = spec->connect();
   ASSERT_TRUE(r.ok()) << r.status();
-  ExpectDeltaChain(**r);
+  check(**r);
 }
+
+TEST(DurableTest, StoresKeepDeltasOnTheirBaseOnly) { CheckBothStores(60, ExpectDeltaChain); }
 
 // The engine saves a turn as a delta on the revision it saved last; when
 // another writer has moved the stored session meanwhile, the store refuses
@@ -775,19 +781,7 @@ TEST(DurableTest, ADeltaWhoseBaseMovedIsSavedWhole) {
   EXPECT_EQ(resumed.ids, ReferenceLastTurn()) << "the restored session did not continue token for token";
 }
 
-TEST(DurableTest, StoresExpireEntriesAfterTheirTtl) {
-  ScopedTempDir temp;
-  absl::StatusOr<std::unique_ptr<store::SessionStore>> sqlite = store::OpenSqliteStore(temp.path().string() + "/s", 0.3);
-  ASSERT_TRUE(sqlite.ok()) << sqlite.status();
-  ExpectTtlAndRevisions(**sqlite);
-  RedisServer redis;
-  if (!redis.ok()) GTEST_SKIP() << "redis-server is not installed (apt-get install redis-server); SQLite checked";
-  absl::StatusOr<store::StoreSpec> spec = store::ParseStoreSpec(redis.spec(), 0.3);
-  ASSERT_TRUE(spec.ok());
-  absl::StatusOr<std::unique_ptr<store::SessionStore>> r = spec->connect();
-  ASSERT_TRUE(r.ok()) << r.status();
-  ExpectTtlAndRevisions(**r);
-}
+TEST(DurableTest, StoresExpireEntriesAfterTheirTtl) { CheckBothStores(0.3, ExpectTtlAndRevisions); }
 
 TEST(DurableTest, BadStoreSpecsAreClearErrors) {
   for (const char* spec : {"mysql://x", "redis://nohost", "redis://h:0", "redis://h:99999", "sqlite:", "redis://[::1"}) {
