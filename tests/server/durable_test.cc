@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -248,19 +249,11 @@ std::unique_ptr<store::StorePersistence> OpenStore(const std::string& spec) {
   return opened.ok() ? *std::move(opened) : nullptr;
 }
 
-// A store that counts the saves going through it: full ones, deltas at
-// turns' ends, pieces of running turns, and deltas the store refused.
-class CountingStore final : public SessionPersistence {
+// A store in front of another: loads and removals go through; saves are
+// the subclass's.
+class StoreInFront : public SessionPersistence {
  public:
-  explicit CountingStore(SessionPersistence* inner) : inner_(inner) {}
-  void Save(std::shared_ptr<const SessionState> state, std::function<void(absl::Status)> done) override {
-    const bool delta = state->base_revision != 0;
-    (state->staging.piece ? pieces : delta ? deltas : fulls).fetch_add(1);
-    inner_->Save(std::move(state), [this, delta, done = std::move(done)](absl::Status status) {
-      if (delta && !status.ok()) refused_deltas.fetch_add(1);
-      done(status);
-    });
-  }
+  explicit StoreInFront(SessionPersistence* inner) : inner_(inner) {}
   void Load(std::string id, uint64_t known, std::function<void(absl::StatusOr<Loaded>)> done) override {
     inner_->Load(std::move(id), known, std::move(done));
   }
@@ -270,10 +263,25 @@ class CountingStore final : public SessionPersistence {
   bool shared() const override { return inner_->shared(); }
   double ttl_seconds() const override { return inner_->ttl_seconds(); }
 
-  std::atomic<int> fulls{0}, deltas{0}, pieces{0}, refused_deltas{0};
-
- private:
+ protected:
   SessionPersistence* inner_;
+};
+
+// A store that counts the saves going through it: full ones, deltas at
+// turns' ends, pieces of running turns, and deltas the store refused.
+class CountingStore final : public StoreInFront {
+ public:
+  using StoreInFront::StoreInFront;
+  void Save(std::shared_ptr<const SessionState> state, std::function<void(absl::Status)> done) override {
+    const bool delta = state->base_revision != 0;
+    (state->staging.piece ? pieces : delta ? deltas : fulls).fetch_add(1);
+    inner_->Save(std::move(state), [this, delta, done = std::move(done)](absl::Status status) {
+      if (delta && !status.ok()) refused_deltas.fetch_add(1);
+      done(status);
+    });
+  }
+
+  std::atomic<int> fulls{0}, deltas{0}, pieces{0}, refused_deltas{0};
 };
 
 // What a load makes of a raw read: the full blob with its deltas applied.
@@ -355,13 +363,14 @@ std::vector<uint32_t> RunLast(RawStream& c) {
 
 // The uninterrupted reference: the five turns and the last on one server
 // without a store.
-std::vector<uint32_t> ReferenceLastTurn() {
+std::vector<uint32_t> ReferenceLastTurn(size_t turns = kTurns.size()) {
   TestServer s;
   if (!s.ok()) return {};
   RawStream c(s.stub());
   std::string id;
   if (!c.OpenAttached(&id, SmallWindow())) return {};
-  if (RunTurns(c, kTurns, kTurnTokens).size() != kTurns.size()) return {};
+  const std::vector<std::string> first(kTurns.begin(), kTurns.begin() + static_cast<std::ptrdiff_t>(turns));
+  if (RunTurns(c, first, kTurnTokens).size() != turns) return {};
   std::vector<uint32_t> last = RunLast(c);
   c.Finish();
   return last;
@@ -779,6 +788,96 @@ TEST(DurableTest, ADeltaWhoseBaseMovedIsSavedWhole) {
   ASSERT_TRUE(resumed.status.ok()) << resumed.status.error_message();
   EXPECT_EQ(resumed.opened.restored(), v1::RESTORE_KIND_EXACT) << resumed.opened.restore_note();
   EXPECT_EQ(resumed.ids, ReferenceLastTurn()) << "the restored session did not continue token for token";
+}
+
+// A store whose turn-end saves can be held back, as if the server died
+// after a running turn's pieces reached the store and before its end did.
+class HoldingStore final : public StoreInFront {
+ public:
+  using StoreInFront::StoreInFront;
+  void Save(std::shared_ptr<const SessionState> state, std::function<void(absl::Status)> done) override {
+    if (state->staging.piece) {
+      inner_->Save(std::move(state), [this, done = std::move(done)](absl::Status status) {
+        if (status.ok()) pieces.fetch_add(1);
+        done(status);
+      });
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (hold_) {
+        held_.push_back(std::move(done));
+        return;
+      }
+    }
+    inner_->Save(std::move(state), std::move(done));
+  }
+
+  void Hold() {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_ = true;
+  }
+  size_t held() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return held_.size();
+  }
+  // Stops holding; the held saves fail, as they would have with the server.
+  void Release() {
+    std::vector<std::function<void(absl::Status)>> held;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      hold_ = false;
+      held.swap(held_);
+    }
+    for (auto& done : held) done(absl::UnavailableError("the test held this save back"));
+  }
+
+  std::atomic<int> pieces{0};
+
+ private:
+  std::mutex mu_;
+  bool hold_ = false;
+  std::vector<std::function<void(absl::Status)>> held_;
+};
+
+// A server dies mid-turn after some of the turn's pieces reached the store:
+// another server restores the session as of its last finished turn (the
+// pieces are invisible) and goes on exactly as one that never ran the turn.
+TEST(DurableTest, PiecesOfATurnThatNeverEndedAreNotRestored) {
+  REQUIRE_SHARED(kModel);
+  ScopedTempDir temp;
+  const std::string spec = "sqlite:" + temp.path().string() + "/store";
+  std::unique_ptr<store::StorePersistence> store = OpenStore(spec);
+  ASSERT_NE(store, nullptr);
+  HoldingStore holding(store.get());
+  std::string id;
+  {
+    TestServer s(WithStore(&holding));
+    ASSERT_TRUE(s.ok()) << s.error();
+    RawStream c(s.stub());
+    ASSERT_TRUE(c.OpenAttached(&id, SmallWindow()));
+    ASSERT_EQ(RunTurns(c, {kTurns[0], kTurns[1]}, kTurnTokens).size(), 2u);
+    const int pieces_before = holding.pieces.load();
+    holding.Hold();
+    ASSERT_TRUE(c.Turn(kTurns[2], kTurnTokens, /*ignore_eos=*/true));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (holding.held() == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(holding.held(), 1u) << "the third turn's end should be waiting for its save";
+    EXPECT_GT(holding.pieces.load(), pieces_before) << "the third turn should have stored pieces";
+
+    // Another server, on the store as the dead one left it.
+    std::unique_ptr<store::StorePersistence> other = OpenStore(spec);
+    ASSERT_NE(other, nullptr);
+    const Resumed resumed = ResumeAndRunLast(other.get(), id);
+    ASSERT_TRUE(resumed.status.ok()) << resumed.status.error_message();
+    EXPECT_EQ(resumed.opened.restored(), v1::RESTORE_KIND_EXACT) << resumed.opened.restore_note();
+    EXPECT_EQ(resumed.opened.last_turn().turn(), 2u) << "the restore should be as of the last finished turn";
+    EXPECT_EQ(resumed.ids, ReferenceLastTurn(2)) << "the restored session did not continue token for token";
+    holding.Release();
+    c.context.TryCancel();
+  }
 }
 
 TEST(DurableTest, StoresExpireEntriesAfterTheirTtl) { CheckBothStores(0.3, ExpectTtlAndRevisions); }
