@@ -132,6 +132,7 @@ Engine::Engine(Backend* backend, const Tokenizer* tokenizer, EngineConfig config
       scheduler_(ForModel(config_.scheduler, backend->config())),
       revisions_(std::random_device{}()),
       fingerprint_(absl::StrCat(config_.model_fingerprint, "|", backend->KvLayout())),
+      kv_shape_(backend->ExportShape()),
       mailbox_(std::make_shared<Mailbox>()),
       last_sweep_(Clock::now()) {
   mailbox_->engine = this;

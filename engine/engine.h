@@ -27,8 +27,8 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -229,6 +229,11 @@ class Engine {
                Clock::time_point asked);
   // The slots written since the latest save, when a delta can carry them.
   std::optional<std::vector<SlotRange>> DeltaSlots(const Session& s) const;
+  // Exported K/V bytes of `slots` cache slots.
+  int64_t KvBytes(int64_t slots) const { return slots * kv_shape_.rows * kv_shape_.slot_bytes; }
+  // The revision the session's next delta chains on: its running turn's
+  // latest piece, else its latest save.
+  static uint64_t ChainTip(const Session& s) { return s.stage_pieces > 0 ? s.stage_tip : s.revision; }
   // Whether the session's deltas since its full save are past their bounds.
   bool ChainFull(const Session& s) const;
   // Saves a running turn's K/V written so far as a piece, once there is
@@ -309,6 +314,7 @@ class Engine {
   absl::flat_hash_map<const Outbox*, std::string> loading_by_outbox_;
   std::mt19937_64 revisions_;  // seeded from the OS: revisions of saves
   const std::string fingerprint_;  // model fingerprint + backend KV layout
+  const Backend::KvShape kv_shape_;  // of the backend's exported K/V
   // Store callbacks post through this; the destructor cuts it off.
   struct Mailbox {
     std::mutex mu;

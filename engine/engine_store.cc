@@ -64,10 +64,8 @@ std::shared_ptr<SessionState> Engine::Snapshot(Session& s, const std::vector<Slo
   state->conversation_messages = s.conversation.messages();
   state->conversation_known = s.conversation_known;
   state->fingerprint = fingerprint_;
-  const Backend::KvShape shape = backend_->ExportShape();
-  state->kv_rows = shape.rows;
-  state->kv_slot_bytes = shape.slot_bytes;
-  absl::Status exported = absl::OkStatus();
+  state->kv_rows = kv_shape_.rows;
+  state->kv_slot_bytes = kv_shape_.slot_bytes;
   if (delta != nullptr) {
     state->base_revision = base_revision;
     state->delta_slots = *delta;
@@ -104,7 +102,11 @@ namespace {
 // caches and deltas, and a save writes on average about 1 + 1/kChainCaches
 // times the K/V its turns made.
 constexpr int64_t kChainCaches = 4;
-constexpr int kMaxChain = 128;  // well inside store::kMaxDeltas
+constexpr int kMaxChain = 128;
+// Past this many, even a turn's end saves whole: a load refuses a session
+// with more deltas than store::kMaxDeltas (256), and a long turn's pieces
+// may run past kMaxChain before its end.
+constexpr int kHardMaxChain = 192;
 // A running turn's K/V is saved as a piece once EngineConfig's
 // store_piece_bytes, and at least this many tokens, are unsaved.
 constexpr int64_t kMinStageTokens = 16;
@@ -114,7 +116,7 @@ constexpr int64_t kMinStageTokens = 16;
 std::optional<std::vector<SlotRange>> Engine::DeltaSlots(const Session& s) const {
   const CacheGeometry& g = s.geometry;
   const int64_t from = s.chain_consumed, to = s.consumed;
-  if (from < 0 || s.revision == 0 || to < from || to - from >= g.ring || s.chain_deltas >= kMaxChain + 64) {
+  if (from < 0 || s.revision == 0 || to < from || to - from >= g.ring || s.chain_deltas >= kHardMaxChain) {
     return std::nullopt;
   }
   std::vector<SlotRange> ranges;
@@ -135,8 +137,7 @@ std::optional<std::vector<SlotRange>> Engine::DeltaSlots(const Session& s) const
 }
 
 bool Engine::ChainFull(const Session& s) const {
-  const Backend::KvShape shape = backend_->ExportShape();
-  const int64_t full_bytes = std::min<int64_t>(s.consumed, s.geometry.Slots()) * shape.rows * shape.slot_bytes;
+  const int64_t full_bytes = KvBytes(std::min<int64_t>(s.consumed, s.geometry.Slots()));
   return s.chain_deltas >= kMaxChain || s.chain_bytes > kChainCaches * full_bytes;
 }
 
@@ -172,10 +173,9 @@ void Engine::Store(Session& s, std::shared_ptr<SessionState> state) {
 
 void Engine::SaveSession(Session& s) {
   const std::optional<std::vector<SlotRange>> delta = DeltaSlots(s);
-  std::shared_ptr<SessionState> state =
-      Snapshot(s, delta ? &*delta : nullptr, s.stage_pieces > 0 ? s.stage_tip : s.revision);
+  std::shared_ptr<SessionState> state = Snapshot(s, delta ? &*delta : nullptr, ChainTip(s));
   state->staging.stage = s.stage;
-  if (state->base_revision != 0) {
+  if (state->base_revision != 0) {  // a delta: on the stored revision, with the turn's pieces
     state->staging.pieces = s.stage_pieces;
     state->staging.stored_revision = s.revision;
   }
@@ -188,13 +188,10 @@ void Engine::MaybeStage(Session& s) {
     return;
   }
   const int64_t unsaved = s.consumed - s.chain_consumed;
-  const Backend::KvShape shape = backend_->ExportShape();
-  if (unsaved < kMinStageTokens || unsaved * shape.rows * shape.slot_bytes < config_.store_piece_bytes || ChainFull(s)) {
-    return;
-  }
+  if (unsaved < kMinStageTokens || KvBytes(unsaved) < config_.store_piece_bytes || ChainFull(s)) return;
   const std::optional<std::vector<SlotRange>> delta = DeltaSlots(s);
   if (!delta) return;
-  std::shared_ptr<SessionState> state = Snapshot(s, &*delta, s.stage_pieces > 0 ? s.stage_tip : s.revision);
+  std::shared_ptr<SessionState> state = Snapshot(s, &*delta, ChainTip(s));
   if (state->base_revision == 0) {  // the cache did not export: the turn's end saves it whole
     s.chain_consumed = -1;
     return;

@@ -75,7 +75,8 @@ struct SessionState {
   // the engine saves its K/V in pieces (deltas, each on the one before),
   // which the store keeps aside under `stage` and no load sees; the delta
   // at the turn's end commits them in one step, checking that the stored
-  // revision is still `stored_revision` and that all `pieces` are there.
+  // revision is still `stored_revision` (set on every delta but pieces; a
+  // full save leaves it 0) and that all `pieces` are there.
   // So a crash mid-turn leaves the session as of its last turn, and the
   // turn's end writes only the tokens since the last piece.
   struct Staging {

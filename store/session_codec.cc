@@ -253,4 +253,14 @@ absl::Status ApplyDelta(SessionState* base, SessionState delta) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<SessionState> DecodeWithDeltas(std::string_view blob, const std::vector<std::string>& deltas) {
+  absl::StatusOr<SessionState> state = DecodeSession(blob);
+  for (size_t i = 0; state.ok() && i < deltas.size(); ++i) {
+    absl::StatusOr<SessionState> delta = DecodeSession(deltas[i]);
+    absl::Status applied = delta.ok() ? ApplyDelta(&*state, *std::move(delta)) : delta.status();
+    if (!applied.ok()) return absl::DataLossError(absl::StrFormat("delta %d: %s", i + 1, applied.message()));
+  }
+  return state;
+}
+
 }  // namespace sinkserve::store

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/session_state.h"
@@ -41,5 +42,8 @@ absl::StatusOr<SessionState> DecodeSession(std::string_view blob);
 // DATA_LOSS when it does not fit (another base revision, geometry, model
 // or layout, or slots out of range); `base` is unchanged then.
 absl::Status ApplyDelta(SessionState* base, SessionState delta);
+// A stored session: its full blob with the deltas saved after it applied,
+// oldest first (what a load makes of a store's read).
+absl::StatusOr<SessionState> DecodeWithDeltas(std::string_view blob, const std::vector<std::string>& deltas);
 
 }  // namespace sinkserve::store

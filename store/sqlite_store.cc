@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <optional>
 
 #include "absl/strings/str_format.h"
 #include "store/session_store.h"
@@ -116,16 +117,13 @@ class SqliteStore final : public SessionStore {
   absl::StatusOr<StoreRead> Read(const std::string& id, uint64_t known_revision) {
     StoreRead read;
     if (known_revision != 0) {
-      Bind(get_revision_, id, NowMs());
-      const int rc = sqlite3_step(get_revision_);
-      if (rc == SQLITE_ROW) {
-        read.found = true;
-        read.unchanged = static_cast<uint64_t>(sqlite3_column_int64(get_revision_, 0)) == known_revision;
+      absl::StatusOr<std::optional<int64_t>> stored = Integer(get_revision_, id, NowMs());
+      if (!stored.ok()) return stored.status();
+      if (!stored->has_value()) return read;
+      if (static_cast<uint64_t>(**stored) == known_revision) {
+        read.found = read.unchanged = true;
+        return read;
       }
-      sqlite3_reset(get_revision_);
-      if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("reading a session's revision");
-      if (!read.found || read.unchanged) return read;
-      read.found = false;
     }
     Bind(get_blob_, id, NowMs());
     int rc = sqlite3_step(get_blob_);
@@ -143,14 +141,20 @@ class SqliteStore final : public SessionStore {
     return read;
   }
 
-  // The one integer `stmt` (id in ?1, `second` in ?2) selects; -1 for no row.
-  absl::StatusOr<int64_t> Count(sqlite3_stmt* stmt, const std::string& id, int64_t second) {
+  // The one integer `stmt` (id in ?1, `second` in ?2) selects, if any row.
+  absl::StatusOr<std::optional<int64_t>> Integer(sqlite3_stmt* stmt, const std::string& id, int64_t second) {
     Bind(stmt, id, second);
     const int rc = sqlite3_step(stmt);
-    const int64_t value = rc == SQLITE_ROW ? sqlite3_column_int64(stmt, 0) : -1;
+    std::optional<int64_t> value;
+    if (rc == SQLITE_ROW) value = sqlite3_column_int64(stmt, 0);
     sqlite3_reset(stmt);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return Error("reading a session's state");
     return value;
+  }
+
+  // Drops every delta and piece of `id`, and its committed stages.
+  bool ClearDeltas(const std::string& id) {
+    return Run(clear_deltas_, id) == SQLITE_DONE && Run(clear_stages_, id) == SQLITE_DONE;
   }
 
   static std::string Column(sqlite3_stmt* stmt) {
@@ -177,9 +181,7 @@ class SqliteStore final : public SessionStore {
     if (!w.blob) {
       if (Run(remove_, w.id) != SQLITE_DONE) return Error("deleting a session");
       w.existed = sqlite3_changes(db_) > 0;
-      if (Run(clear_deltas_, w.id) != SQLITE_DONE || Run(clear_stages_, w.id) != SQLITE_DONE) {
-        return Error("deleting a session's deltas");
-      }
+      if (!ClearDeltas(w.id)) return Error("deleting a session's deltas");
       return absl::OkStatus();
     }
     auto add = [&](uint64_t stage) {
@@ -199,12 +201,10 @@ class SqliteStore final : public SessionStore {
         sqlite3_bind_blob64(stmt, 4, w.blob->data(), w.blob->size(), SQLITE_STATIC);
       });
       if (rc != SQLITE_DONE) return Error("writing a session");
-      if (Run(clear_deltas_, w.id) != SQLITE_DONE || Run(clear_stages_, w.id) != SQLITE_DONE) {
-        return Error("dropping a session's deltas");
-      }
+      if (!ClearDeltas(w.id)) return Error("dropping a session's deltas");
       return absl::OkStatus();
     }
-    absl::StatusOr<int64_t> stored = Count(get_revision_, w.id, now);
+    absl::StatusOr<std::optional<int64_t>> stored = Integer(get_revision_, w.id, now);
     if (!stored.ok()) return stored.status();
     if (*stored != static_cast<int64_t>(w.base_revision)) {
       return absl::FailedPreconditionError(absl::StrFormat(
@@ -212,12 +212,12 @@ class SqliteStore final : public SessionStore {
           w.id.substr(0, 200), w.base_revision));
     }
     if (w.pieces > 0) {
-      absl::StatusOr<int64_t> pieces = Count(count_pieces_, w.id, static_cast<int64_t>(w.stage));
+      absl::StatusOr<std::optional<int64_t>> pieces = Integer(count_pieces_, w.id, static_cast<int64_t>(w.stage));
       if (!pieces.ok()) return pieces.status();
       if (*pieces != w.pieces) {
         return absl::FailedPreconditionError(absl::StrFormat(
             "session store (SQLite): session %s has %d of its turn's %d pieces; its delta needs a full save",
-            w.id.substr(0, 200), *pieces, w.pieces));
+            w.id.substr(0, 200), pieces->value_or(0), w.pieces));
       }
     }
     const int rc = Run(bump_, w.id, [&](sqlite3_stmt* stmt) {

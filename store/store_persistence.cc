@@ -140,11 +140,9 @@ void StorePersistence::WriterLoop() {
           ops[i].stage = staging.stage;
           ops[i].piece = staging.piece;
           ops[i].pieces = staging.pieces;
-          // A delta that commits pieces is checked against the revision the
-          // store holds, not the last piece it chains on.
-          ops[i].base_revision = staging.piece        ? 0
-                                 : staging.pieces > 0 ? staging.stored_revision
-                                                      : batch[i].state->base_revision;
+          // A delta is checked against the revision the store holds, not
+          // the last piece it chains on; a piece is not checked.
+          ops[i].base_revision = staging.piece ? 0 : staging.stored_revision;
           ops[i].blob = EncodeSession(*batch[i].state);
         }
       }
@@ -225,15 +223,10 @@ absl::StatusOr<SessionPersistence::Loaded> StorePersistence::ReadFromStore(const
     loaded.kind = Loaded::Kind::kUnchanged;
     return loaded;
   }
-  absl::StatusOr<SessionState> state = DecodeSession(got->blob);
-  if (state.ok() && got->deltas.size() > kMaxDeltas) {
-    state = absl::DataLossError(absl::StrFormat("it has %d deltas, over the bound of %d", got->deltas.size(), kMaxDeltas));
-  }
-  for (size_t i = 0; state.ok() && i < got->deltas.size(); ++i) {
-    absl::StatusOr<SessionState> delta = DecodeSession(got->deltas[i]);
-    absl::Status applied = delta.ok() ? ApplyDelta(&*state, *std::move(delta)) : delta.status();
-    if (!applied.ok()) state = absl::DataLossError(absl::StrFormat("delta %d: %s", i + 1, applied.message()));
-  }
+  absl::StatusOr<SessionState> state =
+      got->deltas.size() > kMaxDeltas
+          ? absl::DataLossError(absl::StrFormat("it has %d deltas, over the bound of %d", got->deltas.size(), kMaxDeltas))
+          : DecodeWithDeltas(got->blob, got->deltas);
   if (!state.ok()) {
     return absl::DataLossError(absl::StrFormat("session '%s': %s; delete it and open a new one", read.id,
                                                state.status().message()));

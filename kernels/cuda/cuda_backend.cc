@@ -573,7 +573,8 @@ absl::StatusOr<std::string> CudaBackend::ExportCache(CacheId id) const {
     return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
   }
   const CacheState& state = m.caches[id]->state;
-  return ExportCacheSlots(id, 0, static_cast<int32_t>(std::min<int64_t>(state.consumed, state.geometry.Slots())));
+  return ExportCacheSlots(id, 0, static_cast<int32_t>(RowsOf(m.config, state.geometry, state.consumed).used_bytes /
+                                                      ExportShape().slot_bytes));
 }
 
 Backend::KvShape CudaBackend::ExportShape() const {
@@ -588,7 +589,7 @@ absl::StatusOr<std::string> CudaBackend::ExportCacheSlots(CacheId id, int32_t fi
   }
   const Impl::Cache& cache = *m.caches[id];
   const CacheRows r = RowsOf(m.config, cache.state.geometry, cache.state.consumed);
-  const int64_t slot_bytes = int64_t{m.config.head_dim} * cuda::kDTypeBytes;
+  const int64_t slot_bytes = ExportShape().slot_bytes;
   const int64_t used = r.used_bytes / slot_bytes;
   if (first < 0 || count < 0 || first + int64_t{count} > used) {
     return absl::InvalidArgumentError(

@@ -286,14 +286,7 @@ class CountingStore final : public StoreInFront {
 
 // What a load makes of a raw read: the full blob with its deltas applied.
 absl::StatusOr<SessionState> Compose(const store::StoreRead& read) {
-  absl::StatusOr<SessionState> state = store::DecodeSession(read.blob);
-  for (const std::string& d : read.deltas) {
-    if (!state.ok()) break;
-    absl::StatusOr<SessionState> delta = store::DecodeSession(d);
-    if (!delta.ok()) return delta.status();
-    if (absl::Status applied = store::ApplyDelta(&*state, *std::move(delta)); !applied.ok()) return applied;
-  }
-  return state;
+  return store::DecodeWithDeltas(read.blob, read.deltas);
 }
 
 EngineConfig WithStore(SessionPersistence* store, const std::string& fingerprint = "stories260K-test") {
