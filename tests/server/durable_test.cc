@@ -853,8 +853,11 @@ TEST(DurableTest, PiecesOfATurnThatNeverEndedAreNotRestored) {
     const int pieces_before = holding.pieces.load();
     holding.Hold();
     ASSERT_TRUE(c.Turn(kTurns[2], kTurnTokens, /*ignore_eos=*/true));
+    // The turn's end is held as it is handed to the store; its pieces,
+    // handed over before it, are counted once written.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (holding.held() == 0 && std::chrono::steady_clock::now() < deadline) {
+    while ((holding.held() == 0 || holding.pieces.load() == pieces_before) &&
+           std::chrono::steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     ASSERT_EQ(holding.held(), 1u) << "the third turn's end should be waiting for its save";
