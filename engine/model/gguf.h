@@ -127,7 +127,7 @@ struct File {
 // range against the span. Does not convert tensor data.
 absl::StatusOr<File> Parse(std::string_view bytes);
 
-// Architectures `llama` and `qwen2` to a Model: config from `<arch>.*`,
+// Architectures `llama`, `qwen2` and `mpt` to a Model: config from `<arch>.*`,
 // matrices in their file types (pointing into the file when `storage` keeps
 // its bytes alive, else copied), norms and biases as fp32, every tensor's
 // shape checked against the config; vocab and chat template when the file

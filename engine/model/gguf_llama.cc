@@ -1,5 +1,5 @@
-// GGUF architectures `llama` and `qwen2` -> Model, and `tokenizer.ggml.*` ->
-// Vocab.
+// GGUF architectures `llama`, `qwen2` and `mpt` -> Model, and
+// `tokenizer.ggml.*` -> Vocab.
 //
 // GGUF lists dims fastest-first: a matrix with ne=[in, out] is row-major
 // (out, in), which is our layout, so weights are used without transposes,
@@ -8,6 +8,8 @@
 // qwen2 keeps HF's NEOX layout (rotation pairs (i, i + d/2) in a head), so
 // its q/k rows (and biases) are permuted at load into the interleaved layout:
 // q.k is unchanged by permuting both alike, and pair i keeps its frequency.
+// mpt has no RoPE: ALiBi, LayerNorm (optionally with biases), a fused
+// attn_qkv matrix (split here into q, k, v rows) and a GELU MLP.
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -179,8 +181,21 @@ absl::StatusOr<ModelConfig> ReadConfig(const File& f, const std::string& arch) {
                      LoadTensor(f, "rope_freqs.weight", {static_cast<uint64_t>(c.head_dim / 2)}));
   }
   ASSIGN_OR_RETURN(c.rope_theta, OptionalFloat(f, key("rope.freq_base"), 10000.0f));
-  ASSIGN_OR_RETURN(c.norm_eps,
-                   OptionalFloat(f, key("attention.layer_norm_rms_epsilon"), 1e-5f));
+  if (arch == "mpt") {
+    c.positions = PositionKind::kAlibi;
+    c.norm = NormKind::kLayer;
+    c.ffn = FfnKind::kGelu;
+    ASSIGN_OR_RETURN(c.norm_eps, OptionalFloat(f, key("attention.layer_norm_epsilon"), 1e-5f));
+    ASSIGN_OR_RETURN(const double max_bias, f.GetFloat(key("attention.max_alibi_bias")));
+    c.max_alibi_bias = static_cast<float>(max_bias);
+    ASSIGN_OR_RETURN(float clamp, OptionalFloat(f, key("attention.clamp_kqv"), 0.0f));
+    if (clamp != 0.0f) {
+      return absl::UnimplementedError(
+          absl::StrFormat("GGUF: %s.attention.clamp_kqv is %g; clamping q, k and v is not supported", arch, clamp));
+    }
+  } else {
+    ASSIGN_OR_RETURN(c.norm_eps, OptionalFloat(f, key("attention.layer_norm_rms_epsilon"), 1e-5f));
+  }
 
   // The vocabulary size is the embedding's row count.
   const TensorInfo* embd = f.FindTensor("token_embd.weight");
@@ -204,6 +219,12 @@ absl::StatusOr<ModelConfig> ReadConfig(const File& f, const std::string& arch) {
   return c;
 }
 
+// A LayerNorm bias: empty when the file has none.
+absl::StatusOr<std::vector<float>> OptionalNormBias(const File& f, const std::string& name, uint64_t dim) {
+  if (f.FindTensor(name) == nullptr) return std::vector<float>();
+  return LoadTensor(f, name, {dim});
+}
+
 absl::StatusOr<LayerWeights> LoadLayer(const File& f, const std::shared_ptr<const void>& storage,
                                        const ModelConfig& c, int l) {
   const uint64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
@@ -213,6 +234,30 @@ absl::StatusOr<LayerWeights> LoadLayer(const File& f, const std::shared_ptr<cons
   };
   LayerWeights w;
   ASSIGN_OR_RETURN(w.attn_norm, LoadTensor(f, name("attn_norm"), {dim}));
+  if (c.arch == "mpt") {
+    // Tensors this loader would otherwise ignore, and so compute wrongly without.
+    for (const char* part : {"attn_qkv", "attn_output", "ffn_up", "ffn_down"}) {
+      if (f.FindTensor(name(part, "bias")) != nullptr) {
+        return absl::UnimplementedError(absl::StrFormat("GGUF: mpt tensor '%s' is not supported", name(part, "bias")));
+      }
+    }
+    for (const char* part : {"attn_q_norm", "attn_k_norm"}) {
+      if (f.FindTensor(name(part)) != nullptr) {
+        return absl::UnimplementedError(absl::StrFormat("GGUF: mpt tensor '%s' (q/k LayerNorm) is not supported", name(part)));
+      }
+    }
+    ASSIGN_OR_RETURN(w.attn_norm_bias, OptionalNormBias(f, name("attn_norm", "bias"), dim));
+    ASSIGN_OR_RETURN(const Weight qkv, LoadWeight(f, storage, name("attn_qkv"), dim, q + 2 * kv));
+    w.wq = qkv.Rows(0, q);
+    w.wk = qkv.Rows(q, kv);
+    w.wv = qkv.Rows(q + kv, kv);
+    ASSIGN_OR_RETURN(w.wo, LoadWeight(f, storage, name("attn_output"), q, dim));
+    ASSIGN_OR_RETURN(w.ffn_norm, LoadTensor(f, name("ffn_norm"), {dim}));
+    ASSIGN_OR_RETURN(w.ffn_norm_bias, OptionalNormBias(f, name("ffn_norm", "bias"), dim));
+    ASSIGN_OR_RETURN(w.w3, LoadWeight(f, storage, name("ffn_up"), dim, hidden));
+    ASSIGN_OR_RETURN(w.w2, LoadWeight(f, storage, name("ffn_down"), hidden, dim));
+    return w;
+  }
   ASSIGN_OR_RETURN(w.wq, LoadWeight(f, storage, name("attn_q"), dim, q));
   ASSIGN_OR_RETURN(w.wk, LoadWeight(f, storage, name("attn_k"), dim, kv));
   ASSIGN_OR_RETURN(w.wv, LoadWeight(f, storage, name("attn_v"), dim, kv));
@@ -318,15 +363,18 @@ absl::StatusOr<Vocab> VocabFromGguf(const File& f) {
 
 absl::StatusOr<Model> ModelFromGguf(const File& f, const std::shared_ptr<const void>& storage) {
   ASSIGN_OR_RETURN(std::string arch, f.GetString("general.architecture"));
-  if (arch != "llama" && arch != "qwen2") {
-    return absl::UnimplementedError(absl::StrCat(
-        "GGUF: architecture '", absl::CEscape(arch.substr(0, 64)), "' is not supported (llama and qwen2 are)"));
+  if (arch != "llama" && arch != "qwen2" && arch != "mpt") {
+    return absl::UnimplementedError(absl::StrCat("GGUF: architecture '", absl::CEscape(arch.substr(0, 64)),
+                                                 "' is not supported (llama, qwen2 and mpt are)"));
+  }
+  if (f.FindTensor("pos_embd.weight") != nullptr) {
+    return absl::UnimplementedError("GGUF: learned position embeddings (pos_embd.weight) are not supported");
   }
   Model m;
   ASSIGN_OR_RETURN(m.config, ReadConfig(f, arch));
   const ModelConfig& c = m.config;
   // Refuse before allocating per-layer storage when the tensors cannot exist.
-  const uint64_t per_layer = arch == "qwen2" ? 12 : 9;
+  const uint64_t per_layer = arch == "qwen2" ? 12 : arch == "mpt" ? 6 : 9;
   const uint64_t needed = per_layer * static_cast<uint64_t>(c.n_layers) + 2 + (c.tied_classifier ? 0 : 1);
   if (f.tensors.size() < needed) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -341,6 +389,9 @@ absl::StatusOr<Model> ModelFromGguf(const File& f, const std::shared_ptr<const v
     m.weights.layers.push_back(std::move(w));
   }
   ASSIGN_OR_RETURN(m.weights.final_norm, LoadTensor(f, "output_norm.weight", {dim}));
+  if (c.norm == NormKind::kLayer) {
+    ASSIGN_OR_RETURN(m.weights.final_norm_bias, OptionalNormBias(f, "output_norm.bias", dim));
+  }
   if (!c.tied_classifier) {
     ASSIGN_OR_RETURN(m.weights.classifier, LoadWeight(f, storage, "output.weight", dim, vocab));
   }

@@ -63,9 +63,13 @@ absl::Status ModelConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrFormat(
         "model config: n_heads %d is not a multiple of n_kv_heads %d", n_heads, n_kv_heads));
   }
-  if (head_dim % 2 != 0) {
+  if (!alibi() && head_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "model config: head_dim %d is odd; RoPE rotates pairs", head_dim));
+  }
+  if (alibi() && !(std::isfinite(max_alibi_bias) && max_alibi_bias > 0.0f && max_alibi_bias <= 1024.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("model config: max_alibi_bias %g must be in (0, 1024]", max_alibi_bias));
   }
   // q_dim() and kv_dim() are int32; every matrix and the whole model must stay
   // well inside int64 and below kMaxElements.
@@ -117,6 +121,18 @@ absl::Status ModelConfig::Validate() const {
   return absl::OkStatus();
 }
 
+std::vector<float> ModelConfig::AlibiSlopes() const {
+  int32_t pow2 = 1;
+  while (pow2 * 2 <= n_heads) pow2 *= 2;
+  const double m0 = std::exp2(-static_cast<double>(max_alibi_bias) / pow2);
+  const double m1 = std::exp2(-static_cast<double>(max_alibi_bias) / 2.0 / pow2);
+  std::vector<float> slopes(static_cast<size_t>(n_heads));
+  for (int32_t h = 0; h < n_heads; ++h) {
+    slopes[h] = static_cast<float>(h < pow2 ? std::pow(m0, h + 1) : std::pow(m1, 2 * (h - pow2) + 1));
+  }
+  return slopes;
+}
+
 absl::Status Model::ValidateWeights() const {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   const ModelConfig& c = config;
@@ -128,6 +144,12 @@ absl::Status Model::ValidateWeights() const {
         "weights: %d layers, config says %d", weights.layers.size(), c.n_layers));
   }
   const bool biased = weights.has_attention_bias();
+  const bool gated = c.ffn == FfnKind::kSwiGlu;
+  // A norm's shift is optional (LayerNorm only), but all or none.
+  const bool shifted = !weights.final_norm_bias.empty();
+  if (shifted && c.norm != NormKind::kLayer) {
+    return absl::InvalidArgumentError("weights: norm biases need LayerNorm");
+  }
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = weights.layers[l];
     const std::string layer = absl::StrFormat("layer %d ", l);
@@ -136,10 +158,14 @@ absl::Status Model::ValidateWeights() const {
       const Weight& w;
       int64_t rows, cols;
     } matrices[] = {{"wq", w.wq, q, dim},      {"wk", w.wk, kv, dim},         {"wv", w.wv, kv, dim},
-                    {"wo", w.wo, dim, q},      {"w1", w.w1, hidden, dim},     {"w2", w.w2, dim, hidden},
-                    {"w3", w.w3, hidden, dim}};
+                    {"wo", w.wo, dim, q},      {"w2", w.w2, dim, hidden},     {"w3", w.w3, hidden, dim}};
     for (const auto& m : matrices) {
       if (absl::Status s = CheckShape(layer + m.name, m.w, m.rows, m.cols); !s.ok()) return s;
+    }
+    if (gated) {
+      if (absl::Status s = CheckShape(layer + "w1", w.w1, hidden, dim); !s.ok()) return s;
+    } else if (!w.w1.empty()) {
+      return absl::InvalidArgumentError(absl::StrFormat("weights: %sw1 (a gate) is present in a GELU MLP", layer));
     }
     const struct {
       const char* name;
@@ -147,7 +173,8 @@ absl::Status Model::ValidateWeights() const {
       int64_t n;
     } vectors[] = {{"attn_norm", w.attn_norm, dim}, {"ffn_norm", w.ffn_norm, dim},
                    {"bq", w.bq, biased ? q : 0},    {"bk", w.bk, biased ? kv : 0},
-                   {"bv", w.bv, biased ? kv : 0}};
+                   {"bv", w.bv, biased ? kv : 0},   {"attn_norm_bias", w.attn_norm_bias, shifted ? dim : 0},
+                   {"ffn_norm_bias", w.ffn_norm_bias, shifted ? dim : 0}};
     for (const auto& v : vectors) {
       if (absl::Status s = CheckSize((layer + v.name).c_str(), v.v, v.n); !s.ok()) return s;
     }

@@ -11,7 +11,7 @@
 
 namespace sinkserve {
 
-// A model file, format detected by magic: GGUF v2/v3 (arch llama or qwen2;
+// A model file, format detected by magic: GGUF v2/v3 (arch llama, qwen2 or mpt;
 // its weights stay in their types, in the file's memory mapping) or a
 // llama2.c checkpoint (.bin, legacy v0 header; fp32, copied).
 absl::StatusOr<Model> LoadModel(const std::string& path);

@@ -33,6 +33,14 @@ struct Weight {
   // The fp32 values; type must be kF32.
   const float* f32() const { return reinterpret_cast<const float*>(data); }
 
+  // Rows [begin, begin + count) as a weight of their own, sharing the bytes
+  // (a fused matrix split into its parts). The range must lie inside.
+  Weight Rows(int64_t begin, int64_t count) const {
+    Weight w = *this;
+    w.rows = count;
+    w.data = row(begin);
+    return w;
+  }
   // Row r as fp32 (cols values).
   void DequantizeRowTo(int64_t r, float* out) const { DequantizeRow(type, row(r), out, cols); }
   // The whole matrix as fp32 (rows * cols values).

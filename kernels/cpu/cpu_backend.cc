@@ -18,7 +18,7 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(Model model, int3
                                                                bool dequantize_weights) {
   RETURN_IF_ERROR(model.config.Validate());
   RETURN_IF_ERROR(model.ValidateWeights());
-  if (model.config.head_dim % 2 != 0) {
+  if (!model.config.alibi() && model.config.head_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrFormat("RoPE needs an even head_dim, got %d", model.config.head_dim));
   }
   return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(model), threads, dequantize_weights));
@@ -70,7 +70,7 @@ CpuBackend::CpuBackend(Model model, int32_t threads, bool dequantize_weights)
     CpuLayer& out = layers_.emplace_back();
     out.wqkv = MakeMatrix({&l.wq, &l.wk, &l.wv}, dq);
     out.wo = MakeMatrix({&l.wo}, dq);
-    out.w13 = MakeMatrix({&l.w1, &l.w3}, dq);
+    out.w13 = model_.config.ffn == FfnKind::kGelu ? MakeMatrix({&l.w3}, dq) : MakeMatrix({&l.w1, &l.w3}, dq);
     out.w2 = MakeMatrix({&l.w2}, dq);
     for (Weight* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w1, &l.w2, &l.w3}) w->Release();
     // Biases stacked like the projections they follow, added in one pass.
@@ -80,6 +80,7 @@ CpuBackend::CpuBackend(Model model, int32_t threads, bool dequantize_weights)
     }
   }
   classifier_ = MakeMatrix({&model_.weights.Classifier()}, dq);
+  if (model_.config.alibi()) alibi_slopes_ = model_.config.AlibiSlopes();
   model_.weights.classifier.Release();
   // The gather reads one embedding row per token: fp32 or blocks both work,
   // but the reference path dequantizes everything.
@@ -150,9 +151,10 @@ absl::Status CpuBackend::ResetCache(CacheId id) {
 }
 
 std::string CpuBackend::KvLayout() const {
-  // f32, layer-major then slot-minor per (kv head, dim) row; keys rotated by
-  // their slot index (see cache_geometry.h).
-  return "cpu:f32:rows-by-slot:keys-rotated-by-slot:v1";
+  // f32, layer-major then slot-minor per (kv head, dim) row; RoPE keys
+  // rotated by their slot index (see cache_geometry.h), ALiBi keys as they are.
+  return model_.config.alibi() ? "cpu:f32:rows-by-slot:keys-unrotated:v1"
+                               : "cpu:f32:rows-by-slot:keys-rotated-by-slot:v1";
 }
 
 namespace {
@@ -291,6 +293,19 @@ void CpuBackend::MatMul(float* out, const float* in, const CpuMatrix& m, int32_t
   }
 }
 
+void CpuBackend::Norm(float* out, const float* x, const std::vector<float>& weight, const std::vector<float>& bias,
+                      int32_t tokens) const {
+  const ModelConfig& c = model_.config;
+  for (int32_t t = 0; t < tokens; ++t) {
+    const int64_t at = int64_t{t} * c.dim;
+    if (c.norm == NormKind::kLayer) {
+      cpu::LayerNorm(out + at, x + at, weight.data(), bias.empty() ? nullptr : bias.data(), c.dim, c.norm_eps);
+    } else {
+      cpu::RmsNorm(out + at, x + at, weight.data(), c.dim, c.norm_eps);
+    }
+  }
+}
+
 void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer) {
   const ModelConfig& c = model_.config;
   const LayerWeights& norms = model_.weights.layers[layer];
@@ -299,9 +314,7 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
   const int32_t kv_dim = c.kv_dim();
   const int32_t qkv = qkv_dim();
 
-  for (int32_t t = 0; t < T; ++t) {
-    cpu::RmsNorm(&ws.xb[int64_t{t} * c.dim], &ws.x[int64_t{t} * c.dim], norms.attn_norm.data(), c.dim, c.norm_eps);
-  }
+  Norm(ws.xb.data(), ws.x.data(), norms.attn_norm, norms.attn_norm_bias, T);
   MatMul(ws.qkv.data(), ws.xb.data(), w.wqkv, T, ws, parallel_ops);
   if (!w.bqkv.empty()) {  // attention biases (qwen2)
     for (int32_t t = 0; t < T; ++t) {
@@ -325,7 +338,9 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
       const int32_t slot = g.Slot(s.n_past + i);
       float* k_new = &ws.qkv[int64_t{s.token_begin - slice.token_begin + i} * qkv + c.q_dim()];  // (n_kv_heads, head_dim)
       const float* v_new = k_new + kv_dim;
-      for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(k_new + kv * c.head_dim, c.head_dim, slot, rope_);
+      if (!c.alibi()) {
+        for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(k_new + kv * c.head_dim, c.head_dim, slot, rope_);
+      }
       for (int32_t d = 0; d < kv_dim; ++d) {
         k_layer[d * slots + slot] = k_new[d];
         v_layer[d * slots + slot] = v_new[d];
@@ -356,6 +371,7 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
           .head_dim = c.head_dim,
           .rope = &rope_,
           .scratch = &ws.attn[part * per_query],
+          .alibi_slopes = alibi_slopes_.empty() ? nullptr : alibi_slopes_.data(),
       };
       cpu::RotatedAttention(args, kv * group, (kv + 1) * group);
     }
@@ -374,14 +390,16 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
   MatMul(ws.xb.data(), ws.att.data(), w.wo, T, ws, parallel_ops);
   for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) ws.x[i] += ws.xb[i];
 
-  // SwiGLU MLP and residual.
-  for (int32_t t = 0; t < T; ++t) {
-    cpu::RmsNorm(&ws.xb[int64_t{t} * c.dim], &ws.x[int64_t{t} * c.dim], norms.ffn_norm.data(), c.dim, c.norm_eps);
-  }
+  // MLP (SwiGLU, or GELU of the up projection) and residual.
+  Norm(ws.xb.data(), ws.x.data(), norms.ffn_norm, norms.ffn_norm_bias, T);
   MatMul(ws.h13.data(), ws.xb.data(), w.w13, T, ws, parallel_ops);
-  for (int32_t t = 0; t < T; ++t) {
-    const float* gate = &ws.h13[int64_t{t} * 2 * c.hidden_dim];
-    cpu::FastSwiGlu(&ws.hb[int64_t{t} * c.hidden_dim], gate, gate + c.hidden_dim, c.hidden_dim);
+  if (c.ffn == FfnKind::kGelu) {
+    cpu::FastGelu(ws.hb.data(), ws.h13.data(), int64_t{T} * c.hidden_dim);
+  } else {
+    for (int32_t t = 0; t < T; ++t) {
+      const float* gate = &ws.h13[int64_t{t} * 2 * c.hidden_dim];
+      cpu::FastSwiGlu(&ws.hb[int64_t{t} * c.hidden_dim], gate, gate + c.hidden_dim, c.hidden_dim);
+    }
   }
   MatMul(ws.xb.data(), ws.hb.data(), w.w2, T, ws, parallel_ops);
   for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) ws.x[i] += ws.xb[i];
@@ -404,8 +422,8 @@ void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws,
   for (int32_t e = slice.first; e < slice.last; ++e) {
     const SeqEntry& s = batch.seqs[e];
     for (int32_t i = s.all_logits ? 0 : s.n_tokens - 1; i < s.n_tokens; ++i, ++row) {
-      cpu::RmsNorm(&ws.xb[int64_t{row} * c.dim], &ws.x[int64_t{s.token_begin - slice.token_begin + i} * c.dim],
-                   model_.weights.final_norm.data(), c.dim, c.norm_eps);
+      Norm(&ws.xb[int64_t{row} * c.dim], &ws.x[int64_t{s.token_begin - slice.token_begin + i} * c.dim],
+           model_.weights.final_norm, model_.weights.final_norm_bias, 1);
     }
   }
   MatMul(logits + int64_t{slice.row_begin} * c.vocab_size, ws.xb.data(), classifier_, slice.rows, ws, parallel_ops);

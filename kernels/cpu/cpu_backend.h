@@ -1,4 +1,4 @@
-// The CPU backend: fp32 everywhere, on the SIMD fast paths of
+// The CPU backend (Llama-family and MPT layers): fp32 everywhere, on the SIMD fast paths of
 // kernels/cpu/fast_ops.h (the readable oracle is kernels/cpu/ops.h, which
 // the fast paths and the CUDA kernels are tested against). The CUDA backend
 // is tested against this backend end to end. It runs a whole Batch per
@@ -74,8 +74,8 @@ class CpuBackend final : public Backend {
     std::vector<float> xb;     // (max(T, logit rows), dim) normed input
     std::vector<float> qkv;    // (T, q_dim + 2 * kv_dim): q | k | v per token
     std::vector<float> att;    // (T, q_dim)
-    std::vector<float> h13;    // (T, 2 * hidden_dim): gate | up per token
-    std::vector<float> hb;     // (T, hidden_dim) SwiGLU output
+    std::vector<float> h13;    // (T, 2 * hidden_dim): gate | up per token (GELU: up only)
+    std::vector<float> hb;     // (T, hidden_dim) MLP activation
     std::vector<float> attn;   // (threads, per-query attention scratch)
     std::vector<uint8_t> xq;   // (T, ActivationRowBytes) activations quantized for a block-typed matmul
     std::vector<int32_t> token_seq;  // (T) the batch entry each token belongs to
@@ -108,6 +108,10 @@ class CpuBackend final : public Backend {
   // The slice's workspace must have been sized by EnsureScratch.
   void RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits);
   void RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer);
+  // The model's norm (RMSNorm, or LayerNorm with `bias` if not empty) of
+  // `tokens` rows of dim.
+  void Norm(float* out, const float* x, const std::vector<float>& weight, const std::vector<float>& bias,
+            int32_t tokens) const;
   // out (tokens, m.n) = in (tokens, m.k) . m^T.
   void MatMul(float* out, const float* in, const CpuMatrix& m, int32_t tokens, Workspace& ws, bool parallel);
 
@@ -115,7 +119,7 @@ class CpuBackend final : public Backend {
   struct CpuLayer {
     CpuMatrix wqkv;  // [wq; wk; wv]: (q_dim + 2 * kv_dim, dim)
     CpuMatrix wo;    // (dim, q_dim)
-    CpuMatrix w13;   // [w1; w3] (gate; up): (2 * hidden_dim, dim)
+    CpuMatrix w13;   // [w1; w3] (gate; up): (2 * hidden_dim, dim); GELU: w3 alone
     CpuMatrix w2;    // (dim, hidden_dim)
     std::vector<float> bqkv;  // [bq; bk; bv] (q_dim + 2 * kv_dim); empty without attention biases
   };
@@ -126,6 +130,7 @@ class CpuBackend final : public Backend {
   CpuMatrix classifier_;             // (vocab_size, dim)
   ThreadPool pool_;
   cpu::RopeTable rope_;
+  std::vector<float> alibi_slopes_;  // (n_heads) for ALiBi models; empty with RoPE
   std::vector<std::unique_ptr<Cache>> caches_;  // indexed by CacheId; null when free
 
   int64_t attention_scratch_ = 0;       // floats one query's attention needs, for the largest cache made

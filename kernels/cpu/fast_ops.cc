@@ -104,6 +104,19 @@ void SoftmaxExp(float* out, const float* x, int64_t n) {
   }
 }
 
+void FastGelu(float* out, const float* x, int64_t n) {
+  // tanh(u) = 1 - 2 / (exp(2u) + 1): exact at both ends (exp overflows to
+  // inf, or underflows to 0).
+  constexpr float kSqrt2OverPi = 0.79788456080286535588f;
+  const auto gelu = [](auto v) {
+    const auto u = kSqrt2OverPi * v * (1.0f + 0.044715f * v * v);
+    return 0.5f * v * (2.0f - 2.0f / (simd::Exp(2.0f * u) + 1.0f));
+  };
+  int64_t i = 0;
+  for (; i + simd::kLanes <= n; i += simd::kLanes) simd::Store(out + i, gelu(simd::Load(x + i)));
+  for (; i < n; ++i) out[i] = gelu(x[i]);
+}
+
 void FastSwiGlu(float* out, const float* gate, const float* up, int64_t n) {
   int64_t i = 0;
   for (; i + simd::kLanes <= n; i += simd::kLanes) {
@@ -193,7 +206,7 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
     offset[r] = off;
     for (int32_t g = 0; g < G; ++g) {
       for (int32_t d = 0; d < hd; ++d) q[g * hd + d] = a.q[(first_head + g) * hd + d] * scale;
-      Rope(q + g * hd, hd, run.position, *a.rope);
+      if (a.alibi_slopes == nullptr) Rope(q + g * hd, hd, run.position, *a.rope);
     }
     // kSpan blocks at a time: G * kSpan independent FMA chains over d.
     const auto score_blocks = [&]<int kSpan>(int32_t b) {
@@ -205,6 +218,13 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
         }
       }
       for (int32_t j = 0; j < kSpan; ++j) {
+        if (a.alibi_slopes != nullptr) {
+          // The key in slot s is run.position - s behind the query (see
+          // SlotRuns), so its bias is slope * (s - run.position).
+          const Vec16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+          const Vec16 behind = lane + static_cast<float>(run.begin + (b + j) * L - run.position);
+          for (int32_t g = 0; g < G; ++g) acc[g][j] += a.alibi_slopes[first_head + g] * behind;
+        }
         if ((b + j + 1) * L > n) {  // the padded last block
           const simd::IVec16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
           const auto valid = lane < n - (b + j) * L;

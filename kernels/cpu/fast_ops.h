@@ -55,6 +55,11 @@ struct RotatedAttentionArgs {
   int32_t head_dim;
   const RopeTable* rope;    // positions >= RotatedRopePositions(geometry)
   float* scratch;           // >= RotatedAttentionScratch(geometry, head_dim, group) floats
+  // ALiBi instead of RoPE (keys stored un-rotated): a slope per query head.
+  // A key's distance from the query is a position difference as well, so
+  // the runs' positions give it exactly: cpu::Attention's bias, bounded by
+  // sinks + window however old the session.
+  const float* alibi_slopes = nullptr;
 };
 // Heads [head_begin, head_end) must cover whole GQA groups (multiples of
 // n_heads / n_kv_heads).
@@ -78,6 +83,9 @@ inline constexpr int32_t kCachePadding = 16;
 // RotatedAttention computes them: within a few ulp, and exactly 0 below -87.
 // Compiled with the backend's -march, so tests see the backend's code path.
 void SoftmaxExp(float* out, const float* x, int64_t n);
+
+// out[i] = gelu(x[i]) (cpu::Gelu's tanh form), with a vectorized exp. (n)
+void FastGelu(float* out, const float* x, int64_t n);
 
 // out[i] = silu(gate[i]) * up[i], with a vectorized exp. (n)
 void FastSwiGlu(float* out, const float* gate, const float* up, int64_t n);

@@ -12,6 +12,16 @@ void RmsNorm(float* out, const float* x, const float* weight, int32_t n, float e
   for (int32_t i = 0; i < n; ++i) out[i] = weight[i] * (scale * x[i]);
 }
 
+void LayerNorm(float* out, const float* x, const float* weight, const float* bias, int32_t n, float eps) {
+  double sum = 0.0;
+  for (int32_t i = 0; i < n; ++i) sum += x[i];
+  const float mean = static_cast<float>(sum / n);
+  double squares = 0.0;
+  for (int32_t i = 0; i < n; ++i) squares += static_cast<double>(x[i] - mean) * (x[i] - mean);
+  const float scale = static_cast<float>(1.0 / std::sqrt(squares / n + eps));
+  for (int32_t i = 0; i < n; ++i) out[i] = weight[i] * ((x[i] - mean) * scale) + (bias != nullptr ? bias[i] : 0.0f);
+}
+
 float Dot(const float* a, const float* b, int32_t n) {
   // Sixteen independent lanes: the compiler maps them onto SIMD registers,
   // and the split breaks the add dependency chain. An 8-lane step serves
@@ -39,6 +49,14 @@ void MatMulRows(float* out, const float* in, const float* w, int32_t tokens, int
     for (int32_t t = 0; t < tokens; ++t) {
       out[static_cast<int64_t>(t) * n + r] = Dot(wr, in + static_cast<int64_t>(t) * k, k);
     }
+  }
+}
+
+void Gelu(float* x, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.79788456080286535588f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * v * (1.0f + 0.044715f * v * v)));
   }
 }
 
@@ -106,16 +124,20 @@ void Attention(const AttentionArgs& a, int32_t head_begin, int32_t head_end) {
         const float* src = a.k_cache + static_cast<int64_t>(g.Slot(j)) * kv_stride + kv * hd;
         float* dst = keys + static_cast<int64_t>(i) * hd;
         for (int32_t d = 0; d < hd; ++d) dst[d] = src[d];
-        Rope(dst, hd, g.KeyPosition(j, a.t), *a.rope);
+        if (a.alibi_slopes == nullptr) Rope(dst, hd, g.KeyPosition(j, a.t), *a.rope);
       }
       prev_kv = kv;
     }
     for (int32_t d = 0; d < hd; ++d) q[d] = a.q[h * hd + d];
-    Rope(q, hd, q_pos, *a.rope);
+    if (a.alibi_slopes == nullptr) Rope(q, hd, q_pos, *a.rope);
 
     float max_score = -INFINITY;
     for (int32_t i = 0; i < n_keys; ++i) {
       scores[i] = Dot(q, keys + static_cast<int64_t>(i) * hd, hd) * scale;
+      if (a.alibi_slopes != nullptr) {
+        const int64_t j = i < n_sinks ? i : lo + (i - n_sinks);
+        scores[i] -= a.alibi_slopes[h] * static_cast<float>(q_pos - g.KeyPosition(j, a.t));
+      }
       max_score = std::max(max_score, scores[i]);
     }
     float sum = 0.0f;

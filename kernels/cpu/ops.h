@@ -1,4 +1,4 @@
-// fp32 reference ops for the Llama forward pass. The CPU backend is built
+// fp32 reference ops for the forward pass (Llama and MPT layers). The CPU backend is built
 // from these, and the CUDA kernel tests use them as their oracle, so each op
 // is written to be read: plain loops, shapes in comments.
 #pragma once
@@ -13,6 +13,10 @@ namespace sinkserve::cpu {
 // out[i] = x[i] / rms(x) * weight[i]. x, out: (n); weight: (n).
 void RmsNorm(float* out, const float* x, const float* weight, int32_t n, float eps);
 
+// LayerNorm: out[i] = (x[i] - mean(x)) / sqrt(var(x) + eps) * weight[i]
+// + bias[i]; bias may be null. Mean and variance are summed in double.
+void LayerNorm(float* out, const float* x, const float* weight, const float* bias, int32_t n, float eps);
+
 // Dot product of two length-n vectors, 16 lanes of fp32 accumulators.
 float Dot(const float* a, const float* b, int32_t n);
 
@@ -23,6 +27,10 @@ void MatMulRows(float* out, const float* in, const float* w, int32_t tokens, int
 
 // x[i] = silu(gate[i]) * up[i], in place on gate. (n)
 void SwiGlu(float* gate, const float* up, int64_t n);
+
+// x[i] = gelu(x[i]) in place, the tanh form GPT-2, MPT and llama.cpp use:
+// 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))). (n)
+void Gelu(float* x, int64_t n);
 
 // cos/sin of RoPE angles for positions [0, positions): pos * theta^(-2i/head_dim),
 // computed in double from the integer position, so every angle is exact to
@@ -57,9 +65,14 @@ struct AttentionArgs {
   const RopeTable* rope;
   // Scratch of at least KeyCount(t) * (head_dim + 2) + head_dim floats.
   float* scratch;
+  // ALiBi instead of RoPE: a slope per query head (n_heads); null for RoPE.
+  const float* alibi_slopes = nullptr;
 };
-// Query t sees the sinks and the window (cache_geometry.h); q is rotated by
-// QueryPosition(t) and each key by its KeyPosition(j, t).
+// Query t sees the sinks and the window (cache_geometry.h). With RoPE, q is
+// rotated by QueryPosition(t) and each key by its KeyPosition(j, t); with
+// ALiBi nothing is rotated and head h's score for key j gains
+// -slope[h] * (QueryPosition(t) - KeyPosition(j, t)): the distance inside
+// the cache, never more than sinks + window - 1.
 void Attention(const AttentionArgs& args, int32_t head_begin, int32_t head_end);
 
 // Floats of scratch Attention needs for one query.

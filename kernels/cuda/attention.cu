@@ -66,13 +66,23 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionKernel(AttentionArgs a) 
         if (h < nh && i < half) {
           const float x0 = qrow[(h0 + h) * hd + 2 * i];
           const float x1 = qrow[(h0 + h) * hd + 2 * i + 1];
-          const float c = a.rope_cos[int64_t{qpos} * half + i];
-          const float sn = a.rope_sin[int64_t{qpos} * half + i];
-          q[h][p] = make_float2(x0 * c - x1 * sn, x0 * sn + x1 * c);
+          if (a.alibi_slopes != nullptr) {
+            q[h][p] = make_float2(x0, x1);
+          } else {
+            const float c = a.rope_cos[int64_t{qpos} * half + i];
+            const float sn = a.rope_sin[int64_t{qpos} * half + i];
+            q[h][p] = make_float2(x0 * c - x1 * sn, x0 * sn + x1 * c);
+          }
         }
       }
     }
   }
+
+  // ALiBi: each head's slope, and the query's cache position its keys' distances count from.
+  float slope[kMaxHeads];
+#pragma unroll
+  for (int h = 0; h < kMaxHeads; ++h) slope[h] = a.alibi_slopes != nullptr && h < nh ? a.alibi_slopes[h0 + h] : 0.0f;
+  const int qpos = g.QueryPosition(t);
 
   // Online softmax state per head; acc holds this lane's pairs of the output.
   float m[kMaxHeads], l[kMaxHeads];
@@ -99,9 +109,13 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionKernel(AttentionArgs a) 
       if (ii < half) {
         const float2 raw = Storage<T>::PairToFloat2(kp[ii]);
         v[p] = Storage<T>::PairToFloat2(vp[ii]);
-        const float c = a.rope_cos[int64_t{kpos} * half + ii];
-        const float sn = a.rope_sin[int64_t{kpos} * half + ii];
-        k[p] = make_float2(raw.x * c - raw.y * sn, raw.x * sn + raw.y * c);
+        if (a.alibi_slopes != nullptr) {
+          k[p] = raw;
+        } else {
+          const float c = a.rope_cos[int64_t{kpos} * half + ii];
+          const float sn = a.rope_sin[int64_t{kpos} * half + ii];
+          k[p] = make_float2(raw.x * c - raw.y * sn, raw.x * sn + raw.y * c);
+        }
       }
     }
 #pragma unroll
@@ -110,7 +124,7 @@ __global__ void __launch_bounds__(kWarps * 32) AttentionKernel(AttentionArgs a) 
         float dot = 0.0f;
 #pragma unroll
         for (int p = 0; p < PPL; ++p) dot += q[h][p].x * k[p].x + q[h][p].y * k[p].y;
-        const float score = WarpSum(dot) * scale;
+        const float score = WarpSum(dot) * scale - slope[h] * static_cast<float>(qpos - kpos);
         const float m_new = fmaxf(m[h], score);
         const float alpha = __expf(m[h] - m_new);
         const float pr = __expf(score - m_new);
@@ -235,7 +249,8 @@ int32_t AttentionSplits(int32_t tokens, int32_t n_heads, int32_t n_kv_heads, int
 
 void LaunchAttention(const AttentionArgs& a, cudaStream_t stream) {
   SINKSERVE_REQUIRE(a.qkv != nullptr && a.pool != nullptr && a.seqs != nullptr && a.token_seq != nullptr);
-  SINKSERVE_REQUIRE(a.rope_cos != nullptr && a.rope_sin != nullptr && a.rope_positions > 0 && a.out != nullptr);
+  SINKSERVE_REQUIRE(a.alibi_slopes != nullptr || (a.rope_cos != nullptr && a.rope_sin != nullptr && a.rope_positions > 0));
+  SINKSERVE_REQUIRE(a.out != nullptr);
   SINKSERVE_REQUIRE(a.n_heads > 0 && a.n_kv_heads > 0 && a.n_heads % a.n_kv_heads == 0);
   SINKSERVE_REQUIRE(a.head_dim > 0 && a.head_dim % 2 == 0 && a.head_dim <= kMaxAttentionHeadDim);
   SINKSERVE_REQUIRE(a.qkv_stride >= a.n_heads * a.head_dim && a.layer >= 0 && a.tokens >= 0);

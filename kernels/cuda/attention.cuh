@@ -8,7 +8,10 @@
 // cache; key j is rotated by KeyPosition(j, t) and the query by
 // QueryPosition(t) at attention time, from one fp32 cos/sin table built on the
 // host in double precision (the table cpu::RopeTable builds). All positions
-// are < sinks + window, so angles never grow with the session's age.
+// are < sinks + window, so angles never grow with the session's age. ALiBi
+// models (alibi_slopes set) rotate nothing: head h's score for key j gains
+// -slope[h] * (QueryPosition(t) - KeyPosition(j, t)), a distance inside the
+// cache, as cpu::Attention defines it.
 //
 // FlashDecoding-style split-K: when tokens x kv heads cannot fill the GPU,
 // each query's key range is cut into `splits` pieces processed by separate
@@ -33,9 +36,10 @@ struct AttentionArgs {
   const SeqDesc* seqs;       // (n_seqs) device
   const int32_t* token_seq;  // (step tokens) device: batch entry of each token
   const int32_t* token_list = nullptr;  // (tokens) device: the step tokens to attend for; null = 0 .. tokens-1
-  const float* rope_cos;     // (rope_positions, head_dim / 2) device
+  const float* rope_cos;     // (rope_positions, head_dim / 2) device; unused with ALiBi
   const float* rope_sin;     // (rope_positions, head_dim / 2) device
   int32_t rope_positions = 0;  // must be >= every session's MaxPositions()
+  const float* alibi_slopes = nullptr;  // (n_heads) device: ALiBi instead of RoPE; null = RoPE
   void* out;                 // (step tokens, n_heads * head_dim) storage dtype, rows by step token
   float* partial = nullptr;  // >= AttentionPartialFloats(...) when splits > 1
   int64_t partial_floats = 0;

@@ -124,6 +124,7 @@ struct CudaBackend::Impl {
   std::optional<cuda::KvPool> pool;
   std::vector<std::optional<Cache>> caches;  // by CacheId
   DevicePtr rope_cos, rope_sin;              // (rope_positions, head_dim / 2) fp32
+  DevicePtr alibi_slopes;                    // (n_heads) fp32 for ALiBi models; null with RoPE
   int32_t rope_positions = 0;
   Scratch scratch;
   std::map<GraphKey, Graph> graphs;
@@ -166,6 +167,12 @@ struct CudaBackend::Impl {
     if (!cublas_workspace) return absl::ResourceExhaustedError("no GPU memory for the cuBLAS workspace");
     CUBLAS_CHECK(cublasSetWorkspace(cublas, cublas_workspace.get(), kCublasWorkspaceBytes));
     CUBLAS_CHECK(cublasSetMathMode(cublas, CUBLAS_DEFAULT_MATH));
+    if (config.alibi()) {
+      const std::vector<float> slopes = config.AlibiSlopes();
+      alibi_slopes = cuda::TryDeviceAlloc(slopes.size() * sizeof(float));
+      if (!alibi_slopes) return absl::ResourceExhaustedError("no GPU memory for the ALiBi slopes");
+      CUDA_CHECK(cudaMemcpy(alibi_slopes.get(), slopes.data(), slopes.size() * sizeof(float), cudaMemcpyHostToDevice));
+    }
     return absl::OkStatus();
   }
 
@@ -287,9 +294,12 @@ void CudaBackend::Impl::RunLayer(int32_t layer, const StepView& v) {
   float* x = cuda::As<float>(scratch.x);
   void* xb = scratch.xb.get();
   float* wide = cuda::As<float>(scratch.wide);
+  const bool layer_norm = c.norm == NormKind::kLayer;
+  const float* slopes = cuda::As<float>(alibi_slopes);
 
   cuda::LaunchRmsNorm({.dtype = dtype, .x = x, .weight = cuda::As<float>(w.attn_norm), .rows = nullptr, .out = xb,
-                       .n_rows = T, .dim = c.dim, .eps = c.norm_eps},
+                       .n_rows = T, .dim = c.dim, .eps = c.norm_eps, .layer_norm = layer_norm,
+                       .bias = cuda::As<float>(w.attn_norm_bias)},
                       stream);
   // wide = (T, qkv_dim): q | k | v, fp32.
   cuda::Gemm(cublas, {.dtype = dtype, .w = w.wqkv.get(), .in = xb, .out = wide, .tokens = T, .n = qkv_dim, .k = c.dim});
@@ -302,26 +312,37 @@ void CudaBackend::Impl::RunLayer(int32_t layer, const StepView& v) {
   cuda::LaunchAttention({.dtype = dtype, .qkv = wide, .qkv_stride = qkv_dim, .pool = pool_base.get(), .seqs = v.seqs,
                          .token_seq = v.token_seq, .token_list = v.decode_tokens,
                          .rope_cos = cuda::As<float>(rope_cos), .rope_sin = cuda::As<float>(rope_sin),
-                         .rope_positions = rope_positions, .out = xb, .partial = cuda::As<float>(scratch.partial),
+                         .rope_positions = rope_positions, .alibi_slopes = slopes, .out = xb,
+                         .partial = cuda::As<float>(scratch.partial),
                          .partial_floats = scratch.partial_floats, .tokens = v.n_decode, .n_heads = c.n_heads,
                          .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim, .layer = layer, .splits = v.splits},
                         stream);
   cuda::LaunchPrefillAttention({.dtype = dtype, .qkv = wide, .qkv_stride = qkv_dim, .pool = pool_base.get(),
                                 .seqs = v.seqs, .tiles = v.tiles, .n_tiles = v.n_tiles,
                                 .rope_cos = cuda::As<float>(rope_cos), .rope_sin = cuda::As<float>(rope_sin),
-                                .rope_positions = rope_positions, .out = xb, .n_heads = c.n_heads,
+                                .rope_positions = rope_positions, .alibi_slopes = slopes, .out = xb,
+                                .n_heads = c.n_heads,
                                 .n_kv_heads = c.n_kv_heads, .head_dim = c.head_dim, .layer = layer},
                                stream);
   // x += wo . att (the residual add rides in the GEMM epilogue).
   cuda::Gemm(cublas, {.dtype = dtype, .w = w.wo.get(), .in = xb, .out = x, .tokens = T, .n = c.dim, .k = c.q_dim(),
                       .beta = 1.0f});
   cuda::LaunchRmsNorm({.dtype = dtype, .x = x, .weight = cuda::As<float>(w.ffn_norm), .rows = nullptr, .out = xb,
-                       .n_rows = T, .dim = c.dim, .eps = c.norm_eps},
+                       .n_rows = T, .dim = c.dim, .eps = c.norm_eps, .layer_norm = layer_norm,
+                       .bias = cuda::As<float>(w.ffn_norm_bias)},
                       stream);
-  // wide = (T, 2 * hidden): gate | up; xb = silu(gate) * up; x += w2 . xb.
-  cuda::Gemm(cublas, {.dtype = dtype, .w = w.w13.get(), .in = xb, .out = wide, .tokens = T, .n = 2 * c.hidden_dim,
-                      .k = c.dim});
-  cuda::LaunchSwiGlu({.dtype = dtype, .gate_up = wide, .out = xb, .tokens = T, .hidden = c.hidden_dim}, stream);
+  if (c.ffn == FfnKind::kGelu) {
+    // wide = (T, hidden): up; xb = gelu(up).
+    cuda::Gemm(cublas, {.dtype = dtype, .w = w.w13.get(), .in = xb, .out = wide, .tokens = T, .n = c.hidden_dim,
+                        .k = c.dim});
+    cuda::LaunchGelu({.dtype = dtype, .up = wide, .out = xb, .tokens = T, .hidden = c.hidden_dim}, stream);
+  } else {
+    // wide = (T, 2 * hidden): gate | up; xb = silu(gate) * up.
+    cuda::Gemm(cublas, {.dtype = dtype, .w = w.w13.get(), .in = xb, .out = wide, .tokens = T, .n = 2 * c.hidden_dim,
+                        .k = c.dim});
+    cuda::LaunchSwiGlu({.dtype = dtype, .gate_up = wide, .out = xb, .tokens = T, .hidden = c.hidden_dim}, stream);
+  }
+  // x += w2 . xb.
   cuda::Gemm(cublas, {.dtype = dtype, .w = w.w2.get(), .in = xb, .out = x, .tokens = T, .n = c.dim,
                       .k = c.hidden_dim, .beta = 1.0f});
 }
@@ -337,7 +358,8 @@ void CudaBackend::Impl::Enqueue(const StepView& v) {
   // Final norm of the rows that want logits, then the classifier: (rows, vocab) fp32.
   float* d_logits = cuda::As<float>(scratch.wide);
   cuda::LaunchRmsNorm({.dtype = dtype, .x = x, .weight = cuda::As<float>(weights.final_norm), .rows = v.rows_index,
-                       .out = scratch.xb.get(), .n_rows = v.rows, .dim = c.dim, .eps = c.norm_eps},
+                       .out = scratch.xb.get(), .n_rows = v.rows, .dim = c.dim, .eps = c.norm_eps,
+                       .layer_norm = c.norm == NormKind::kLayer, .bias = cuda::As<float>(weights.final_norm_bias)},
                       stream);
   cuda::Gemm(cublas, {.dtype = dtype, .w = weights.Classifier(), .in = scratch.xb.get(), .out = d_logits,
                       .tokens = v.rows, .n = c.vocab_size, .k = c.dim});

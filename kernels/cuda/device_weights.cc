@@ -14,6 +14,7 @@ struct Shapes {
   explicit Shapes(const ModelConfig& c)
       : dim(c.dim), q(c.q_dim()), kv(c.kv_dim()), hidden(c.hidden_dim), vocab(c.vocab_size) {}
   int64_t qkv() const { return (q + 2 * kv) * dim; }
+  int64_t w13_rows(const ModelConfig& c) const { return c.ffn == FfnKind::kGelu ? hidden : 2 * hidden; }
 };
 
 class Allocator {
@@ -38,21 +39,27 @@ class Allocator {
   int64_t failed_bytes_ = 0;
 };
 
-absl::Status Allocate(const ModelConfig& c, DType dtype, DeviceWeights* w) {
+// Every buffer; the LayerNorm biases only with `norm_biases`.
+absl::Status Allocate(const ModelConfig& c, DType dtype, bool norm_biases, DeviceWeights* w) {
   const Shapes s(c);
   w->dtype = dtype;
   Allocator a(w);
   w->embedding = a.Alloc(s.vocab * s.dim);
   if (!c.tied_classifier) w->classifier = a.Alloc(s.vocab * s.dim);
   w->final_norm = a.Alloc(s.dim, true);
+  if (norm_biases) w->final_norm_bias = a.Alloc(s.dim, true);
   w->layers.resize(c.n_layers);
   for (DeviceLayer& l : w->layers) {
     l.attn_norm = a.Alloc(s.dim, true);
     l.wqkv = a.Alloc(s.qkv());
     l.wo = a.Alloc(s.dim * s.q);
     l.ffn_norm = a.Alloc(s.dim, true);
-    l.w13 = a.Alloc(2 * s.hidden * s.dim);
+    l.w13 = a.Alloc(s.w13_rows(c) * s.dim);
     l.w2 = a.Alloc(s.dim * s.hidden);
+    if (norm_biases) {
+      l.attn_norm_bias = a.Alloc(s.dim, true);
+      l.ffn_norm_bias = a.Alloc(s.dim, true);
+    }
   }
   return a.status();
 }
@@ -107,7 +114,8 @@ absl::StatusOr<DeviceWeights> UploadWeights(const Model& model, DType dtype, cud
   }
   const Shapes s(c);
   DeviceWeights w;
-  if (absl::Status st = Allocate(c, dtype, &w); !st.ok()) return st;
+  const bool norm_biases = !model.weights.final_norm_bias.empty();
+  if (absl::Status st = Allocate(c, dtype, norm_biases, &w); !st.ok()) return st;
   constexpr int64_t kStagingFloats = int64_t{1} << 24;  // 64 MiB
   DevicePtr staging = TryDeviceAlloc(kStagingFloats * sizeof(float));
   if (!staging) return absl::ResourceExhaustedError("no GPU memory left for the 64 MiB upload staging buffer");
@@ -116,17 +124,26 @@ absl::StatusOr<DeviceWeights> UploadWeights(const Model& model, DType dtype, cud
   up.ToDtype(mw.token_embedding, w.embedding.get());
   if (!c.tied_classifier) up.ToDtype(mw.classifier, w.classifier.get());
   up.ToF32(mw.final_norm, w.final_norm.get());
+  if (norm_biases) up.ToF32(mw.final_norm_bias, w.final_norm_bias.get());
   for (int32_t i = 0; i < c.n_layers; ++i) {
     const LayerWeights& src = mw.layers[i];
     DeviceLayer& dst = w.layers[i];
     up.ToF32(src.attn_norm, dst.attn_norm.get());
     up.ToF32(src.ffn_norm, dst.ffn_norm.get());
+    if (norm_biases) {
+      up.ToF32(src.attn_norm_bias, dst.attn_norm_bias.get());
+      up.ToF32(src.ffn_norm_bias, dst.ffn_norm_bias.get());
+    }
     up.ToDtype(src.wq, dst.wqkv.get(), 0);
     up.ToDtype(src.wk, dst.wqkv.get(), s.q * s.dim);
     up.ToDtype(src.wv, dst.wqkv.get(), (s.q + s.kv) * s.dim);
     up.ToDtype(src.wo, dst.wo.get());
-    up.ToDtype(src.w1, dst.w13.get(), 0);
-    up.ToDtype(src.w3, dst.w13.get(), s.hidden * s.dim);
+    if (c.ffn == FfnKind::kGelu) {
+      up.ToDtype(src.w3, dst.w13.get(), 0);
+    } else {
+      up.ToDtype(src.w1, dst.w13.get(), 0);
+      up.ToDtype(src.w3, dst.w13.get(), s.hidden * s.dim);
+    }
     up.ToDtype(src.w2, dst.w2.get());
   }
   CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -137,7 +154,7 @@ absl::StatusOr<DeviceWeights> RandomWeights(const ModelConfig& c, DType dtype, u
                                             cudaStream_t stream) {
   const Shapes s(c);
   DeviceWeights w;
-  if (absl::Status st = Allocate(c, dtype, &w); !st.ok()) return st;
+  if (absl::Status st = Allocate(c, dtype, /*norm_biases=*/false, &w); !st.ok()) return st;
   uint64_t stream_id = seed * 1000003u;
   auto fill = [&](const DevicePtr& p, int64_t n) { LaunchRandomFill(dtype, p.get(), n, ++stream_id, 0.0f, scale, stream); };
   auto norm = [&](const DevicePtr& p) { LaunchRandomFillF32(As<float>(p), s.dim, ++stream_id, 1.0f, scale, stream); };
@@ -149,7 +166,7 @@ absl::StatusOr<DeviceWeights> RandomWeights(const ModelConfig& c, DType dtype, u
     norm(l.ffn_norm);
     fill(l.wqkv, s.qkv());
     fill(l.wo, s.dim * s.q);
-    fill(l.w13, 2 * s.hidden * s.dim);
+    fill(l.w13, s.w13_rows(c) * s.dim);
     fill(l.w2, s.dim * s.hidden);
   }
   CUDA_CHECK(cudaStreamSynchronize(stream));

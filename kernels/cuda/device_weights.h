@@ -1,6 +1,7 @@
 // The model's weights on the device. Matrices that read the same input are
 // stored concatenated so one GEMM serves them: wqkv = [wq; wk; wv] and
-// w13 = [w1 (gate); w3 (up)]. Norm weights stay fp32 (they are tiny and feed
+// w13 = [w1 (gate); w3 (up)] (a GELU MLP has no gate: w13 = w3). Norm
+// weights and LayerNorm biases stay fp32 (they are tiny and feed
 // an fp32 computation).
 #pragma once
 
@@ -16,10 +17,12 @@ namespace sinkserve::cuda {
 
 struct DeviceLayer {
   DevicePtr attn_norm;  // (dim) fp32
+  DevicePtr attn_norm_bias;  // (dim) fp32; null when the model has none
   DevicePtr wqkv;       // (q_dim + 2 * kv_dim, dim) storage dtype
   DevicePtr wo;         // (dim, q_dim)
   DevicePtr ffn_norm;   // (dim) fp32
-  DevicePtr w13;        // (2 * hidden_dim, dim): gate rows then up rows
+  DevicePtr ffn_norm_bias;  // (dim) fp32; null when the model has none
+  DevicePtr w13;        // (2 * hidden_dim, dim): gate rows then up rows; GELU: (hidden_dim, dim) up rows
   DevicePtr w2;         // (dim, hidden_dim)
 };
 
@@ -28,6 +31,7 @@ struct DeviceWeights {
   DevicePtr embedding;   // (vocab, dim) storage dtype
   DevicePtr classifier;  // (vocab, dim); null when tied to the embedding
   DevicePtr final_norm;  // (dim) fp32
+  DevicePtr final_norm_bias;  // (dim) fp32; null when the model has none
   std::vector<DeviceLayer> layers;
   int64_t bytes = 0;
 

@@ -72,6 +72,7 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
   const T* v_head = k_head + int64_t{a.n_kv_heads} * slots * hd;
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
 
+  const float slope = a.alibi_slopes != nullptr && live ? a.alibi_slopes[h0 + r % heads] : 0.0f;  // ALiBi
   float m = -INFINITY, l = 0.0f;
   float acc[HDMAX / 4];
 #pragma unroll
@@ -89,8 +90,8 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
         const int tok = tile.first + rr / heads;
         const int pos = ph.QueryRotation(g, s.n_past + (tok - s.token_begin));
         const float* qrow = a.qkv + int64_t{tok} * a.qkv_stride + (h0 + rr % heads) * hd;
-        q = Rotate(make_float2(qrow[2 * i], qrow[2 * i + 1]), a.rope_cos + int64_t{pos} * half,
-                   a.rope_sin + int64_t{pos} * half, i);
+        q = make_float2(qrow[2 * i], qrow[2 * i + 1]);
+        if (a.alibi_slopes == nullptr) q = Rotate(q, a.rope_cos + int64_t{pos} * half, a.rope_sin + int64_t{pos} * half, i);
         q.x *= scale;
         q.y *= scale;
       }
@@ -107,8 +108,8 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
         if (j < ph.hi) {
           const int64_t slot = g.Slot(j);
           const int pos = ph.KeyRotation(j);
-          k = Rotate(Storage<T>::PairToFloat2(reinterpret_cast<const Pair*>(k_head + slot * hd)[i]),
-                     a.rope_cos + int64_t{pos} * half, a.rope_sin + int64_t{pos} * half, i);
+          k = Storage<T>::PairToFloat2(reinterpret_cast<const Pair*>(k_head + slot * hd)[i]);
+          if (a.alibi_slopes == nullptr) k = Rotate(k, a.rope_cos + int64_t{pos} * half, a.rope_sin + int64_t{pos} * half, i);
           v = Storage<T>::PairToFloat2(reinterpret_cast<const Pair*>(v_head + slot * hd)[i]);
         }
         ks[kk * row_stride + 2 * i] = k.x;
@@ -135,7 +136,11 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
 #pragma unroll
       for (int kk = 0; kk < kQuarter; ++kk) {
         const int64_t j = kb + c * kQuarter + kk;
-        if (!live || j >= ph.hi || !ph.Visible(g, t, j)) sc[kk] = -INFINITY;
+        if (!live || j >= ph.hi || !ph.Visible(g, t, j)) {
+          sc[kk] = -INFINITY;
+        } else if (a.alibi_slopes != nullptr) {
+          sc[kk] -= slope * static_cast<float>(g.QueryPosition(t) - g.KeyPosition(j, t));
+        }
         tile_max = fmaxf(tile_max, sc[kk]);
       }
       // The row's four threads are adjacent lanes of one warp.
@@ -210,7 +215,8 @@ void Launch(const PrefillAttentionArgs& a, cudaStream_t stream) {
 void LaunchPrefillAttention(const PrefillAttentionArgs& a, cudaStream_t stream) {
   SINKSERVE_REQUIRE(a.qkv != nullptr && a.pool != nullptr && a.seqs != nullptr);
   SINKSERVE_REQUIRE(a.n_tiles == 0 || a.tiles != nullptr);
-  SINKSERVE_REQUIRE(a.rope_cos != nullptr && a.rope_sin != nullptr && a.rope_positions > 0 && a.out != nullptr);
+  SINKSERVE_REQUIRE(a.alibi_slopes != nullptr || (a.rope_cos != nullptr && a.rope_sin != nullptr && a.rope_positions > 0));
+  SINKSERVE_REQUIRE(a.out != nullptr);
   SINKSERVE_REQUIRE(a.n_heads > 0 && a.n_kv_heads > 0 && a.n_heads % a.n_kv_heads == 0);
   SINKSERVE_REQUIRE(a.head_dim > 0 && a.head_dim % 2 == 0 && a.head_dim <= kMaxPrefillHeadDim);
   SINKSERVE_REQUIRE(a.qkv_stride >= a.n_heads * a.head_dim && a.layer >= 0 && a.n_tiles >= 0);

@@ -17,6 +17,8 @@
 // rotated once for all its queries, and every angle stays below
 // window + queries_per_tile: exact after millions of tokens. This equals the
 // decode kernel's rotation in exact arithmetic and differs by fp32 rounding.
+// ALiBi models (alibi_slopes set) rotate nothing and add -slope[h] *
+// (QueryPosition(t) - KeyPosition(j, t)) to each visible key's score.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -50,6 +52,7 @@ struct PrefillAttentionArgs {
   const float* rope_cos;     // (rope_positions, head_dim / 2) device
   const float* rope_sin;     // (rope_positions, head_dim / 2) device
   int32_t rope_positions = 0;  // must be >= PrefillRopePositions() of every session
+  const float* alibi_slopes = nullptr;  // (n_heads) device: ALiBi instead of RoPE; null = RoPE
   void* out;                 // (tokens, n_heads * head_dim) storage dtype; only the tiles' rows are written
   int32_t n_heads = 0;
   int32_t n_kv_heads = 0;

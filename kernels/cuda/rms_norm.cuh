@@ -1,4 +1,5 @@
-// RMSNorm of fp32 residual rows into the storage dtype that feeds the next GEMM.
+// RMSNorm (or LayerNorm, for MPT) of fp32 residual rows into the storage
+// dtype that feeds the next GEMM.
 // The residual add before it is fused into the preceding GEMM (beta = 1 in
 // cuBLAS accumulates W.x into the fp32 stream), so this op only reads.
 #pragma once
@@ -20,9 +21,12 @@ struct RmsNormArgs {
   int32_t n_rows = 0;
   int32_t dim = 0;
   float eps = 1e-5f;
+  bool layer_norm = false;       // LayerNorm instead: cpu::LayerNorm's formula
+  const float* bias = nullptr;   // (dim) fp32 LayerNorm shift; null = none
 };
 
-// out[r] = weight * (x[rows[r]] / rms(x[rows[r]])), the cpu::RmsNorm formula.
+// out[r] = weight * (x[rows[r]] / rms(x[rows[r]])), the cpu::RmsNorm formula;
+// with layer_norm, weight * (x - mean) / sqrt(var + eps) + bias.
 void LaunchRmsNorm(const RmsNormArgs& args, cudaStream_t stream);
 
 }  // namespace sinkserve::cuda

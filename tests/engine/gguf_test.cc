@@ -662,6 +662,43 @@ TEST(GgufModelConfigTest, ValidateRejectsAbsurdConfigs) {
   EXPECT_FALSE(b.Validate().ok());
 }
 
+TEST(GgufModelConfigTest, AlibiSlopesFollowTheAlibiPaperAndLlamaCpp) {
+  ModelConfig c;
+  c.positions = PositionKind::kAlibi;
+  c.max_alibi_bias = 8.0f;
+  c.n_heads = 8;  // a power of two: 2^-1 .. 2^-8
+  std::vector<float> slopes = c.AlibiSlopes();
+  ASSERT_EQ(slopes.size(), 8u);
+  for (int h = 0; h < 8; ++h) EXPECT_FLOAT_EQ(slopes[h], std::exp2(-(h + 1.0f))) << h;
+  c.n_heads = 12;  // 8 of the 8-head series, then every other one of the 16-head series
+  slopes = c.AlibiSlopes();
+  ASSERT_EQ(slopes.size(), 12u);
+  EXPECT_FLOAT_EQ(slopes[7], std::exp2(-8.0f));
+  for (int h = 8; h < 12; ++h) EXPECT_FLOAT_EQ(slopes[h], std::exp2(-0.5f - (h - 8))) << h;
+}
+
+TEST(GgufRealFileTest, LoadsSynthMptAsAlibiLayerNormGelu) {
+  REQUIRE_SHARED("models/synthetic/synth-mpt-F32.gguf");
+  absl::StatusOr<Model> m = LoadModel(SharedPath("models/synthetic/synth-mpt-F32.gguf"));
+  ASSERT_TRUE(m.ok()) << m.status();
+  const ModelConfig& c = m->config;
+  EXPECT_EQ(c.arch, "mpt");
+  EXPECT_TRUE(c.alibi());
+  EXPECT_EQ(c.norm, NormKind::kLayer);
+  EXPECT_EQ(c.ffn, FfnKind::kGelu);
+  EXPECT_EQ(c.max_alibi_bias, 8.0f);
+  EXPECT_EQ(c.n_heads, 8);
+  EXPECT_EQ(c.n_kv_heads, 8);
+  EXPECT_EQ(c.head_dim, 32);
+  EXPECT_TRUE(c.tied_classifier);
+  const LayerWeights& l = m->weights.layers[1];
+  EXPECT_TRUE(l.w1.empty());
+  EXPECT_TRUE(l.attn_norm_bias.empty());
+  // The fused QKV rows, split in place: k starts q_dim rows into the same bytes.
+  EXPECT_EQ(l.wk.data, l.wq.data + c.q_dim() * l.wq.row_bytes());
+  EXPECT_EQ(l.wv.data, l.wk.data + c.kv_dim() * l.wk.row_bytes());
+}
+
 // --- Real files --------------------------------------------------------------
 
 TEST(GgufRealFileTest, LoadsStories260K) {

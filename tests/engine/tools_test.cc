@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -219,6 +220,36 @@ TEST_F(ToolsTest, BadQuantizedAndQwen2FilesFailWithOneLine) {
   ASSERT_NE(bias, std::string::npos);
   qwen2[bias + 16] = 'x';  // blk.1.attn_k.biax
   ExpectCleanFailure(generate(qwen2), "blk.1.attn_k.bias");
+}
+
+TEST_F(ToolsTest, BadMptFilesFailWithOneLine) {
+  const std::string file = "models/synthetic/synth-mpt-F32.gguf";
+  REQUIRE_SHARED(file);
+  const fs::path bad = TempFile("bad-mpt.gguf");
+  auto generate = [&](const std::string& bytes) {
+    std::ofstream(bad, std::ios::binary | std::ios::trunc) << bytes;
+    return RunTool("sinkserve-generate", {"--model", bad.string(), "--prompt", "x", "--max-new-tokens", "2"});
+  };
+  const std::string real = testing::ReadFile(testing::SharedPath(file));
+  const std::string key = "mpt.attention.max_alibi_bias";
+  const size_t at = real.find(key);
+  ASSERT_NE(at, std::string::npos);
+  // Without its ALiBi bound.
+  std::string renamed = real;
+  renamed[at + key.size() - 1] = 'x';
+  ExpectCleanFailure(generate(renamed), "max_alibi_bias");
+  // A bound that makes no slopes: NaN, then 0.
+  for (float value : {std::nanf(""), 0.0f}) {
+    std::string patched = real;
+    std::memcpy(&patched[at + key.size() + 4], &value, 4);  // past the key and its value type
+    ExpectCleanFailure(generate(patched), "max_alibi_bias");
+  }
+  // Without one layer's fused QKV matrix.
+  std::string no_qkv = real;
+  const size_t qkv = no_qkv.find("blk.2.attn_qkv.weight");
+  ASSERT_NE(qkv, std::string::npos);
+  no_qkv[qkv + 20] = 'x';
+  ExpectCleanFailure(generate(no_qkv), "blk.2.attn_qkv.weight");
 }
 
 }  // namespace

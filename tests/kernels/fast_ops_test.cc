@@ -64,15 +64,33 @@ TEST(FastOpsTest, FastSwiGluMatchesReference) {
   for (int i = 0; i < 37; ++i) ASSERT_NEAR(got[i], want[i], 1e-5f * (1 + std::abs(want[i]))) << i;
 }
 
+TEST(FastOpsTest, FastGeluMatchesReference) {
+  std::mt19937 rng(4);
+  std::vector<float> x = Random(37, rng);
+  x[3] = -120.0f;  // tanh saturates both ways; exp(2u) overflows
+  x[4] = 95.0f;
+  x[5] = -8.0f;
+  x[6] = 0.0f;
+  std::vector<float> want = x, got(37);
+  Gelu(want.data(), 37);
+  FastGelu(got.data(), x.data(), 37);
+  for (int i = 0; i < 37; ++i) ASSERT_NEAR(got[i], want[i], 2e-6f * (1 + std::abs(want[i]))) << "x=" << x[i];
+}
+
 // Reference keys are cached un-rotated in (slots, kv, hd); the fast path
-// wants them rotated by slot index in (kv, hd, slots). Same tokens, same answer.
-TEST(FastOpsTest, RotatedAttentionMatchesReferenceAcrossLaps) {
-  std::mt19937 rng(3);
+// wants them in (kv, hd, slots), with RoPE rotated by slot index. Same
+// tokens, same answer, with RoPE and with ALiBi (whose bias counts distance
+// inside the cache, lap after lap).
+void ExpectRotatedAttentionMatchesReference(bool alibi) {
+  std::mt19937 rng(alibi ? 13 : 3);
   for (auto [sinks, window, chunk, n_heads, n_kv, hd] :
        {std::tuple{4, 7, 3, 4, 2, 8}, {0, 1, 1, 2, 2, 4}, {1, 20, 5, 8, 1, 16}, {4, 33, 4, 4, 4, 64}, {2, 16, 1, 8, 2, 128}, {3, 40, 2, 6, 2, 8}, {4, 50, 8, 16, 2, 8}}) {
     const CacheGeometry g{sinks, window, window + chunk - 1};
     RopeTable rope;
     rope.Build(hd, RotatedRopePositions(g), 10000.0f);
+    std::vector<float> slopes;
+    for (int32_t h = 0; h < n_heads; ++h) slopes.push_back(std::exp2(-0.5f * static_cast<float>(h + 1)));
+    const float* alibi_slopes = alibi ? slopes.data() : nullptr;
     const int32_t kv_dim = n_kv * hd;
     std::vector<float> k_ref(int64_t{g.Slots()} * kv_dim), v_ref(k_ref.size());
     std::vector<float> k_fast(k_ref.size() + kCachePadding), v_fast(k_ref.size() + kCachePadding);
@@ -82,21 +100,58 @@ TEST(FastOpsTest, RotatedAttentionMatchesReferenceAcrossLaps) {
       std::vector<float> k = Random(kv_dim, rng), v = Random(kv_dim, rng);
       std::copy(k.begin(), k.end(), k_ref.begin() + int64_t{slot} * kv_dim);
       std::copy(v.begin(), v.end(), v_ref.begin() + int64_t{slot} * kv_dim);
-      for (int32_t h = 0; h < n_kv; ++h) Rope(&k[h * hd], hd, slot, rope);
+      if (!alibi) {
+        for (int32_t h = 0; h < n_kv; ++h) Rope(&k[h * hd], hd, slot, rope);
+      }
       for (int32_t e = 0; e < kv_dim; ++e) {
         k_fast[int64_t{e} * g.Slots() + slot] = k[e];
         v_fast[int64_t{e} * g.Slots() + slot] = v[e];
       }
       const std::vector<float> q = Random(int64_t{n_heads} * hd, rng);
       std::vector<float> want(q.size()), got(q.size(), NAN);
-      AttentionArgs ref{&g, t, q.data(), k_ref.data(), v_ref.data(), want.data(), n_heads, n_kv, hd, &rope, scratch_ref.data()};
+      AttentionArgs ref{&g, t, q.data(), k_ref.data(), v_ref.data(), want.data(), n_heads, n_kv, hd, &rope, scratch_ref.data(), alibi_slopes};
       Attention(ref, 0, n_heads);
-      RotatedAttentionArgs fast{&g, t, q.data(), k_fast.data(), v_fast.data(), got.data(), n_heads, n_kv, hd, &rope, scratch_fast.data()};
+      RotatedAttentionArgs fast{&g, t, q.data(), k_fast.data(), v_fast.data(), got.data(), n_heads, n_kv, hd, &rope, scratch_fast.data(), alibi_slopes};
       RotatedAttention(fast, 0, n_heads);
       for (size_t i = 0; i < q.size(); ++i) {
         ASSERT_NEAR(got[i], want[i], 2e-5f * (1 + std::abs(want[i]))) << "t=" << t << " i=" << i << " S=" << sinks << " W=" << window;
       }
     }
+  }
+}
+
+TEST(FastOpsTest, RotatedAttentionMatchesReferenceAcrossLaps) { ExpectRotatedAttentionMatchesReference(false); }
+TEST(FastOpsTest, AlibiAttentionMatchesReferenceAcrossLaps) { ExpectRotatedAttentionMatchesReference(true); }
+
+// ALiBi over a sink+window cache: a key's bias is its distance inside the
+// cache, so after any number of laps the query sees the same biases as one
+// that has never evicted, and the distance never exceeds sinks + window - 1.
+TEST(FastOpsTest, AlibiBiasCountsDistanceInsideTheCache) {
+  const CacheGeometry g{4, 10, 12};
+  const int32_t hd = 4;
+  const float slope = 0.5f;
+  std::vector<float> k(int64_t{g.Slots()} * hd, 0.0f), v(k.size(), 0.0f), q(hd, 0.0f), out(hd);
+  // Zero keys: every score is the bias alone. Value d of the key is its
+  // slot, so out[0] is the softmax-weighted mean slot.
+  for (int32_t s = 0; s < g.Slots(); ++s) v[int64_t{s} * hd] = static_cast<float>(s);
+  std::vector<float> scratch(AttentionScratch(g, hd));
+  RopeTable rope;
+  rope.Build(hd, RotatedRopePositions(g), 10000.0f);
+  std::vector<double> first_lap;
+  for (int64_t t : {int64_t{13}, int64_t{13} + 12, int64_t{13} + 12 * 1000000}) {
+    AttentionArgs a{&g, t, q.data(), k.data(), v.data(), out.data(), 1, 1, hd, &rope, scratch.data(), &slope};
+    Attention(a, 0, 1);
+    // The weights: exp(-slope * distance) over distances 0..13 (the window
+    // 0..9 and the four sinks at 10..13), whatever the slots hold.
+    double num = 0, den = 0;
+    for (int32_t i = 0; i < g.KeyCount(t); ++i) {
+      const int64_t j = i < g.sinks ? i : g.WindowBegin(t) + (i - g.sinks);
+      const double w = std::exp(-slope * (g.QueryPosition(t) - g.KeyPosition(j, t)));
+      ASSERT_LE(g.QueryPosition(t) - g.KeyPosition(j, t), g.sinks + g.window - 1);
+      num += w * g.Slot(j);
+      den += w;
+    }
+    EXPECT_NEAR(out[0], num / den, 1e-4) << "t=" << t;
   }
 }
 

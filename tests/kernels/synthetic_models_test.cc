@@ -132,7 +132,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Reference("synth-llama-Q4_K_M"), Reference("synth-llama-Q5_K_M"),
                       Reference("synth-llama-Q6_K"), Native("synth-llama-Q8_0"), Native("synth-llama-Q4_0"),
                       Native("synth-llama-Q4_K_M"), Native("synth-llama-Q5_K_M"), Native("synth-llama-Q6_K"),
-                      Exact("synth-qwen2-F32"), Native("synth-qwen2-Q8_0"), Native("synth-qwen2-Q4_K_M")),
+                      Exact("synth-qwen2-F32"), Native("synth-qwen2-Q8_0"), Native("synth-qwen2-Q4_K_M"),
+                      Exact("synth-mpt-F32"), Native("synth-mpt-Q8_0")),
     Name);
 
 }  // namespace

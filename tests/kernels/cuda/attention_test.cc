@@ -4,6 +4,7 @@
 // takes two blocks per kv head), head_dim 8/64/128, split-K forced and auto.
 // The same harness runs the tiled prefill kernel, alone or beside the decode
 // kernel in one step (AttentionPlan), with head_dim up to 256 and GQA 64.
+// ALiBi cases run both kernels with slopes instead of RoPE.
 #include <gtest/gtest.h>
 
 #include <limits>
@@ -35,6 +36,7 @@ struct AttnCase {
   int32_t splits = 0;  // 0 = AttentionSplits
   DType dtype = DType::kF16;
   int32_t prefill_min_tokens = 0;  // entries with this many tokens take the prefill kernel; 0 = none
+  bool alibi = false;              // ALiBi slopes instead of RoPE
 };
 
 std::vector<AttnCase> Cases() {
@@ -84,6 +86,11 @@ std::vector<AttnCase> Cases() {
   // block through a token list, split-K forced on the decode side.
   c.push_back({"mixed_plan", 8, 2, 64, 4, 32, 8, {{3, 1}, {0, 8}, {40, 2}, {100, 5}, {9999, 1}}, 0, f16, 4});
   c.push_back({"mixed_plan_splits", 8, 2, 128, 4, 200, 16, {{150, 1}, {10, 16}, {5000, 3}}, 8, f16, 4});
+  // ALiBi (MPT: no GQA): decode across wraps and split, tiled prefill, both at once.
+  c.push_back({"alibi_decode", 8, 8, 32, 4, 60, 1, {{0, 1}, {3, 1}, {63, 1}, {64, 1}, {1000003, 1}}, 0, f16, 0, true});
+  c.push_back({"alibi_splits", 8, 8, 64, 4, 200, 1, {{10, 1}, {4000, 1}}, 8, DType::kBF16, 0, true});
+  c.push_back({"alibi_tiled", 8, 8, 32, 4, 60, 16, {{0, 16}, {50, 16}, {100000, 16}}, 0, f16, 1, true});
+  c.push_back({"alibi_mixed", 12, 12, 64, 4, 40, 8, {{3, 1}, {0, 8}, {45, 5}, {9999, 1}}, 4, f16, 4, true});
   return c;
 }
 
@@ -155,6 +162,14 @@ TEST_P(AttentionTest, AppendThenAttendMatchesCpuReference) {
   rope.Build(hd, PrefillRopePositions(g, PrefillQueriesPerTile(p.n_heads, p.n_kv_heads)), 10000.0f);
   DevicePtr d_pool = Upload(pool_bits), d_qkv = Upload(qkv), d_desc = Upload(descs), d_tseq = Upload(token_seq);
   DevicePtr d_cos = Upload(rope.cos), d_sin = Upload(rope.sin);
+  std::vector<float> slopes;  // llama.cpp's series for max bias 8 over the largest power of two <= n_heads
+  int32_t pow2 = 1;
+  while (pow2 * 2 <= p.n_heads) pow2 *= 2;
+  for (int32_t h = 0; h < p.n_heads; ++h) {
+    slopes.push_back(h < pow2 ? std::exp2(-8.0f * (h + 1) / pow2) : std::exp2(-4.0f * (2 * (h - pow2) + 1) / pow2));
+  }
+  DevicePtr d_slopes = Upload(slopes);
+  const float* alibi = p.alibi ? As<float>(d_slopes) : nullptr;
   KvAppendArgs append{.dtype = d, .qkv = As<float>(d_qkv), .qkv_stride = qkv_stride, .k_offset = q_dim,
                       .pool = d_pool.get(), .seqs = As<SeqDesc>(d_desc), .token_seq = As<int32_t>(d_tseq),
                       .tokens = T, .n_kv_heads = p.n_kv_heads, .head_dim = hd, .layer = layer};
@@ -169,14 +184,16 @@ TEST_P(AttentionTest, AppendThenAttendMatchesCpuReference) {
   LaunchAttention({.dtype = d, .qkv = As<float>(d_qkv), .qkv_stride = qkv_stride, .pool = d_pool.get(),
                    .seqs = As<SeqDesc>(d_desc), .token_seq = As<int32_t>(d_tseq),
                    .token_list = As<int32_t>(d_list), .rope_cos = As<float>(d_cos), .rope_sin = As<float>(d_sin),
-                   .rope_positions = rope.positions, .out = out.get(), .partial = As<float>(partial),
+                   .rope_positions = rope.positions, .alibi_slopes = alibi, .out = out.get(),
+                   .partial = As<float>(partial),
                    .partial_floats = partial_cap, .tokens = n_decode, .n_heads = p.n_heads,
                    .n_kv_heads = p.n_kv_heads, .head_dim = hd, .layer = layer, .splits = splits},
                   nullptr);
   LaunchPrefillAttention({.dtype = d, .qkv = As<float>(d_qkv), .qkv_stride = qkv_stride, .pool = d_pool.get(),
                           .seqs = As<SeqDesc>(d_desc), .tiles = As<PrefillTile>(d_tiles),
                           .n_tiles = static_cast<int32_t>(plan.tiles.size()), .rope_cos = As<float>(d_cos),
-                          .rope_sin = As<float>(d_sin), .rope_positions = rope.positions, .out = out.get(),
+                          .rope_sin = As<float>(d_sin), .rope_positions = rope.positions, .alibi_slopes = alibi,
+                          .out = out.get(),
                           .n_heads = p.n_heads, .n_kv_heads = p.n_kv_heads, .head_dim = hd, .layer = layer},
                          nullptr);
   const std::vector<float> got = DownloadAs(d, out, int64_t{T} * q_dim);
@@ -202,7 +219,7 @@ TEST_P(AttentionTest, AppendThenAttendMatchesCpuReference) {
       cpu::AttentionArgs args{.geometry = &g, .t = s.n_past + i, .q = &qkv[int64_t{tok} * qkv_stride],
                               .k_cache = ref_k[e].data(), .v_cache = ref_v[e].data(), .out = &want[int64_t{tok} * q_dim],
                               .n_heads = p.n_heads, .n_kv_heads = p.n_kv_heads, .head_dim = hd, .rope = &rope,
-                              .scratch = scratch.data()};
+                              .scratch = scratch.data(), .alibi_slopes = p.alibi ? slopes.data() : nullptr};
       cpu::Attention(args, 0, p.n_heads);
     }
   }

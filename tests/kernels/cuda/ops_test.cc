@@ -57,6 +57,47 @@ TEST_P(OpsTest, RmsNormMatchesCpuOnGatheredRows) {
   }
 }
 
+TEST_P(OpsTest, LayerNormMatchesCpuWithAndWithoutBias) {
+  REQUIRE_CUDA_DEVICE();
+  const DType d = GetParam();
+  for (int32_t dim : {8, 64, 333, 4096}) {
+    for (bool biased : {false, true}) {
+      const int32_t src_rows = 5;
+      // An offset mean, so a norm that skipped centring would be far off.
+      std::vector<float> x = RandomVector(int64_t{src_rows} * dim, dim + 7, 3.0f);
+      for (float& v : x) v += 2.0f;
+      const std::vector<float> w = RandomVector(dim, dim + 8), b = RandomVector(dim, dim + 9);
+      const std::vector<int32_t> rows = {4, 1, 1};
+      DevicePtr d_x = Upload(x), d_w = Upload(w), d_b = Upload(b), d_rows = Upload(rows);
+      DevicePtr out = Poisoned(int64_t{3} * dim * 2);
+      LaunchRmsNorm({.dtype = d, .x = As<float>(d_x), .weight = As<float>(d_w), .rows = As<int32_t>(d_rows),
+                     .out = out.get(), .n_rows = 3, .dim = dim, .eps = 1e-5f, .layer_norm = true,
+                     .bias = biased ? As<float>(d_b) : nullptr},
+                    nullptr);
+      const std::vector<float> got = DownloadAs(d, out, int64_t{3} * dim);
+      std::vector<float> want(got.size());
+      for (int r = 0; r < 3; ++r) {
+        cpu::LayerNorm(&want[r * dim], &x[rows[r] * dim], w.data(), biased ? b.data() : nullptr, dim, 1e-5f);
+      }
+      EXPECT_LE(WorstScaledError(got, want, 1e-5, 1.5 * Ulp(d)), 1.0) << "dim " << dim << " bias " << biased;
+    }
+  }
+}
+
+TEST_P(OpsTest, GeluMatchesCpu) {
+  REQUIRE_CUDA_DEVICE();
+  const DType d = GetParam();
+  const int32_t tokens = 5, hidden = 1000;
+  std::vector<float> up = RandomVector(int64_t{tokens} * hidden, 14, 3.0f);
+  up[0] = -30.0f;  // tanh saturates
+  up[1] = 30.0f;
+  DevicePtr d_in = Upload(up), out = Poisoned(int64_t{tokens} * hidden * 2);
+  LaunchGelu({.dtype = d, .up = As<float>(d_in), .out = out.get(), .tokens = tokens, .hidden = hidden}, nullptr);
+  std::vector<float> want = up;
+  cpu::Gelu(want.data(), static_cast<int64_t>(want.size()));
+  EXPECT_LE(WorstScaledError(DownloadAs(d, out, want.size()), want, 1e-6, 1.5 * Ulp(d)), 1.0);
+}
+
 TEST_P(OpsTest, SwiGluMatchesCpu) {
   REQUIRE_CUDA_DEVICE();
   const DType d = GetParam();
