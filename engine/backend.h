@@ -13,6 +13,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
 #include "absl/types/span.h"
 #include "engine/cache_geometry.h"
 #include "engine/model/model.h"
@@ -27,7 +28,15 @@ struct SeqEntry {
   int32_t token_begin = 0;  // its first token in Batch::tokens
   int32_t n_tokens = 0;     // its new tokens this step (1 for decode)
   bool all_logits = false;  // a logits row per token, else only for the last
+  // Contrastive search's candidates: the tokens are alternatives for the one
+  // position n_past, not a sequence. Each attends as query n_past would (the
+  // cache's visible keys and its own) and gets a logits row (all_logits must
+  // be set); none is appended until Backend::CommitCandidate picks one.
+  bool candidates = false;
 };
+
+// The most candidates one entry may carry (contrastive search's top_k).
+inline constexpr int32_t kMaxCandidates = 64;
 
 struct Batch {
   std::vector<int32_t> tokens;  // (total new tokens) grouped by sequence
@@ -38,6 +47,11 @@ struct Batch {
     seqs.push_back({cache, n_past, static_cast<int32_t>(tokens.size()),
                     static_cast<int32_t>(new_tokens.size()), all_logits});
     tokens.insert(tokens.end(), new_tokens.begin(), new_tokens.end());
+  }
+  // Contrastive candidates for position n_past of `cache` (SeqEntry::candidates).
+  void AddCandidates(CacheId cache, int64_t n_past, absl::Span<const int32_t> candidates) {
+    Add(cache, n_past, candidates, /*all_logits=*/true);
+    seqs.back().candidates = true;
   }
   void Clear() {
     tokens.clear();
@@ -90,14 +104,30 @@ class Backend {
   virtual absl::StatusOr<std::string> ExportCacheSlots(CacheId id, int32_t first, int32_t count) const = 0;
   virtual absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) = 0;
 
+  // Contrastive search. A backend that SupportsCandidates() runs
+  // SeqEntry::candidates entries and fills Forward's `hidden`; the others
+  // refuse both with UNIMPLEMENTED. CommitCandidate appends candidate
+  // `index` of the cache's latest candidates entry, exactly as if it had
+  // been fed as the next token (the cache then holds one more token);
+  // FAILED_PRECONDITION when the cache's latest step was not a candidates
+  // entry with more than `index` tokens.
+  virtual bool SupportsCandidates() const { return false; }
+  virtual absl::Status CommitCandidate(CacheId /*id*/, int32_t /*index*/) {
+    return absl::UnimplementedError(absl::StrFormat("the %s backend does not run contrastive search", name()));
+  }
+
   // Runs every sequence's new tokens through the model: appends their K/V at
   // their slots and attends per the cache geometry. Each entry's n_past must
   // equal the tokens its cache has consumed, and n_tokens must not exceed
   // ring - window + 1 (a chunk larger than that would evict keys the chunk
   // still needs). On success `logits` holds (batch.LogitRows(), vocab_size)
   // floats, rows in entry order. INVALID_ARGUMENT on a malformed batch (bad
-  // token id, unknown cache, wrong n_past), with nothing appended.
-  virtual absl::Status Forward(const Batch& batch, std::vector<float>* logits) = 0;
+  // token id, unknown cache, wrong n_past), with nothing appended. With
+  // `hidden`, it also receives (batch.tokens.size(), dim) floats: each
+  // token's last hidden state (the final norm's output, the classifier's
+  // input), in token order.
+  absl::Status Forward(const Batch& batch, std::vector<float>* logits) { return Forward(batch, logits, nullptr); }
+  virtual absl::Status Forward(const Batch& batch, std::vector<float>* logits, std::vector<float>* hidden) = 0;
 };
 
 }  // namespace sinkserve

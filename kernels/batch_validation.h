@@ -23,8 +23,8 @@ struct CacheState {
 // `lookup(id)` returns a pointer to the cache's state, or null when `id` names
 // no live cache. Rules (engine/backend.h): every entry names a distinct live
 // cache, n_past equals what that cache consumed, 1 <= n_tokens <= ring -
-// window + 1, entries cover Batch::tokens in order, every token id is in the
-// vocabulary.
+// window + 1 (a candidates entry: 1..kMaxCandidates, with all_logits),
+// entries cover Batch::tokens in order, every token id is in the vocabulary.
 template <typename Lookup>
 absl::Status ValidateBatch(const Batch& batch, int32_t vocab_size, Lookup&& lookup) {
   absl::flat_hash_set<CacheId> seen;
@@ -41,7 +41,10 @@ absl::Status ValidateBatch(const Batch& batch, int32_t vocab_size, Lookup&& look
       return absl::InvalidArgumentError(absl::StrFormat(
           "cache %d has consumed %d tokens but the batch says n_past=%d", s.cache, c->consumed, s.n_past));
     }
-    const int32_t max_chunk = c->geometry.ring - c->geometry.window + 1;
+    const int32_t max_chunk = s.candidates ? kMaxCandidates : c->geometry.ring - c->geometry.window + 1;
+    if (s.candidates && !s.all_logits) {
+      return absl::InvalidArgumentError(absl::StrFormat("cache %d: a candidates entry needs all_logits", s.cache));
+    }
     if (s.n_tokens < 1 || s.n_tokens > max_chunk) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "cache %d takes 1..%d tokens per step, got %d", s.cache, max_chunk, s.n_tokens));

@@ -147,6 +147,7 @@ absl::Status CpuBackend::ResetCache(CacheId id) {
     return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
   }
   caches_[id]->consumed = 0;
+  caches_[id]->candidates = 0;
   return absl::OkStatus();
 }
 
@@ -222,6 +223,7 @@ absl::Status CpuBackend::ImportCache(CacheId id, int64_t consumed, std::string_v
     }
   }
   cache.consumed = consumed;
+  cache.candidates = 0;
   return absl::OkStatus();
 }
 
@@ -330,6 +332,15 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
   for (int32_t e = slice.first; e < slice.last; ++e) {
     const SeqEntry& s = batch.seqs[e];
     Cache& cache = *caches_[s.cache];
+    if (s.candidates) {  // kept aside, un-rotated, until one is committed
+      for (int32_t i = 0; i < s.n_tokens; ++i) {
+        const float* k_new = &ws.qkv[int64_t{s.token_begin - slice.token_begin + i} * qkv + c.q_dim()];
+        const int64_t at = (int64_t{layer} * s.n_tokens + i) * kv_dim;
+        std::copy_n(k_new, kv_dim, &cache.candidate_k[at]);
+        std::copy_n(k_new + kv_dim, kv_dim, &cache.candidate_v[at]);
+      }
+      continue;
+    }
     const CacheGeometry& g = cache.geometry;
     const int64_t slots = g.Slots();
     float* k_layer = &cache.k[int64_t{layer} * kv_dim * slots];  // (n_kv_heads, head_dim, slots)
@@ -359,9 +370,12 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
       const SeqEntry& s = batch.seqs[ws.token_seq[t]];
       const Cache& cache = *caches_[s.cache];
       const int64_t layer_base = int64_t{layer} * kv_dim * cache.geometry.Slots();
+      const int32_t i = slice.token_begin + t - s.token_begin;  // the token's index in its entry
+      // A candidate is query n_past with its own key and value beside the cache.
+      const int64_t own = (int64_t{layer} * s.n_tokens + i) * kv_dim;
       cpu::RotatedAttentionArgs args{
           .geometry = &cache.geometry,
-          .t = s.n_past + (slice.token_begin + t - s.token_begin),
+          .t = s.candidates ? s.n_past : s.n_past + i,
           .q = &ws.qkv[int64_t{t} * qkv],
           .k_cache = &cache.k[layer_base],
           .v_cache = &cache.v[layer_base],
@@ -372,6 +386,8 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
           .rope = &rope_,
           .scratch = &ws.attn[part * per_query],
           .alibi_slopes = alibi_slopes_.empty() ? nullptr : alibi_slopes_.data(),
+          .self_k = s.candidates ? &cache.candidate_k[own] : nullptr,
+          .self_v = s.candidates ? &cache.candidate_v[own] : nullptr,
       };
       cpu::RotatedAttention(args, kv * group, (kv + 1) * group);
     }
@@ -405,7 +421,8 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
   for (int64_t i = 0; i < int64_t{T} * c.dim; ++i) ws.x[i] += ws.xb[i];
 }
 
-void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits) {
+void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits,
+                          float* hidden) {
   const ModelConfig& c = model_.config;
   for (int32_t e = slice.first; e < slice.last; ++e) {
     const SeqEntry& s = batch.seqs[e];
@@ -416,6 +433,10 @@ void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws,
     model_.weights.token_embedding.DequantizeRowTo(id, &ws.x[int64_t{t} * c.dim]);
   }
   for (int32_t layer = 0; layer < c.n_layers; ++layer) RunLayer(batch, slice, ws, parallel_ops, layer);
+  if (hidden != nullptr) {
+    Norm(hidden + int64_t{slice.token_begin} * c.dim, ws.x.data(), model_.weights.final_norm,
+         model_.weights.final_norm_bias, slice.tokens);
+  }
 
   // Final norm for the rows that want logits, packed in entry order.
   int32_t row = 0;
@@ -429,10 +450,54 @@ void CpuBackend::RunSlice(const Batch& batch, const Slice& slice, Workspace& ws,
   MatMul(logits + int64_t{slice.row_begin} * c.vocab_size, ws.xb.data(), classifier_, slice.rows, ws, parallel_ops);
 }
 
-absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits) {
+absl::Status CpuBackend::CommitCandidate(CacheId id, int32_t index) {
+  if (id < 0 || static_cast<size_t>(id) >= caches_.size() || !caches_[id]) {
+    return absl::NotFoundError(absl::StrFormat("no cache with id %d", id));
+  }
+  Cache& cache = *caches_[id];
+  if (index < 0 || index >= cache.candidates) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cache %d has %d candidates from its latest step; cannot commit candidate %d", id, cache.candidates, index));
+  }
+  // What RunLayer's append does for a fed token, from the kept K/V.
+  const ModelConfig& c = model_.config;
+  const int32_t kv_dim = c.kv_dim();
+  const CacheGeometry& g = cache.geometry;
+  const int64_t slots = g.Slots();
+  const int32_t slot = g.Slot(cache.consumed);
+  std::vector<float> k(kv_dim);
+  for (int32_t layer = 0; layer < c.n_layers; ++layer) {
+    const int64_t at = (int64_t{layer} * cache.candidates + index) * kv_dim;
+    std::copy_n(&cache.candidate_k[at], kv_dim, k.begin());
+    if (!c.alibi()) {
+      for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(&k[kv * c.head_dim], c.head_dim, slot, rope_);
+    }
+    float* k_layer = &cache.k[int64_t{layer} * kv_dim * slots];
+    float* v_layer = &cache.v[int64_t{layer} * kv_dim * slots];
+    for (int32_t d = 0; d < kv_dim; ++d) {
+      k_layer[d * slots + slot] = k[d];
+      v_layer[d * slots + slot] = cache.candidate_v[at + d];
+    }
+  }
+  ++cache.consumed;
+  cache.candidates = 0;
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits, std::vector<float>* hidden) {
   RETURN_IF_ERROR(ValidateBatch(batch));
   const int32_t n_seqs = static_cast<int32_t>(batch.seqs.size());
   logits->resize(int64_t{batch.LogitRows()} * model_.config.vocab_size);
+  if (hidden != nullptr) hidden->resize(batch.tokens.size() * static_cast<size_t>(model_.config.dim));
+  for (const SeqEntry& s : batch.seqs) {
+    Cache& cache = *caches_[s.cache];
+    cache.candidates = 0;  // a step forgets the previous step's candidates
+    if (s.candidates) {
+      const size_t floats = static_cast<size_t>(model_.config.n_layers) * s.n_tokens * model_.config.kv_dim();
+      cache.candidate_k.resize(floats);
+      cache.candidate_v.resize(floats);
+    }
+  }
 
   // Slices of contiguous entries with about equal token counts, one per
   // thread: each slice runs whole sequences through every layer with no
@@ -473,15 +538,23 @@ absl::Status CpuBackend::Forward(const Batch& batch, std::vector<float>* logits)
   }
   const int32_t workers = std::min(parts, threads);
   if (static_cast<int32_t>(workspaces_.size()) < workers) workspaces_.resize(workers);
+  float* hidden_out = hidden != nullptr ? hidden->data() : nullptr;
   for (int32_t w = 0; w < workers; ++w) EnsureScratch(workspaces_[w], largest);
   if (parts == 1) {
-    RunSlice(batch, slices[0], workspaces_[0], /*parallel_ops=*/true, logits->data());
+    RunSlice(batch, slices[0], workspaces_[0], /*parallel_ops=*/true, logits->data(), hidden_out);
   } else {
     pool_.ForEach(parts, [&](int64_t p, int32_t thread) {
-      RunSlice(batch, slices[p], workspaces_[thread], /*parallel_ops=*/false, logits->data());
+      RunSlice(batch, slices[p], workspaces_[thread], /*parallel_ops=*/false, logits->data(), hidden_out);
     });
   }
-  for (const SeqEntry& s : batch.seqs) caches_[s.cache]->consumed += s.n_tokens;
+  for (const SeqEntry& s : batch.seqs) {
+    Cache& cache = *caches_[s.cache];
+    if (s.candidates) {
+      cache.candidates = s.n_tokens;
+    } else {
+      cache.consumed += s.n_tokens;
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -35,7 +35,10 @@ class CpuBackend final : public Backend {
   KvShape ExportShape() const override;
   absl::StatusOr<std::string> ExportCacheSlots(CacheId id, int32_t first, int32_t count) const override;
   absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) override;
-  absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
+  using Backend::Forward;
+  absl::Status Forward(const Batch& batch, std::vector<float>* logits, std::vector<float>* hidden) override;
+  bool SupportsCandidates() const override { return true; }
+  absl::Status CommitCandidate(CacheId id, int32_t index) override;
 
   // Bytes a cache with this geometry holds (K and V, every layer).
   int64_t CacheBytes(const CacheGeometry& geometry) const override;
@@ -66,6 +69,11 @@ class CpuBackend final : public Backend {
     // Slot-minor so attention vectorizes over slots (see cpu::RotatedAttention).
     ZeroedFloats k;   // (n_layers, n_kv_heads, head_dim, slots), keys rotated by their slot index
     ZeroedFloats v;   // (n_layers, n_kv_heads, head_dim, slots)
+    // The latest step's contrastive candidates (SeqEntry::candidates): their
+    // K/V, not in the ring until CommitCandidate. Keys un-rotated.
+    int32_t candidates = 0;
+    std::vector<float> candidate_k;  // (n_layers, candidates, kv_dim)
+    std::vector<float> candidate_v;  // (n_layers, candidates, kv_dim)
   };
 
   // Scratch for one forward over a slice of the batch. T = the slice's tokens.
@@ -106,7 +114,8 @@ class CpuBackend final : public Backend {
   // `parallel_ops`, each matmul and the attention spread over the pool;
   // otherwise the caller is already one of several slices run in parallel.
   // The slice's workspace must have been sized by EnsureScratch.
-  void RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits);
+  void RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits,
+                float* hidden);
   void RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer);
   // The model's norm (RMSNorm, or LayerNorm with `bias` if not empty) of
   // `tokens` rows of dim.

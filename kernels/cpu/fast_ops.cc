@@ -240,11 +240,20 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
     for (; b + kSpan <= Blocks(n); b += kSpan) score_blocks.template operator()<kSpan>(b);
     for (; b < Blocks(n); ++b) score_blocks.template operator()<1>(b);
   }
-  const int32_t used = offset[n_runs - 1] + Blocks(runs[n_runs - 1].end - runs[n_runs - 1].begin) * L;
+  const int32_t used = n_runs == 0 ? 0 : offset[n_runs - 1] + Blocks(runs[n_runs - 1].end - runs[n_runs - 1].begin) * L;
 
+  // A candidate's own key (args.self_k) sits at distance 0: its score is
+  // q.k with neither rotated (both would turn by the same angle), no ALiBi
+  // bias. Its weight joins the softmax and its value the sum below.
+  float self_weight[G] = {};
   float inv_sum[G];
   for (int32_t g = 0; g < G; ++g) {
-    const float max_score = simd::HorizontalMax(max_lanes[g]);
+    float max_score = simd::HorizontalMax(max_lanes[g]);
+    float self_score = 0.0f;
+    if (a.self_k != nullptr) {
+      for (int32_t d = 0; d < hd; ++d) self_score += a.q[(first_head + g) * hd + d] * scale * a.self_k[kv * hd + d];
+      max_score = std::max(max_score, self_score);
+    }
     float* s = scores + int64_t{g} * row;
     Vec16 sum = {};
     for (int32_t i = 0; i < used; i += L) {
@@ -252,8 +261,13 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
       simd::Store(s + i, e);
       sum += e;
     }
-    inv_sum[g] = 1.0f / simd::HorizontalSum(sum);
+    if (a.self_k != nullptr) self_weight[g] = std::exp(self_score - max_score);
+    inv_sum[g] = 1.0f / (simd::HorizontalSum(sum) + self_weight[g]);
   }
+  // The own value's share of output dim d for head g.
+  const auto self_value = [&](int32_t g, int32_t d) {
+    return a.self_v != nullptr ? self_weight[g] * a.self_v[kv * hd + d] : 0.0f;
+  };
 
   // out[g][d] = sum over keys of p[g][key] * v[d][key's slot] / sum[g]
   if constexpr (HD > 0) {
@@ -271,7 +285,9 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
       }
     }
     for (int32_t g = 0; g < G; ++g) {
-      for (int32_t d = 0; d < HD; ++d) a.out[(first_head + g) * HD + d] = simd::HorizontalSum(acc[g][d]) * inv_sum[g];
+      for (int32_t d = 0; d < HD; ++d) {
+        a.out[(first_head + g) * HD + d] = (simd::HorizontalSum(acc[g][d]) + self_value(g, d)) * inv_sum[g];
+      }
     }
   } else {
     for (int32_t d = 0; d < hd; ++d) {
@@ -293,7 +309,7 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
       for (int32_t g = 0; g < G; ++g) {
         Vec16 total = acc[g][0];
         for (int32_t j = 1; j < kSpan; ++j) total += acc[g][j];
-        a.out[(first_head + g) * hd + d] = simd::HorizontalSum(total) * inv_sum[g];
+        a.out[(first_head + g) * hd + d] = (simd::HorizontalSum(total) + self_value(g, d)) * inv_sum[g];
       }
     }
   }
@@ -303,7 +319,11 @@ void GroupAttention(const RotatedAttentionArgs& a, int32_t first_head, int32_t k
 
 void RotatedAttention(const RotatedAttentionArgs& a, int32_t head_begin, int32_t head_end) {
   SlotRun runs[3];
-  const int32_t n_runs = SlotRuns(*a.geometry, a.t, runs);
+  int32_t n_runs = SlotRuns(*a.geometry, a.t, runs);
+  if (a.self_k != nullptr) {
+    // The query's own slot is the last of the last run; its key comes from self_k.
+    if (--runs[n_runs - 1].end == runs[n_runs - 1].begin) --n_runs;
+  }
   const int32_t group = a.n_heads / a.n_kv_heads;
   // Head dim 8 (the stories models) gets registers-only value sums.
   auto run = [&]<int HD>() {

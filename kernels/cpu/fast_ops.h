@@ -60,6 +60,11 @@ struct RotatedAttentionArgs {
   // the runs' positions give it exactly: cpu::Attention's bias, bounded by
   // sinks + window however old the session.
   const float* alibi_slopes = nullptr;
+  // A contrastive candidate (cpu::AttentionArgs::self_k): query t's own key
+  // and value, (n_kv_heads, head_dim) each, key un-rotated, used instead of
+  // slot Slot(t), which is not read. Both or neither.
+  const float* self_k = nullptr;
+  const float* self_v = nullptr;
 };
 // Heads [head_begin, head_end) must cover whole GQA groups (multiples of
 // n_heads / n_kv_heads).

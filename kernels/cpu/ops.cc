@@ -121,7 +121,8 @@ void Attention(const AttentionArgs& a, int32_t head_begin, int32_t head_end) {
       // Rotate this kv head's keys once for every query head that shares it.
       for (int32_t i = 0; i < n_keys; ++i) {
         const int64_t j = i < n_sinks ? i : lo + (i - n_sinks);
-        const float* src = a.k_cache + static_cast<int64_t>(g.Slot(j)) * kv_stride + kv * hd;
+        const float* src = j == a.t && a.self_k != nullptr ? a.self_k + kv * hd
+                                                            : a.k_cache + static_cast<int64_t>(g.Slot(j)) * kv_stride + kv * hd;
         float* dst = keys + static_cast<int64_t>(i) * hd;
         for (int32_t d = 0; d < hd; ++d) dst[d] = src[d];
         if (a.alibi_slopes == nullptr) Rope(dst, hd, g.KeyPosition(j, a.t), *a.rope);
@@ -150,7 +151,8 @@ void Attention(const AttentionArgs& a, int32_t head_begin, int32_t head_end) {
     const float inv_sum = 1.0f / sum;
     for (int32_t i = 0; i < n_keys; ++i) {
       const int64_t j = i < n_sinks ? i : lo + (i - n_sinks);
-      const float* v = a.v_cache + static_cast<int64_t>(g.Slot(j)) * kv_stride + kv * hd;
+      const float* v = j == a.t && a.self_v != nullptr ? a.self_v + kv * hd
+                                                       : a.v_cache + static_cast<int64_t>(g.Slot(j)) * kv_stride + kv * hd;
       const float p = scores[i] * inv_sum;
       for (int32_t d = 0; d < hd; ++d) out[d] += p * v[d];
     }

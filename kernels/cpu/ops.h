@@ -67,6 +67,11 @@ struct AttentionArgs {
   float* scratch;
   // ALiBi instead of RoPE: a slope per query head (n_heads); null for RoPE.
   const float* alibi_slopes = nullptr;
+  // Query t's own key and value, (n_kv_heads, head_dim) each, un-rotated,
+  // instead of the cache's slot Slot(t) (a contrastive candidate, which is
+  // not appended); null: from the cache. Both or neither.
+  const float* self_k = nullptr;
+  const float* self_v = nullptr;
 };
 // Query t sees the sinks and the window (cache_geometry.h). With RoPE, q is
 // rotated by QueryPosition(t) and each key by its KeyPosition(j, t); with

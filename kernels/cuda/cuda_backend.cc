@@ -648,11 +648,25 @@ absl::Status CudaBackend::ImportCache(CacheId id, int64_t consumed, std::string_
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::Forward(const Batch& batch, std::vector<float>* logits) {
+namespace {
+
+absl::Status RefuseContrastive(const Batch& batch, bool hidden) {
+  const bool candidates = std::any_of(batch.seqs.begin(), batch.seqs.end(), [](const SeqEntry& s) { return s.candidates; });
+  if (hidden || candidates) {
+    return absl::UnimplementedError("the CUDA backend does not run contrastive search yet; use --backend cpu");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CudaBackend::Forward(const Batch& batch, std::vector<float>* logits, std::vector<float>* hidden) {
+  RETURN_IF_ERROR(RefuseContrastive(batch, hidden != nullptr));
   return impl_->Run(batch, logits, nullptr);
 }
 
 absl::Status CudaBackend::ForwardGreedy(const Batch& batch, std::vector<int32_t>* ids) {
+  RETURN_IF_ERROR(RefuseContrastive(batch, false));
   return impl_->Run(batch, nullptr, ids);
 }
 

@@ -73,7 +73,9 @@ class CudaBackend final : public Backend {
   absl::Status ImportCache(CacheId id, int64_t consumed, std::string_view bytes) override;
   // Copies (rows, vocab) fp32 logits back; the engine's Sampler then runs any
   // sampling mode on the host.
-  absl::Status Forward(const Batch& batch, std::vector<float>* logits) override;
+  using Backend::Forward;
+  // No contrastive search yet: `hidden` and candidates entries are UNIMPLEMENTED.
+  absl::Status Forward(const Batch& batch, std::vector<float>* logits, std::vector<float>* hidden) override;
 
   // Greedy decoding on the device: argmax per logits row, and only the
   // (rows) ids come back. Same validation and cache effects as Forward.

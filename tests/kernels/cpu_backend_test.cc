@@ -194,6 +194,106 @@ TEST(CpuBackendTest, RejectsMalformedBatches) {
   EXPECT_FALSE(backend->CreateCache({0, 0, 0}).ok());
 }
 
+// Contrastive candidates: each candidate row is what feeding that token next
+// would give (logits and hidden state), the cache is untouched until one is
+// committed, and a committed candidate continues exactly like the fed token.
+// In one batch with another session's prefill and decode, across ring wraps,
+// with RoPE (GQA) and with ALiBi.
+void ExpectCandidatesActLikeTheFedToken(ModelConfig config) {
+  const Model model = RandomModel(config, 21);
+  const int32_t vocab = config.vocab_size, dim = config.dim;
+  auto backend = MakeBackend(model);
+  const CacheGeometry g{2, 8, 8 + 4 - 1};
+  const std::vector<int32_t> prefix = RandomTokens(29, vocab, 5);  // wraps the ring twice
+  const std::vector<int32_t> candidates = {3, 17, 3, 42};         // a repeat too
+  // A cache fed `prefix`, then `extra` (may be empty), one token per step.
+  auto fed = [&](const std::vector<int32_t>& extra) {
+    const CacheId id = *backend->CreateCache(g);
+    std::vector<float> logits;
+    int64_t past = 0;
+    for (int32_t tok : prefix) {
+      Batch b;
+      b.Add(id, past++, {tok});
+      EXPECT_TRUE(backend->Forward(b, &logits).ok());
+    }
+    for (int32_t tok : extra) {
+      Batch b;
+      b.Add(id, past++, {tok});
+      EXPECT_TRUE(backend->Forward(b, &logits).ok());
+    }
+    return id;
+  };
+  const CacheId contrastive = fed({});
+  const CacheId other = *backend->CreateCache(g);
+  Batch batch;
+  batch.Add(other, 0, RandomTokens(3, vocab, 6));
+  batch.AddCandidates(contrastive, static_cast<int64_t>(prefix.size()), candidates);
+  std::vector<float> logits, hidden;
+  ASSERT_TRUE(backend->Forward(batch, &logits, &hidden).ok());
+  ASSERT_EQ(logits.size(), (1 + candidates.size()) * vocab);
+  ASSERT_EQ(hidden.size(), (3 + candidates.size()) * dim);
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const CacheId alone = fed({});
+    Batch b;
+    b.Add(alone, static_cast<int64_t>(prefix.size()), {candidates[i]});
+    std::vector<float> want, want_hidden;
+    ASSERT_TRUE(backend->Forward(b, &want, &want_hidden).ok());
+    for (int32_t v = 0; v < vocab; ++v) {
+      ASSERT_NEAR(logits[(1 + i) * vocab + v], want[v], 1e-4f * (1 + std::abs(want[v]))) << "candidate " << i;
+    }
+    for (int32_t d = 0; d < dim; ++d) {
+      ASSERT_NEAR(hidden[(3 + i) * dim + d], want_hidden[d], 1e-4f * (1 + std::abs(want_hidden[d]))) << i;
+    }
+    backend->DestroyCache(alone);
+  }
+  // Candidates are not appended: another candidates step at the same n_past works.
+  Batch again;
+  again.AddCandidates(contrastive, static_cast<int64_t>(prefix.size()), {candidates[1], candidates[3]});
+  ASSERT_TRUE(backend->Forward(again, &logits).ok());
+  EXPECT_EQ(backend->CommitCandidate(contrastive, 2).code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(backend->CommitCandidate(contrastive, 1).ok());  // candidates[3]
+  EXPECT_EQ(backend->CommitCandidate(contrastive, 0).code(), absl::StatusCode::kFailedPrecondition);
+  // The committed candidate continues like the fed token, for several steps.
+  const CacheId reference = fed({candidates[3]});
+  for (int step = 0; step < 12; ++step) {
+    const int32_t tok = (step * 13 + 1) % vocab;
+    const int64_t past = static_cast<int64_t>(prefix.size()) + 1 + step;
+    Batch a, b;
+    a.Add(contrastive, past, {tok});
+    b.Add(reference, past, {tok});
+    std::vector<float> got, want;
+    ASSERT_TRUE(backend->Forward(a, &got).ok());
+    ASSERT_TRUE(backend->Forward(b, &want).ok());
+    for (int32_t v = 0; v < vocab; ++v) ASSERT_NEAR(got[v], want[v], 1e-4f * (1 + std::abs(want[v]))) << step;
+  }
+}
+
+TEST(CpuBackendTest, CandidatesActLikeTheFedTokenWithRope) {
+  ExpectCandidatesActLikeTheFedToken(TinyConfig(64, 8, 2, 2, 100, 172));
+}
+
+TEST(CpuBackendTest, CandidatesActLikeTheFedTokenWithAlibi) {
+  ModelConfig c = TinyConfig(64, 8, 8, 2, 100, 172);
+  c.positions = PositionKind::kAlibi;
+  c.max_alibi_bias = 8.0f;
+  ExpectCandidatesActLikeTheFedToken(c);
+}
+
+TEST(CpuBackendTest, CandidateEntriesAreBounded) {
+  auto backend = MakeBackend(RandomModel(TinyConfig(), 11));
+  const CacheId cache = *backend->CreateCache({0, 4, 5});
+  std::vector<float> logits;
+  Batch too_many;
+  too_many.AddCandidates(cache, 0, std::vector<int32_t>(kMaxCandidates + 1, 1));
+  EXPECT_EQ(backend->Forward(too_many, &logits).code(), absl::StatusCode::kInvalidArgument);
+  Batch no_rows;
+  no_rows.AddCandidates(cache, 0, std::vector<int32_t>{1, 2});
+  no_rows.seqs.back().all_logits = false;
+  EXPECT_EQ(backend->Forward(no_rows, &logits).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend->CommitCandidate(cache, 0).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(backend->CommitCandidate(cache + 9, 0).code(), absl::StatusCode::kNotFound);
+}
+
 TEST(SequenceTest, DenseFailsClearlyWhenTheContextIsFull) {
   const Model model = RandomModel(TinyConfig(32, 4, 2, 1, 64, 48, /*context=*/10), 12);
   auto backend = MakeBackend(model);

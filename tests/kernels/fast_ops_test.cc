@@ -116,6 +116,18 @@ void ExpectRotatedAttentionMatchesReference(bool alibi) {
       for (size_t i = 0; i < q.size(); ++i) {
         ASSERT_NEAR(got[i], want[i], 2e-5f * (1 + std::abs(want[i]))) << "t=" << t << " i=" << i << " S=" << sinks << " W=" << window;
       }
+      // A contrastive candidate for position t + 1: its own key and value
+      // beside the cache, slot Slot(t + 1) (stale or t's neighbour) unread.
+      const std::vector<float> own_k = Random(kv_dim, rng), own_v = Random(kv_dim, rng);
+      ref.t = fast.t = t + 1;
+      ref.self_k = fast.self_k = own_k.data();
+      ref.self_v = fast.self_v = own_v.data();
+      std::fill(got.begin(), got.end(), NAN);
+      Attention(ref, 0, n_heads);
+      RotatedAttention(fast, 0, n_heads);
+      for (size_t i = 0; i < q.size(); ++i) {
+        ASSERT_NEAR(got[i], want[i], 2e-5f * (1 + std::abs(want[i]))) << "candidate t=" << t + 1 << " i=" << i;
+      }
     }
   }
 }
