@@ -126,9 +126,14 @@ absl::StatusOr<SamplingParams> ParseSampling(const Flags& flags) {
     p.seed = static_cast<uint64_t>(seed);
     p.has_seed = true;
   }
+  ASSIGN_OR_RETURN(double alpha, flags.Double("penalty-alpha", 0.0));
+  p.penalty_alpha = static_cast<float>(alpha);
+  // Contrastive search is greedy: the default temperature gives way, one given is refused.
+  if (p.contrastive() && !flags.Has("temperature")) p.temperature = 0.0f;
   if (absl::Status s = p.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrReplaceAll(s.message(), {{"top_k", "--top-k"}, {"top_p", "--top-p"},
-        {"min_p", "--min-p"}, {"repetition_penalty", "--repetition-penalty"}, {"temperature", "--temperature"}}));
+        {"min_p", "--min-p"}, {"repetition_penalty", "--repetition-penalty"}, {"temperature", "--temperature"},
+        {"penalty_alpha", "--penalty-alpha"}}));
   }
   return p;
 }

@@ -20,7 +20,7 @@ namespace sinkserve {
 inline const std::vector<std::string> kModelFlags = {"model", "tokenizer", "backend", "threads", "weights"};
 inline const std::vector<std::string> kCacheFlags = {"policy", "sinks", "window", "chunk"};
 inline const std::vector<std::string> kSamplingFlags = {"temperature", "top-k", "top-p", "min-p",
-                                                        "repetition-penalty", "seed"};
+                                                        "repetition-penalty", "seed", "penalty-alpha"};
 
 struct Runtime {
   std::unique_ptr<Tokenizer> tokenizer;
@@ -51,7 +51,9 @@ absl::StatusOr<CacheConfig> ParseCacheConfig(const Flags& flags);
 // --chunk: tokens per prefill step (default 64).
 absl::StatusOr<int32_t> ParseChunk(const Flags& flags);
 
-// --temperature --top-k --top-p --min-p --repetition-penalty --seed.
+// --temperature --top-k --top-p --min-p --repetition-penalty --seed
+// --penalty-alpha (contrastive search, with --top-k candidates; without
+// --temperature it is greedy, and a temperature given with it is an error).
 absl::StatusOr<SamplingParams> ParseSampling(const Flags& flags);
 
 // Prints "<tool>: error: <message>" on one line to stderr; returns 1.

@@ -37,6 +37,7 @@ struct SamplingOverrides {
   std::optional<float> min_p;
   std::optional<float> repetition_penalty;
   std::optional<uint64_t> seed;
+  std::optional<float> penalty_alpha;  // contrastive search
 };
 
 // An earlier message of a conversation the front door replays into a fresh

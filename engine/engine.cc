@@ -130,6 +130,8 @@ Engine::Engine(Backend* backend, const Tokenizer* tokenizer, EngineConfig config
       vocab_size_(backend->config().vocab_size),
       context_(backend->config().max_seq_len),
       scheduler_(ForModel(config_.scheduler, backend->config())),
+      keep_hidden_(backend->SupportsCandidates()),
+      dim_(backend->config().dim),
       revisions_(std::random_device{}()),
       fingerprint_(absl::StrCat(config_.model_fingerprint, "|", backend->KvLayout())),
       kv_shape_(backend->ExportShape()),
@@ -499,6 +501,7 @@ absl::Status Engine::CreateSessionCache(Session& s) {
   }
   s.cache_id = *id;
   s.slot_tokens.assign(static_cast<size_t>(s.geometry.Slots()), -1);
+  if (keep_hidden_) s.hidden = HiddenRing(s.geometry, dim_);
   kv_bytes_.fetch_add(cache_bytes, std::memory_order_relaxed);
   return absl::OkStatus();
 }
@@ -564,6 +567,11 @@ void Engine::DoTurn(const std::shared_ptr<Outbox>& outbox, const TurnRequest& re
 
 absl::Status Engine::PrepareTurn(Session& s, const TurnRequest& request) {
   ASSIGN_OR_RETURN(TurnOptions options, ResolveTurn(request, config_.turn_defaults()));
+  if (options.sampling.contrastive() && !keep_hidden_) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "penalty_alpha (contrastive search) does not run on the %s backend yet; this server cannot take it",
+        backend_->name()));
+  }
   const bool first = !s.started;
   std::vector<int32_t> prompt = first ? s.preamble : std::vector<int32_t>{};
   const ChatTemplate& tmpl = *s.chat_template;

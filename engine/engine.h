@@ -272,6 +272,14 @@ class Engine {
   bool Step();
   void Postprocess(const ScheduledSeq& item, absl::Span<float> logits);
   void SampleNext(Session& s, absl::Span<float> logits);
+  // Streams an emitted token and ends the turn if it finished it (or the
+  // cache is full); true when the turn goes on.
+  bool Emit(Session& s, const Turn::Step& step);
+  // Contrastive search: the candidates for the next step from `logits`, or
+  // the turn's end on a non-finite logit; and, after the candidates ran
+  // (their logits rows and hidden states), the pick, committed and emitted.
+  void NextCandidates(Session& s, absl::Span<float> logits);
+  void PickContrastive(Session& s, absl::Span<float> logits, absl::Span<const float> hidden);
   // Ends the running turn. With `emit`, flushes held text and pushes Done,
   // then ends the stream if the client had half-closed.
   void EndTurn(Session& s, FinishReason reason, const std::string& error, bool emit);
@@ -299,7 +307,10 @@ class Engine {
   Scheduler scheduler_;
   std::vector<ScheduledSeq> plan_;  // this step's sessions, in batch order
   Batch batch_;                     // built from plan_ for the backend
-  std::vector<float> logits_;       // (plan_.size(), vocab)
+  std::vector<float> logits_;       // (logit rows, vocab): one per plan_ entry, or one per candidate
+  const bool keep_hidden_;          // the backend runs contrastive candidates: keep every token's hidden state
+  const int32_t dim_;               // the model's hidden width
+  std::vector<float> hidden_;       // (step tokens, dim) when keep_hidden_
   std::vector<std::unique_ptr<ChatTemplate>> templates_;  // one per ChatTemplateKind
   // Opens waiting for the store, by session id, and the id each stream waits for.
   struct PendingOpen {

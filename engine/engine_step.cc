@@ -15,22 +15,37 @@ bool Engine::Step() {
   if (scheduler_.Schedule(active_, &plan_) == 0) return false;
   BuildBatch(plan_, &batch_);
   if (config_.on_step) config_.on_step(static_cast<int64_t>(batch_.tokens.size()), static_cast<int64_t>(plan_.size()));
-  if (absl::Status status = backend_->Forward(batch_, &logits_); !status.ok()) {
+  // Every fed token's last hidden state is kept when the backend runs
+  // contrastive candidates, so a contrastive turn can compare with the
+  // whole visible context, whichever turns fed it.
+  std::vector<float>* hidden = keep_hidden_ ? &hidden_ : nullptr;
+  if (absl::Status status = backend_->Forward(batch_, &logits_, hidden); !status.ok()) {
     // Nothing was appended; the sessions in this batch cannot go on safely.
     const std::string message = absl::StrFormat("internal error in the forward pass: %s", status.message());
     for (const ScheduledSeq& item : plan_) EndTurn(*item.session, FinishReason::kError, message, /*emit=*/true);
   } else {
-    // Every entry asked for only its last row: row i belongs to plan_[i],
-    // as does batch entry i, whose tokens now fill their cache slots.
+    // Batch entry i is plan_[i]. A fed entry's tokens now fill their cache
+    // slots; a candidates entry appended nothing yet.
     for (size_t i = 0; i < plan_.size(); ++i) {
       const SeqEntry& e = batch_.seqs[i];
+      if (e.candidates) continue;
       Session& s = *plan_[i].session;
       for (int32_t j = 0; j < e.n_tokens; ++j) {
         s.slot_tokens[static_cast<size_t>(s.geometry.Slot(e.n_past + j))] = batch_.tokens[e.token_begin + j];
+        if (hidden != nullptr) s.hidden.Put(e.n_past + j, &hidden_[static_cast<size_t>(e.token_begin + j) * dim_]);
       }
     }
-    for (size_t i = 0; i < plan_.size(); ++i) {
-      Postprocess(plan_[i], absl::MakeSpan(logits_).subspan(i * vocab_size_, vocab_size_));
+    // Each entry asked for its last logits row, a candidates entry for one per candidate.
+    for (size_t i = 0, row = 0; i < plan_.size(); row += plan_[i].rows(), ++i) {
+      const ScheduledSeq& item = plan_[i];
+      absl::Span<float> rows = absl::MakeSpan(logits_).subspan(row * vocab_size_, static_cast<size_t>(item.rows()) * vocab_size_);
+      if (item.candidates) {
+        PickContrastive(*item.session, rows,
+                        absl::MakeConstSpan(hidden_).subspan(static_cast<size_t>(batch_.seqs[i].token_begin) * dim_,
+                                                             static_cast<size_t>(item.n_tokens) * dim_));
+      } else {
+        Postprocess(item, rows);
+      }
     }
   }
   return true;
@@ -66,6 +81,10 @@ void Engine::Postprocess(const ScheduledSeq& item, absl::Span<float> logits) {
 
 void Engine::SampleNext(Session& s, absl::Span<float> logits) {
   TurnState& t = *s.turn;
+  if (t.generation.options().sampling.contrastive()) {
+    NextCandidates(s, logits);
+    return;
+  }
   const Turn::Step step = t.generation.Next(logits, &s.recent);
   if (!step.emitted) {
     // An end token (not fed) or non-finite logits (nothing sampled): nothing
@@ -78,19 +97,64 @@ void Engine::SampleNext(Session& s, absl::Span<float> logits) {
     EndTurn(s, *step.finish, error, /*emit=*/true);
     return;
   }
-  if (t.generation.generated() == 1) t.first_token = Clock::now();
   // From here the token is emitted, so it belongs to the conversation: the
   // decode phase feeds it next step, or EndTurn carries it into the next turn.
   s.phase = Phase::kDecode;
   s.next_token = step.token;
+  Emit(s, step);
+}
+
+bool Engine::Emit(Session& s, const Turn::Step& step) {
+  TurnState& t = *s.turn;
+  if (t.generation.generated() == 1) t.first_token = Clock::now();
   AppendLastTurn(&s.last_turn, step.text, 1);
   s.conversation.Append(step.text);
   s.outbox->Push(DeltaEvent{step.text, {step.token}, t.number});
   if (step.finish) {
     EndTurn(s, *step.finish, "", /*emit=*/true);
-  } else if (absl::Status room = CheckCacheCapacity(s.cache, s.consumed, 1, context_); !room.ok()) {
-    EndTurn(s, FinishReason::kError, std::string(room.message()), /*emit=*/true);
+    return false;
   }
+  if (absl::Status room = CheckCacheCapacity(s.cache, s.consumed, 1, context_); !room.ok()) {
+    EndTurn(s, FinishReason::kError, std::string(room.message()), /*emit=*/true);
+    return false;
+  }
+  return true;
+}
+
+void Engine::NextCandidates(Session& s, absl::Span<float> logits) {
+  ContrastiveCandidates next = s.turn->generation.Candidates(logits, s.recent);
+  if (next.ids.empty()) {
+    s.phase = Phase::kIdle;
+    EndTurn(s, FinishReason::kError,
+            absl::StrFormat("the model produced a non-finite logit after %d tokens", s.consumed), /*emit=*/true);
+    return;
+  }
+  s.candidates = std::move(next);
+  s.phase = Phase::kContrastive;
+}
+
+void Engine::PickContrastive(Session& s, absl::Span<float> logits, absl::Span<const float> hidden) {
+  TurnState& t = *s.turn;
+  const float alpha = t.generation.options().sampling.penalty_alpha;
+  const auto pick = static_cast<size_t>(PickCandidate(s.candidates, hidden, s.hidden, s.consumed, alpha));
+  const Turn::Step step = t.generation.Accept(s.candidates.ids[pick], &s.recent);
+  if (!step.emitted) {  // an end token: never fed, so never committed
+    s.phase = Phase::kIdle;
+    EndTurn(s, *step.finish, "", /*emit=*/true);
+    return;
+  }
+  if (absl::Status committed = backend_->CommitCandidate(s.cache_id, static_cast<int32_t>(pick)); !committed.ok()) {
+    s.phase = Phase::kIdle;
+    EndTurn(s, FinishReason::kError, absl::StrFormat("internal error committing a candidate: %s", committed.message()),
+            /*emit=*/true);
+    return;
+  }
+  // Committed: the token is in the cache, as a fed one would be.
+  s.slot_tokens[static_cast<size_t>(s.geometry.Slot(s.consumed))] = step.token;
+  s.hidden.Put(s.consumed, hidden.data() + pick * dim_);
+  ++s.consumed;
+  if (Emit(s, step)) NextCandidates(s, logits.subspan(pick * vocab_size_, vocab_size_));
+  MaybeStage(s);
 }
 
 void Engine::EndTurn(Session& s, FinishReason reason, const std::string& error, bool emit) {

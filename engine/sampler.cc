@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "engine/backend.h"
 
 namespace sinkserve {
 
@@ -21,6 +22,20 @@ absl::Status SamplingParams::Validate() const {
     return bad("repetition_penalty", repetition_penalty, "in (0, 100]");
   }
   if (repetition_window < 0) return bad("repetition_window", repetition_window, ">= 0");
+  if (!(penalty_alpha >= 0.0f && penalty_alpha <= 1.0f)) return bad("penalty_alpha", penalty_alpha, "in [0, 1]");
+  if (contrastive()) {
+    if (top_k < 1 || top_k > kMaxCandidates) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "penalty_alpha (contrastive search) needs top_k in 1..%d, the candidates each step runs; got %d",
+          kMaxCandidates, top_k));
+    }
+    if (temperature != 0.0f) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "penalty_alpha (contrastive search) is deterministic and takes no temperature (got %g): set "
+          "temperature to 0 or leave it out",
+          temperature));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -43,20 +58,23 @@ Sampler::Sampler(const SamplingParams& params, int32_t vocab_size)
   candidates_.reserve(vocab_size);
 }
 
-int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> recent) {
-  if (params_.repetition_penalty != 1.0f && params_.repetition_window > 0) {
-    // CTRL-style, once per distinct recent token: shrink positive logits,
-    // push negative ones further down.
-    const size_t n = std::min<size_t>(recent.size(), params_.repetition_window);
-    penalized_.assign(recent.end() - n, recent.end());
-    std::sort(penalized_.begin(), penalized_.end());
-    penalized_.erase(std::unique(penalized_.begin(), penalized_.end()), penalized_.end());
-    for (int32_t id : penalized_) {
-      if (id < 0 || static_cast<size_t>(id) >= logits.size()) continue;
-      float& l = logits[id];
-      l = l > 0.0f ? l / params_.repetition_penalty : l * params_.repetition_penalty;
-    }
+void Sampler::Penalize(absl::Span<float> logits, absl::Span<const int32_t> recent) {
+  if (params_.repetition_penalty == 1.0f || params_.repetition_window <= 0) return;
+  // CTRL-style, once per distinct recent token: shrink positive logits,
+  // push negative ones further down.
+  const size_t n = std::min<size_t>(recent.size(), params_.repetition_window);
+  penalized_.assign(recent.end() - n, recent.end());
+  std::sort(penalized_.begin(), penalized_.end());
+  penalized_.erase(std::unique(penalized_.begin(), penalized_.end()), penalized_.end());
+  for (int32_t id : penalized_) {
+    if (id < 0 || static_cast<size_t>(id) >= logits.size()) continue;
+    float& l = logits[id];
+    l = l > 0.0f ? l / params_.repetition_penalty : l * params_.repetition_penalty;
   }
+}
+
+int32_t Sampler::Sample(absl::Span<float> logits, absl::Span<const int32_t> recent) {
+  Penalize(logits, recent);
   if (params_.greedy()) return Argmax(logits);
 
   // Candidates by descending logit; top-k trims before the softmax.

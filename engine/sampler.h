@@ -1,5 +1,6 @@
 // Token sampling: greedy, temperature, top-k, top-p, min-p, repetition
-// penalty, seeded. One Sampler per generating sequence (it owns its RNG).
+// penalty, seeded; and the settings of contrastive search (engine/
+// contrastive.h), which the turn runs with the backend's help. One Sampler per generating sequence (it owns its RNG).
 #pragma once
 
 #include <cstdint>
@@ -20,10 +21,16 @@ struct SamplingParams {
   int32_t repetition_window = 64;   // how many recent tokens the penalty sees
   uint64_t seed = 0;
   bool has_seed = false;            // false: seeded from std::random_device
+  // Contrastive search's degeneration penalty, in [0, 1]; 0 = off. With
+  // alpha > 0, top_k (1..kMaxCandidates) candidates run each step and the
+  // temperature must be 0; top_p and min_p do not apply.
+  float penalty_alpha = 0.0f;
 
-  // INVALID_ARGUMENT naming the field for negative, NaN or out-of-range values.
+  // INVALID_ARGUMENT naming the field for negative, NaN or out-of-range
+  // values, and for contrastive search with temperature or without top_k.
   absl::Status Validate() const;
   bool greedy() const { return temperature == 0.0f; }
+  bool contrastive() const { return penalty_alpha > 0.0f; }
 };
 
 class Sampler {
@@ -34,6 +41,8 @@ class Sampler {
   // Picks the next token from `logits` (vocab_size), which it may modify.
   // `recent` are the sequence's latest tokens, for the repetition penalty.
   int32_t Sample(absl::Span<float> logits, absl::Span<const int32_t> recent);
+  // The repetition penalty alone, as Sample applies it first.
+  void Penalize(absl::Span<float> logits, absl::Span<const int32_t> recent);
 
   const SamplingParams& params() const { return params_; }
 

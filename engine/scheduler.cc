@@ -7,6 +7,7 @@ namespace sinkserve {
 
 absl::Span<const int32_t> ScheduledSeq::tokens() const {
   if (decode) return absl::MakeConstSpan(&session->next_token, 1);
+  if (candidates) return absl::MakeConstSpan(session->candidates.ids);
   const TurnState& t = *session->turn;
   return absl::MakeConstSpan(t.feed).subspan(t.fed, static_cast<size_t>(n_tokens));
 }
@@ -38,13 +39,19 @@ size_t Scheduler::Schedule(const std::vector<Session*>& active, std::vector<Sche
     if (s->phase == Phase::kDecode) {
       plan->push_back({s, 1, true});
       if (costed) decode_work += TokenCost(*s, s->consumed);
+    } else if (s->phase == Phase::kContrastive) {
+      const auto k = static_cast<int32_t>(s->candidates.ids.size());
+      plan->push_back({.session = s, .n_tokens = k, .candidates = true});
+      if (costed) decode_work += k * TokenCost(*s, s->consumed);
     } else {
       prefilling.push_back(s);
     }
   }
   if (prefilling.empty()) return plan->size();
 
-  int64_t budget = std::max<int64_t>(config_.step_token_budget - static_cast<int64_t>(plan->size()), 1);
+  int64_t decode_tokens = 0;
+  for (const ScheduledSeq& item : *plan) decode_tokens += item.n_tokens;
+  int64_t budget = std::max<int64_t>(config_.step_token_budget - decode_tokens, 1);
   // Prefill work left this step; unbounded when no one is decoding.
   double work = decode_work > 0 ? std::max(config_.prefill_share * decode_work,
                                            config_.prefill_chunk * config_.weight_keys_per_token)
@@ -78,7 +85,13 @@ size_t Scheduler::Schedule(const std::vector<Session*>& active, std::vector<Sche
 
 void BuildBatch(absl::Span<const ScheduledSeq> plan, Batch* batch) {
   batch->Clear();
-  for (const ScheduledSeq& item : plan) batch->Add(item.session->cache_id, item.session->consumed, item.tokens());
+  for (const ScheduledSeq& item : plan) {
+    if (item.candidates) {
+      batch->AddCandidates(item.session->cache_id, item.session->consumed, item.tokens());
+    } else {
+      batch->Add(item.session->cache_id, item.session->consumed, item.tokens());
+    }
+  }
 }
 
 }  // namespace sinkserve

@@ -1,7 +1,7 @@
 // The scheduler: which tokens of which sessions go into the next step's batch.
 //
 // Every decoding session contributes its one token (so token streams never
-// stall), then prefilling sessions take chunks of at most `prefill_chunk`
+// stall; a contrastive one its top_k candidates), then prefilling sessions take chunks of at most `prefill_chunk`
 // tokens, round-robin, from what is left of the per-step token budget, so one
 // long prompt cannot starve the others. Sessions whose outbox is full (their
 // client is not reading) or that are idle contribute nothing.
@@ -48,10 +48,14 @@ double WeightKeysPerToken(const ModelConfig& config);
 struct ScheduledSeq {
   Session* session = nullptr;
   int32_t n_tokens = 0;
-  bool decode = false;  // true: next_token; false: a prefill chunk
+  bool decode = false;      // true: next_token; false: a prefill chunk
+  bool candidates = false;  // contrastive candidates (Phase::kContrastive); decode is false
 
-  // The tokens this entry feeds: next_token, or the next chunk of the feed.
+  // The tokens this entry feeds: next_token, the candidates, or the next
+  // chunk of the feed.
   absl::Span<const int32_t> tokens() const;
+  // Logits rows it gets back: one per candidate, else one.
+  int32_t rows() const { return candidates ? n_tokens : 1; }
 };
 
 class Scheduler {
@@ -76,7 +80,8 @@ class Scheduler {
 };
 
 // The backend's plain-data batch for a plan (cleared first): entry i is
-// plan[i], and each entry asks for its last logits row only.
+// plan[i], and each entry asks for its last logits row only (candidates:
+// one per candidate).
 void BuildBatch(absl::Span<const ScheduledSeq> plan, Batch* batch);
 
 }  // namespace sinkserve

@@ -24,7 +24,8 @@ Sequence::~Sequence() { backend_->DestroyCache(cache_); }
 
 absl::Status Sequence::CheckAppend(int64_t n) const { return CheckCacheCapacity(config_, consumed_, n, context_); }
 
-absl::Status Sequence::Feed(absl::Span<const int32_t> tokens, std::vector<float>* all_logits) {
+absl::Status Sequence::Feed(absl::Span<const int32_t> tokens, std::vector<float>* all_logits,
+                            std::vector<float>* hidden) {
   if (tokens.empty()) return absl::InvalidArgumentError("nothing to feed");
   RETURN_IF_ERROR(CheckAppend(static_cast<int64_t>(tokens.size())));
   const int32_t vocab = backend_->config().vocab_size;
@@ -34,21 +35,48 @@ absl::Status Sequence::Feed(absl::Span<const int32_t> tokens, std::vector<float>
     }
   }
   if (all_logits) all_logits->clear();
-  return config_.policy == CachePolicy::kRecompute ? FeedRecompute(tokens, all_logits)
-                                                   : FeedCached(tokens, all_logits);
+  if (hidden) hidden->clear();
+  if (config_.policy == CachePolicy::kRecompute) {
+    if (hidden) return absl::InvalidArgumentError("hidden states need a cached policy, not recompute");
+    return FeedRecompute(tokens, all_logits);
+  }
+  return FeedCached(tokens, all_logits, hidden);
 }
 
-absl::Status Sequence::FeedCached(absl::Span<const int32_t> tokens, std::vector<float>* all_logits) {
+absl::Status Sequence::FeedCached(absl::Span<const int32_t> tokens, std::vector<float>* all_logits,
+                                  std::vector<float>* hidden) {
   for (size_t begin = 0; begin < tokens.size(); begin += max_chunk_) {
     const size_t n = std::min<size_t>(max_chunk_, tokens.size() - begin);
     batch_.Clear();
     batch_.Add(cache_, consumed_, tokens.subspan(begin, n), all_logits != nullptr);
-    RETURN_IF_ERROR(backend_->Forward(batch_, &step_logits_));
+    RETURN_IF_ERROR(backend_->Forward(batch_, &step_logits_, hidden ? &step_hidden_ : nullptr));
     consumed_ += static_cast<int64_t>(n);
     if (all_logits) all_logits->insert(all_logits->end(), step_logits_.begin(), step_logits_.end());
+    if (hidden) hidden->insert(hidden->end(), step_hidden_.begin(), step_hidden_.end());
   }
   const size_t vocab = backend_->config().vocab_size;
   last_logits_.assign(step_logits_.end() - vocab, step_logits_.end());
+  return absl::OkStatus();
+}
+
+absl::Status Sequence::FeedCandidates(absl::Span<const int32_t> candidates, std::vector<float>* logits,
+                                      std::vector<float>* hidden) {
+  if (config_.policy == CachePolicy::kRecompute) {
+    return absl::InvalidArgumentError("contrastive search needs a cached policy, not recompute");
+  }
+  RETURN_IF_ERROR(CheckAppend(1));
+  batch_.Clear();
+  batch_.AddCandidates(cache_, consumed_, candidates);
+  RETURN_IF_ERROR(backend_->Forward(batch_, &candidate_logits_, hidden));
+  *logits = candidate_logits_;
+  return absl::OkStatus();
+}
+
+absl::Status Sequence::CommitCandidate(int32_t index) {
+  RETURN_IF_ERROR(backend_->CommitCandidate(cache_, index));
+  ++consumed_;
+  const size_t vocab = backend_->config().vocab_size;
+  last_logits_.assign(candidate_logits_.begin() + index * vocab, candidate_logits_.begin() + (index + 1) * vocab);
   return absl::OkStatus();
 }
 

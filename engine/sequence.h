@@ -33,7 +33,18 @@ class Sequence {
   // logits after the last token; with `all_logits`, it receives a row per
   // token (tokens.size(), vocab). A dense cache that cannot take every token
   // fails with RESOURCE_EXHAUSTED before running any of them.
-  absl::Status Feed(absl::Span<const int32_t> tokens, std::vector<float>* all_logits = nullptr);
+  // With `hidden` (a cached policy only), it receives each token's last
+  // hidden state, (tokens.size(), dim).
+  absl::Status Feed(absl::Span<const int32_t> tokens, std::vector<float>* all_logits = nullptr,
+                    std::vector<float>* hidden = nullptr);
+
+  // Contrastive search (engine/contrastive.h), on a cached policy: runs
+  // `candidates` for the next position without appending any, filling a
+  // logits row and a hidden state for each; CommitCandidate(i) then appends
+  // candidate i, after which last_logits() are its row.
+  absl::Status FeedCandidates(absl::Span<const int32_t> candidates, std::vector<float>* logits,
+                              std::vector<float>* hidden);
+  absl::Status CommitCandidate(int32_t index);
 
   // OK when `n` more tokens fit (only a dense cache can be full).
   absl::Status CheckAppend(int64_t n) const;
@@ -50,7 +61,8 @@ class Sequence {
  private:
   Sequence(Backend* backend, const CacheConfig& config, const CacheGeometry& geometry, CacheId cache,
            int32_t max_chunk, int32_t context);
-  absl::Status FeedCached(absl::Span<const int32_t> tokens, std::vector<float>* all_logits);
+  absl::Status FeedCached(absl::Span<const int32_t> tokens, std::vector<float>* all_logits,
+                          std::vector<float>* hidden);
   absl::Status FeedRecompute(absl::Span<const int32_t> tokens, std::vector<float>* all_logits);
 
   Backend* backend_;
@@ -64,6 +76,8 @@ class Sequence {
   std::vector<float> last_logits_;   // (vocab)
   Batch batch_;
   std::vector<float> step_logits_;
+  std::vector<float> step_hidden_;
+  std::vector<float> candidate_logits_;  // the latest FeedCandidates' rows
 };
 
 }  // namespace sinkserve

@@ -14,6 +14,7 @@
 #include "engine/backend.h"
 #include "engine/cache_policy.h"
 #include "engine/chat_types.h"
+#include "engine/contrastive.h"
 #include "engine/conversation_hash.h"
 #include "engine/outbox.h"
 #include "engine/text/chat_template.h"
@@ -30,6 +31,9 @@ enum class Phase {
   kIdle,     // no turn running: costs nothing
   kPrefill,  // feeding TurnState::feed[fed..]; samples after the last chunk
   kDecode,   // feeding next_token, the token it sampled last step
+  // Contrastive search: running `candidates` for the next position; the
+  // one picked is committed to the cache (never fed), the rest dropped.
+  kContrastive,
 };
 
 // A running turn: its generation pipeline and where its prompt is.
@@ -108,6 +112,12 @@ struct Session {
   Phase phase = Phase::kIdle;
   std::unique_ptr<TurnState> turn;
   int32_t next_token = -1;  // kDecode: the sampled token to feed this step
+  // Contrastive search (engine/contrastive.h): the last hidden state of every
+  // token in the cache, kept when the backend runs candidates (empty
+  // otherwise; unknown after a restore from the store), and in
+  // Phase::kContrastive this step's candidates.
+  HiddenRing hidden;
+  ContrastiveCandidates candidates;
 
   // Tokens in the conversation so far, every turn's prompt and output.
   int64_t length() const { return dropped + consumed + static_cast<int64_t>(carry.size()); }

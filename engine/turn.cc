@@ -55,6 +55,12 @@ absl::StatusOr<TurnOptions> ResolveTurn(const TurnRequest& request, const TurnDe
     params.seed = *o.seed;
     params.has_seed = true;
   }
+  if (o.penalty_alpha) {
+    params.penalty_alpha = *o.penalty_alpha;
+    // Contrastive search is greedy: the server's default temperature does
+    // not apply (a temperature the turn gives is refused by Validate).
+    if (params.contrastive() && !o.temperature) params.temperature = 0.0f;
+  }
   RETURN_IF_ERROR(params.Validate());
   return turn;
 }
@@ -81,18 +87,29 @@ bool Turn::IsEnd(int32_t token) const {
   return std::find(end_ids_.begin(), end_ids_.end(), token) != end_ids_.end();
 }
 
-Turn::Step Turn::Next(absl::Span<float> logits, std::vector<int32_t>* recent) {
-  if (!std::all_of(logits.begin(), logits.end(), [](float l) { return std::isfinite(l); })) {
-    Step step;
-    step.finish = FinishReason::kError;
-    return step;
-  }
+bool Turn::Prepare(absl::Span<float> logits) const {
+  if (!std::all_of(logits.begin(), logits.end(), [](float l) { return std::isfinite(l); })) return false;
   if (!options_.ignore_eos && generated_ < options_.min_new_tokens) {
     for (int32_t id : end_ids_) {
       if (static_cast<size_t>(id) < logits.size()) logits[id] = -INFINITY;
     }
   }
+  return true;
+}
+
+Turn::Step Turn::Next(absl::Span<float> logits, std::vector<int32_t>* recent) {
+  if (!Prepare(logits)) {
+    Step step;
+    step.finish = FinishReason::kError;
+    return step;
+  }
   return Accept(sampler_.Sample(logits, *recent), recent);
+}
+
+ContrastiveCandidates Turn::Candidates(absl::Span<float> logits, absl::Span<const int32_t> recent) {
+  if (!Prepare(logits)) return {};
+  sampler_.Penalize(logits, recent);
+  return TopCandidates(logits, options_.sampling.top_k);
 }
 
 Turn::Step Turn::Accept(int32_t token, std::vector<int32_t>* recent) {

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/chat_types.h"
+#include "engine/contrastive.h"
 #include "engine/sampler.h"
 #include "engine/text/stop_matcher.h"
 #include "engine/text/stream_decoder.h"
@@ -69,6 +70,11 @@ class Turn {
   // Samples from `logits` (changed in place by masks and penalties) with the
   // repetition window `recent`, then accepts the token.
   Step Next(absl::Span<float> logits, std::vector<int32_t>* recent);
+  // Contrastive search (options().sampling.contrastive()): the top_k
+  // candidates for the next token from `logits`, masked and penalized in
+  // place as Next does; none when a logit is not finite. The caller runs
+  // them, picks one (PickCandidate) and Accepts it.
+  ContrastiveCandidates Candidates(absl::Span<float> logits, absl::Span<const int32_t> recent);
   // Accepts `token` as this turn's next one; an emitted token enters `recent`.
   Step Accept(int32_t token, std::vector<int32_t>* recent);
   // The text of a token that precedes the turn (a prompt echoed back): it
@@ -83,6 +89,8 @@ class Turn {
 
  private:
   bool IsEnd(int32_t token) const;
+  // Masks end tokens before min_new_tokens; false when a logit is not finite.
+  bool Prepare(absl::Span<float> logits) const;
 
   const TurnOptions options_;
   std::vector<int32_t> end_ids_;  // built once per turn

@@ -46,6 +46,7 @@ TurnRequest FromProto(const v1::Turn& turn) {
   const v1::SamplingParams& s = turn.sampling();
   if (s.has_temperature()) r.sampling.temperature = s.temperature();
   if (s.has_top_k()) r.sampling.top_k = s.top_k();
+  if (s.has_penalty_alpha()) r.sampling.penalty_alpha = s.penalty_alpha();
   if (s.has_top_p()) r.sampling.top_p = s.top_p();
   if (s.has_min_p()) r.sampling.min_p = s.min_p();
   if (s.has_repetition_penalty()) r.sampling.repetition_penalty = s.repetition_penalty();

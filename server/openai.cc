@@ -68,6 +68,9 @@ absl::Status ParseSampling(const Json& body, CompletionRequest* r) {
   if (penalty) t.sampling.repetition_penalty = static_cast<float>(*penalty);
   ASSIGN_OR_RETURN(auto top_k, Integer(body, "top_k", 0, 1 << 20));
   if (top_k) t.sampling.top_k = *top_k;
+  // Contrastive search, as transformers names it (top_k gives the candidates).
+  ASSIGN_OR_RETURN(auto alpha, Number(body, "penalty_alpha", 0, 1));
+  if (alpha) t.sampling.penalty_alpha = static_cast<float>(*alpha);
   ASSIGN_OR_RETURN(auto seed, Integer(body, "seed", INT64_MIN, INT64_MAX));
   if (seed) t.sampling.seed = static_cast<uint64_t>(*seed);
   // max_completion_tokens is the newer name; either works.

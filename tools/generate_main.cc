@@ -1,7 +1,8 @@
 // sinkserve-generate: streams a continuation of --prompt to stdout as it is
 // made, under a chosen cache policy, like the StreamingLLM demo. With
 // --ignore-eos and the sink_window policy it can run for millions of tokens
-// at a constant cost per token.
+// at a constant cost per token. --penalty-alpha A --top-k K decodes with
+// contrastive search, as the StreamingLLM example does.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "absl/strings/str_format.h"
+#include "engine/contrastive.h"
 #include "engine/sequence.h"
 #include "engine/status_macros.h"
 #include "engine/turn.h"
@@ -47,7 +49,21 @@ absl::Status Run(int argc, char** argv) {
   std::vector<int32_t> ids = tok.Encode(prompt, /*add_bos=*/true);
   if (ids.empty()) return absl::InvalidArgumentError("the prompt encodes to no tokens and the model has no BOS");
   ASSIGN_OR_RETURN(auto seq, Sequence::Create(rt.backend.get(), cache, chunk));
-  RETURN_IF_ERROR(seq->Feed(ids));
+  // Contrastive search compares candidates with the hidden states of every
+  // token the query sees, the prompt's included.
+  const bool contrastive = sampling.contrastive();
+  HiddenRing ring;
+  std::vector<float> hidden;
+  if (contrastive) {
+    if (!rt.backend->SupportsCandidates()) {
+      return absl::UnimplementedError(absl::StrFormat("--penalty-alpha does not run on the %s backend yet", rt.backend->name()));
+    }
+    ring = HiddenRing(seq->geometry(), rt.backend->config().dim);
+    RETURN_IF_ERROR(seq->Feed(ids, nullptr, &hidden));
+    for (size_t j = 0; j < ids.size(); ++j) ring.Put(static_cast<int64_t>(j), &hidden[j * rt.backend->config().dim]);
+  } else {
+    RETURN_IF_ERROR(seq->Feed(ids));
+  }
 
   TurnOptions options;
   options.sampling = sampling;
@@ -64,7 +80,25 @@ absl::Status Run(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::vector<int32_t> recent(ids);
-  std::vector<float> logits;
+  std::vector<float> logits, candidate_logits;
+  // One contrastive step: the candidates run, the best is accepted and, if
+  // emitted, committed to the cache.
+  auto contrastive_step = [&]() -> absl::StatusOr<Turn::Step> {
+    const ContrastiveCandidates candidates = turn.Candidates(absl::MakeSpan(logits), recent);
+    if (candidates.ids.empty()) {
+      Turn::Step step;
+      step.finish = FinishReason::kError;
+      return step;
+    }
+    RETURN_IF_ERROR(seq->FeedCandidates(candidates.ids, &candidate_logits, &hidden));
+    const int32_t pick = PickCandidate(candidates, hidden, ring, seq->consumed(), sampling.penalty_alpha);
+    Turn::Step step = turn.Accept(candidates.ids[pick], &recent);
+    if (step.emitted) {
+      ring.Put(seq->consumed(), &hidden[static_cast<size_t>(pick) * rt.backend->config().dim]);
+      RETURN_IF_ERROR(seq->CommitCandidate(pick));
+    }
+    return step;
+  };
   const auto start = std::chrono::steady_clock::now();
   auto interval_start = start;
   FinishReason finish = FinishReason::kLength;
@@ -83,7 +117,12 @@ absl::Status Run(int argc, char** argv) {
   if (report_every > 0) report();
   while (max_new > 0) {
     logits.assign(seq->last_logits().begin(), seq->last_logits().end());
-    const Turn::Step step = turn.Next(absl::MakeSpan(logits), &recent);
+    Turn::Step step;
+    if (contrastive) {
+      ASSIGN_OR_RETURN(step, contrastive_step());
+    } else {
+      step = turn.Next(absl::MakeSpan(logits), &recent);
+    }
     if (step.finish == FinishReason::kError) {
       return absl::InternalError(absl::StrFormat("non-finite logit after %d tokens", seq->consumed()));
     }
@@ -100,7 +139,7 @@ absl::Status Run(int argc, char** argv) {
       finish = *step.finish;
       break;
     }
-    RETURN_IF_ERROR(seq->Feed({step.token}));
+    if (!contrastive) RETURN_IF_ERROR(seq->Feed({step.token}));
   }
   if (!print_ids) std::fputs(turn.Flush(finish).c_str(), stdout);
   std::printf("\n");
