@@ -260,6 +260,23 @@ TEST_F(HttpTest, BadRequestsGetOpenAiErrorsWithTheirCodes) {
   Json hot = Chat("hi", 4);
   hot["temperature"] = 7;
   expect_error(Post(port_, "/v1/chat/completions", hot), 400, "invalid_request_error");
+  // Contrastive search: penalty_alpha outside [0, 1], no candidates, or with a temperature.
+  Json alpha = Chat("hi", 4);
+  alpha["penalty_alpha"] = 2;
+  expect_error(Post(port_, "/v1/chat/completions", alpha), 400, "invalid_request_error");
+  Json no_candidates = Chat("hi", 4);
+  no_candidates["penalty_alpha"] = 0.6;
+  no_candidates["top_k"] = 0;
+  expect_error(Post(port_, "/v1/chat/completions", no_candidates), 400, "invalid_request_error");
+  Json sampled = Chat("hi", 4);
+  sampled["penalty_alpha"] = 0.6;
+  sampled["top_k"] = 4;
+  sampled["temperature"] = 0.5;
+  const Response refused = Post(port_, "/v1/chat/completions", sampled);
+  expect_error(refused, 400, "invalid_request_error");
+  EXPECT_NE(refused.body.find("takes no temperature"), std::string::npos) << refused.body;
+  sampled.erase("temperature");
+  EXPECT_EQ(Post(port_, "/v1/chat/completions", sampled).status, 200);
   Json two = Chat("hi", 4);
   two["n"] = 2;
   expect_error(Post(port_, "/v1/chat/completions", two), 400, "invalid_request_error");

@@ -78,11 +78,14 @@ class TestServer {
 
 // The greedy ids sinkserve-generate prints for a raw `prompt` on
 // stories260K with a sinks + window cache (empty when it could not run).
-inline std::vector<uint32_t> GenerateIds(const std::string& prompt, int new_tokens, int sinks, int window) {
+// `extra` adds flags (e.g. contrastive search's).
+inline std::vector<uint32_t> GenerateIds(const std::string& prompt, int new_tokens, int sinks, int window,
+                                         const std::string& extra = "") {
   const std::string command = absl::StrFormat(
       "'%s' --model '%s' --tokenizer '%s' --backend cpu --threads 1 --prompt '%s' --temperature 0 --print-ids "
-      "--quiet --max-new-tokens %d --sinks %d --window %d",
-      BinaryPath("sinkserve-generate"), SharedPath(kModel), SharedPath(kVocab), prompt, new_tokens, sinks, window);
+      "--quiet --max-new-tokens %d --sinks %d --window %d %s",
+      BinaryPath("sinkserve-generate"), SharedPath(kModel), SharedPath(kVocab), prompt, new_tokens, sinks, window,
+      extra);
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return {};
   std::string out;
@@ -116,7 +119,9 @@ struct RawStream {
     *id = r.opened().session_id();
     return true;
   }
-  bool Turn(const std::string& text, uint32_t max_new, bool ignore_eos = false) {
+  // A raw greedy turn; `sampling` adds to (or overrides) temperature 0.
+  bool Turn(const std::string& text, uint32_t max_new, bool ignore_eos = false,
+            const v1::SamplingParams& sampling = {}) {
     v1::ChatRequest r;
     v1::Turn* t = r.mutable_turn();
     t->set_text(text);
@@ -124,6 +129,7 @@ struct RawStream {
     t->set_max_new_tokens(max_new);
     t->set_ignore_eos(ignore_eos);
     t->mutable_sampling()->set_temperature(0);
+    t->mutable_sampling()->MergeFrom(sampling);
     return stream->Write(r);
   }
   bool Write(const v1::ChatRequest& r) { return stream->Write(r); }
@@ -195,7 +201,8 @@ inline void ExpectStillServes(TestServer& s) {
 // The greedy ids of one raw turn through the gRPC stream, on a fresh
 // sinks + window session (empty on any failure): the server's side of the
 // comparisons with GenerateIds.
-inline std::vector<uint32_t> GrpcIds(TestServer& s, const std::string& prompt, int new_tokens, int sinks, int window) {
+inline std::vector<uint32_t> GrpcIds(TestServer& s, const std::string& prompt, int new_tokens, int sinks, int window,
+                                     const v1::SamplingParams& sampling = {}) {
   RawStream c(s.stub());
   v1::CacheConfig cache;
   cache.set_policy(v1::CACHE_POLICY_SINK_WINDOW);
@@ -204,7 +211,7 @@ inline std::vector<uint32_t> GrpcIds(TestServer& s, const std::string& prompt, i
   v1::ChatResponse r;
   if (!c.Open("", cache) || !c.stream->Read(&r)) return {};
   // Same rules as generate: end tokens end the turn, no ignore_eos.
-  if (!c.Turn(prompt, new_tokens, /*ignore_eos=*/false)) return {};
+  if (!c.Turn(prompt, new_tokens, /*ignore_eos=*/false, sampling)) return {};
   v1::TurnDone done;
   std::vector<uint32_t> ids;
   if (!c.ReadDone(&done, &ids)) return {};
