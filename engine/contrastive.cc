@@ -6,6 +6,20 @@
 namespace sinkserve {
 namespace {
 
+// a . b over 16 independent lanes (so the compiler keeps them in SIMD
+// registers without reassociating a single sum).
+float Dot(const float* a, const float* b, int32_t n) {
+  float lanes[16] = {};
+  int32_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    for (int32_t j = 0; j < 16; ++j) lanes[j] += a[i + j] * b[i + j];
+  }
+  float sum = 0.0f;
+  for (; i < n; ++i) sum += a[i] * b[i];
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+
 // x / |x| (zero stays zero), accumulated in double.
 void Normalize(const float* x, int32_t dim, float* out) {
   double squares = 0.0;
@@ -52,33 +66,32 @@ void HiddenRing::Put(int64_t t, const float* hidden) {
 
 void HiddenRing::Forget() { std::fill(token_.begin(), token_.end(), -1); }
 
-double HiddenRing::MaxSimilarity(const float* hidden, int64_t t) const {
-  std::vector<float> unit(dim_);
-  Normalize(hidden, dim_, unit.data());
-  double best = -INFINITY;
+void HiddenRing::MaxSimilarities(absl::Span<const float> hidden, int64_t t, std::vector<float>* out) const {
+  const size_t rows = hidden.size() / static_cast<size_t>(dim_);
+  std::vector<float> units(hidden.size());
+  for (size_t r = 0; r < rows; ++r) Normalize(hidden.data() + r * dim_, dim_, units.data() + r * dim_);
+  out->assign(rows, -INFINITY);
   const auto visit = [&](int64_t j) {
     const int32_t slot = geometry_.Slot(j);
     if (token_[slot] != j) return;  // unknown, or overwritten by a later token
     const float* h = &unit_[static_cast<size_t>(slot) * dim_];
-    double dot = 0.0;
-    for (int32_t i = 0; i < dim_; ++i) dot += static_cast<double>(unit[i]) * h[i];
-    best = std::max(best, dot);
+    for (size_t r = 0; r < rows; ++r) (*out)[r] = std::max((*out)[r], Dot(units.data() + r * dim_, h, dim_));
   };
   // Query t sees the sinks below min(sinks, t + 1) and the window up to t.
   for (int64_t j = 0; j < std::min<int64_t>(geometry_.sinks, t); ++j) visit(j);
   for (int64_t j = geometry_.WindowBegin(t); j < t; ++j) visit(j);
-  return std::isfinite(best) ? best : 0.0;
+  for (float& best : *out) best = std::isfinite(best) ? best : 0.0f;
 }
 
 int32_t PickCandidate(const ContrastiveCandidates& candidates, absl::Span<const float> hidden, const HiddenRing& ring,
                       int64_t t, float alpha) {
   const size_t k = candidates.ids.size();
-  const size_t dim = k == 0 ? 0 : hidden.size() / k;
+  std::vector<float> penalty;
+  ring.MaxSimilarities(hidden.first(std::min(hidden.size(), k * static_cast<size_t>(ring.dim()))), t, &penalty);
   int32_t best = 0;
   double best_score = -INFINITY;
   for (size_t i = 0; i < k; ++i) {
-    const double penalty = ring.MaxSimilarity(hidden.data() + i * dim, t);
-    const double score = (1.0 - alpha) * candidates.probs[i] - alpha * penalty;
+    const double score = (1.0 - alpha) * candidates.probs[i] - alpha * static_cast<double>(penalty[i]);
     if (score > best_score) {
       best_score = score;
       best = static_cast<int32_t>(i);

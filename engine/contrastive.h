@@ -36,13 +36,16 @@ class HiddenRing {
   HiddenRing(const CacheGeometry& geometry, int32_t dim);
 
   bool empty() const { return dim_ == 0; }
+  int32_t dim() const { return dim_; }
   // Token t's hidden state (dim floats).
   void Put(int64_t t, const float* hidden);
   // Every slot unknown.
   void Forget();
-  // max_j cos(hidden, h_j) over the tokens query t sees other than t whose
-  // states are known; 0 when there are none.
-  double MaxSimilarity(const float* hidden, int64_t t) const;
+  // For each of the rows of `hidden` (dim floats each): max_j cos(row, h_j)
+  // over the tokens query t sees other than t whose states are known (0
+  // when there are none), into `out` (one per row). Each known state is
+  // read once for all rows.
+  void MaxSimilarities(absl::Span<const float> hidden, int64_t t, std::vector<float>* out) const;
 
  private:
   CacheGeometry geometry_;
