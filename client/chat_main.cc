@@ -9,7 +9,8 @@
 //   health probe: sinkserve-chat --health  (exit 0 when SERVING)
 //
 // Turn flags: --raw --max-new-tokens N --min-new-tokens N --ignore-eos --stop S
-// (repeatable) --temperature --top-k --top-p --min-p --repetition-penalty --seed.
+// (repeatable) --temperature --top-k --top-p --min-p --repetition-penalty --seed
+// --penalty-alpha (contrastive search, with --top-k candidates).
 // Open flags: --policy sink_window|window|dense --sinks N --window N
 // --template NAME --system TEXT. Output: --print-ids prints token ids instead
 // of text; --stats prints each turn's usage to stderr.
@@ -69,7 +70,7 @@ absl::StatusOr<v1::Turn> TurnFromArgs(const Args& args) {
   turn.set_ignore_eos(args.Switch("ignore-eos"));
   for (const std::string& s : args.All("stop")) turn.add_stop(s);
   v1::SamplingParams* p = turn.mutable_sampling();
-  for (const char* name : {"temperature", "top-p", "min-p", "repetition-penalty"}) {
+  for (const char* name : {"temperature", "top-p", "min-p", "repetition-penalty", "penalty-alpha"}) {
     if (!args.Has(name)) continue;
     absl::StatusOr<double> v = args.Double(name, 0);
     if (!v.ok()) return v.status();
@@ -78,6 +79,7 @@ absl::StatusOr<v1::Turn> TurnFromArgs(const Args& args) {
     if (n == "top-p") p->set_top_p(static_cast<float>(*v));
     if (n == "min-p") p->set_min_p(static_cast<float>(*v));
     if (n == "repetition-penalty") p->set_repetition_penalty(static_cast<float>(*v));
+    if (n == "penalty-alpha") p->set_penalty_alpha(static_cast<float>(*v));
   }
   if (args.Has("top-k")) {
     absl::StatusOr<int64_t> k = u32("top-k");
@@ -123,6 +125,7 @@ void PrintUsage(const v1::TurnDone& done) {
 absl::Status Run(int argc, char** argv) {
   Args args({"server", "session", "prompt", "system", "template", "policy", "sinks", "window", "max-new-tokens",
              "min-new-tokens", "stop", "temperature", "top-k", "top-p", "min-p", "repetition-penalty", "seed",
+             "penalty-alpha",
              "timeout"},
             {"raw", "ignore-eos", "print-ids", "stats", "health"});
   if (absl::Status s = args.Parse(argc, argv); !s.ok()) return s;
