@@ -41,6 +41,12 @@ def main():
                 setattr(r.turn, k, v)
         return r
 
+    def contrastive_turn(text, max_new, alpha, top_k):
+        r = turn(text, max_new, ignore_eos=True)
+        r.turn.sampling.penalty_alpha = alpha
+        r.turn.sampling.top_k = top_k
+        return r
+
     def cancel():
         r = Req()
         r.cancel.SetInParent()
@@ -55,6 +61,8 @@ def main():
         "resume_unknown": [open_("00112233445566778899aabbccddeeff"), turn("hi")],
         "turn_first": [turn("no open"), open_()],
         "empty": [Req()],
+        "contrastive": [open_(sink_tokens=2, window_tokens=16, policy=2), turn("Once", 24, ignore_eos=True),
+                        contrastive_turn("upon", 40, 0.6, 4), contrastive_turn("x", 4, 1.5, 4)],
     }
     for name, requests in seeds.items():
         data = b"".join(struct.pack("<H", len(b)) + b for b in (r.SerializeToString() for r in requests))
