@@ -74,7 +74,11 @@ std::shared_ptr<SessionState> Engine::Snapshot(Session& s, const std::vector<Slo
                                 s.slot_tokens.begin() + r.first + r.count);
       absl::StatusOr<std::string> kv = backend_->ExportCacheSlots(s.cache_id, r.first, r.count);
       if (!kv.ok()) return Snapshot(s);  // saved whole instead
-      state->kv += *kv;
+      if (state->kv.empty()) {
+        state->kv = *std::move(kv);  // the usual single range: no copy
+      } else {
+        state->kv += *kv;
+      }
     }
   } else {
     const size_t used = static_cast<size_t>(std::min<int64_t>(s.consumed, s.geometry.Slots()));

@@ -93,16 +93,17 @@ std::string EncodeSession(const SessionState& s) {
   }
   const std::string meta = m.SerializeAsString();
 
-  std::string blob(kSessionHeaderBytes + meta.size() + s.kv.size(), '\0');
-  char* p = blob.data();
-  std::memcpy(p, kMagic, 4);
-  Put32(p + 4, kSessionFormatVersion);
-  Put64(p + 8, meta.size());
-  Put64(p + 16, s.kv.size());
-  Put32(p + 24, Crc32(meta));
-  Put32(p + 28, Crc32(s.kv));
-  std::memcpy(p + kSessionHeaderBytes, meta.data(), meta.size());
-  if (!s.kv.empty()) std::memcpy(p + kSessionHeaderBytes + meta.size(), s.kv.data(), s.kv.size());
+  char header[kSessionHeaderBytes] = {};
+  std::memcpy(header, kMagic, 4);
+  Put32(header + 4, kSessionFormatVersion);
+  Put64(header + 8, meta.size());
+  Put64(header + 16, s.kv.size());
+  Put32(header + 24, Crc32(meta));
+  Put32(header + 28, Crc32(s.kv));
+  // Reserved and appended: the K/V (megabytes) is written once, not zeroed first.
+  std::string blob;
+  blob.reserve(kSessionHeaderBytes + meta.size() + s.kv.size());
+  blob.append(header, kSessionHeaderBytes).append(meta).append(s.kv);
   return blob;
 }
 

@@ -190,12 +190,12 @@ absl::StatusOr<std::string> CpuBackend::ExportCacheSlots(CacheId id, int32_t fir
   }
   const int64_t slots = cache.geometry.Slots();
   const int64_t rows = int64_t{model_.config.n_layers} * model_.config.kv_dim();
-  std::string out(static_cast<size_t>(2 * rows * count) * sizeof(float), '\0');
-  char* dst = out.data();
+  // Reserved and appended row by row: the bytes are written once, not zeroed first.
+  std::string out;
+  out.reserve(static_cast<size_t>(2 * rows * count) * sizeof(float));
   for (const ZeroedFloats* part : {&cache.k, &cache.v}) {
     for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(dst, &(*part)[r * slots + first], static_cast<size_t>(count) * sizeof(float));
-      dst += count * sizeof(float);
+      out.append(reinterpret_cast<const char*>(&(*part)[r * slots + first]), static_cast<size_t>(count) * sizeof(float));
     }
   }
   return out;
