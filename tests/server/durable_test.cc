@@ -17,6 +17,9 @@
 #include <random>
 #include <thread>
 
+#include <zlib.h>
+
+#include "sinkserve/store/v1/session_state.pb.h"
 #include "store/session_codec.h"
 #include "store/store_persistence.h"
 #include "tests/server/test_server.h"
@@ -104,6 +107,32 @@ TEST(DurableTest, CodecRoundTripsAndEveryDamageIsAClearError) {
     if (rng() % 3 == 0) damaged.resize(rng() % damaged.size());
     (void)store::DecodeSession(damaged);
   }
+}
+
+// A blob whose metadata is well formed and correctly checksummed but lists
+// delta slot ranges as an odd number of integers (a broken or hostile
+// writer) is refused by name, not read past its end.
+TEST(DurableTest, DeltaSlotRangesThatAreNotPairsAreRefused) {
+  SessionState s = SampleState();
+  s.delta_slots = {{0, 2}};
+  s.base_revision = 7;
+  const std::string blob = store::EncodeSession(s);
+  uint64_t meta_bytes = 0;
+  for (int i = 0; i < 8; ++i) meta_bytes |= uint64_t{static_cast<uint8_t>(blob[8 + i])} << (8 * i);
+  store::v1::SessionMeta meta;
+  ASSERT_TRUE(meta.ParseFromString(blob.substr(store::kSessionHeaderBytes, meta_bytes)));
+  meta.add_delta_slots(3);  // three integers: not pairs
+  const std::string odd_meta = meta.SerializeAsString();
+  std::string odd = blob.substr(0, store::kSessionHeaderBytes) + odd_meta + blob.substr(store::kSessionHeaderBytes + meta_bytes);
+  for (int i = 0; i < 8; ++i) odd[8 + i] = static_cast<char>(uint64_t{odd_meta.size()} >> (8 * i));
+  const uint32_t crc = static_cast<uint32_t>(
+      crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(odd_meta.data()), static_cast<uInt>(odd_meta.size())));
+  for (int i = 0; i < 4; ++i) odd[24 + i] = static_cast<char>(crc >> (8 * i));
+  ASSERT_TRUE(store::DecodeSession(blob).ok());
+  const absl::StatusOr<SessionState> r = store::DecodeSession(odd);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find("not pairs"), std::string::npos) << r.status();
 }
 
 // A delta brings a full state forward: its slots overwrite the base's (the
