@@ -64,8 +64,6 @@ void HiddenRing::Put(int64_t t, const float* hidden) {
   token_[slot] = t;
 }
 
-void HiddenRing::Forget() { std::fill(token_.begin(), token_.end(), -1); }
-
 void HiddenRing::MaxSimilarities(absl::Span<const float> hidden, int64_t t, std::vector<float>* out) const {
   const size_t rows = hidden.size() / static_cast<size_t>(dim_);
   std::vector<float> units(hidden.size());

@@ -35,12 +35,9 @@ class HiddenRing {
   HiddenRing() = default;
   HiddenRing(const CacheGeometry& geometry, int32_t dim);
 
-  bool empty() const { return dim_ == 0; }
   int32_t dim() const { return dim_; }
   // Token t's hidden state (dim floats).
   void Put(int64_t t, const float* hidden);
-  // Every slot unknown.
-  void Forget();
   // For each of the rows of `hidden` (dim floats each): max_j cos(row, h_j)
   // over the tokens query t sees other than t whose states are known (0
   // when there are none), into `out` (one per row). Each known state is

@@ -59,17 +59,14 @@ absl::Status Sequence::FeedCached(absl::Span<const int32_t> tokens, std::vector<
   return absl::OkStatus();
 }
 
-absl::Status Sequence::FeedCandidates(absl::Span<const int32_t> candidates, std::vector<float>* logits,
-                                      std::vector<float>* hidden) {
+absl::Status Sequence::FeedCandidates(absl::Span<const int32_t> candidates, std::vector<float>* hidden) {
   if (config_.policy == CachePolicy::kRecompute) {
     return absl::InvalidArgumentError("contrastive search needs a cached policy, not recompute");
   }
   RETURN_IF_ERROR(CheckAppend(1));
   batch_.Clear();
   batch_.AddCandidates(cache_, consumed_, candidates);
-  RETURN_IF_ERROR(backend_->Forward(batch_, &candidate_logits_, hidden));
-  *logits = candidate_logits_;
-  return absl::OkStatus();
+  return backend_->Forward(batch_, &candidate_logits_, hidden);
 }
 
 absl::Status Sequence::CommitCandidate(int32_t index) {

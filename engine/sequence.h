@@ -40,10 +40,10 @@ class Sequence {
 
   // Contrastive search (engine/contrastive.h), on a cached policy: runs
   // `candidates` for the next position without appending any, filling a
-  // logits row and a hidden state for each; CommitCandidate(i) then appends
-  // candidate i, after which last_logits() are its row.
-  absl::Status FeedCandidates(absl::Span<const int32_t> candidates, std::vector<float>* logits,
-                              std::vector<float>* hidden);
+  // hidden state for each (and keeping their logits rows);
+  // CommitCandidate(i) then appends candidate i, after which last_logits()
+  // are its row.
+  absl::Status FeedCandidates(absl::Span<const int32_t> candidates, std::vector<float>* hidden);
   absl::Status CommitCandidate(int32_t index);
 
   // OK when `n` more tokens fit (only a dense cache can be full).

@@ -80,7 +80,7 @@ absl::Status Run(int argc, char** argv) {
     std::fflush(stdout);
   }
   std::vector<int32_t> recent(ids);
-  std::vector<float> logits, candidate_logits;
+  std::vector<float> logits;
   // One contrastive step: the candidates run, the best is accepted and, if
   // emitted, committed to the cache.
   auto contrastive_step = [&]() -> absl::StatusOr<Turn::Step> {
@@ -90,7 +90,7 @@ absl::Status Run(int argc, char** argv) {
       step.finish = FinishReason::kError;
       return step;
     }
-    RETURN_IF_ERROR(seq->FeedCandidates(candidates.ids, &candidate_logits, &hidden));
+    RETURN_IF_ERROR(seq->FeedCandidates(candidates.ids, &hidden));
     const int32_t pick = PickCandidate(candidates, hidden, ring, seq->consumed(), sampling.penalty_alpha);
     Turn::Step step = turn.Accept(candidates.ids[pick], &recent);
     if (step.emitted) {
