@@ -295,6 +295,21 @@ void CpuBackend::MatMul(float* out, const float* in, const CpuMatrix& m, int32_t
   }
 }
 
+void CpuBackend::WriteSlot(Cache& cache, int32_t layer, int32_t slot, float* k, const float* v) const {
+  const ModelConfig& c = model_.config;
+  const int32_t kv_dim = c.kv_dim();
+  const int64_t slots = cache.geometry.Slots();
+  if (!c.alibi()) {
+    for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(k + kv * c.head_dim, c.head_dim, slot, rope_);
+  }
+  float* k_layer = &cache.k[int64_t{layer} * kv_dim * slots];  // (n_kv_heads, head_dim, slots)
+  float* v_layer = &cache.v[int64_t{layer} * kv_dim * slots];
+  for (int32_t d = 0; d < kv_dim; ++d) {
+    k_layer[d * slots + slot] = k[d];
+    v_layer[d * slots + slot] = v[d];
+  }
+}
+
 void CpuBackend::Norm(float* out, const float* x, const std::vector<float>& weight, const std::vector<float>& bias,
                       int32_t tokens) const {
   const ModelConfig& c = model_.config;
@@ -341,21 +356,9 @@ void CpuBackend::RunLayer(const Batch& batch, const Slice& slice, Workspace& ws,
       }
       continue;
     }
-    const CacheGeometry& g = cache.geometry;
-    const int64_t slots = g.Slots();
-    float* k_layer = &cache.k[int64_t{layer} * kv_dim * slots];  // (n_kv_heads, head_dim, slots)
-    float* v_layer = &cache.v[int64_t{layer} * kv_dim * slots];
     for (int32_t i = 0; i < s.n_tokens; ++i) {
-      const int32_t slot = g.Slot(s.n_past + i);
       float* k_new = &ws.qkv[int64_t{s.token_begin - slice.token_begin + i} * qkv + c.q_dim()];  // (n_kv_heads, head_dim)
-      const float* v_new = k_new + kv_dim;
-      if (!c.alibi()) {
-        for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(k_new + kv * c.head_dim, c.head_dim, slot, rope_);
-      }
-      for (int32_t d = 0; d < kv_dim; ++d) {
-        k_layer[d * slots + slot] = k_new[d];
-        v_layer[d * slots + slot] = v_new[d];
-      }
+      WriteSlot(cache, layer, cache.geometry.Slot(s.n_past + i), k_new, k_new + kv_dim);
     }
   }
 
@@ -459,25 +462,13 @@ absl::Status CpuBackend::CommitCandidate(CacheId id, int32_t index) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "cache %d has %d candidates from its latest step; cannot commit candidate %d", id, cache.candidates, index));
   }
-  // What RunLayer's append does for a fed token, from the kept K/V.
-  const ModelConfig& c = model_.config;
-  const int32_t kv_dim = c.kv_dim();
-  const CacheGeometry& g = cache.geometry;
-  const int64_t slots = g.Slots();
-  const int32_t slot = g.Slot(cache.consumed);
-  std::vector<float> k(kv_dim);
-  for (int32_t layer = 0; layer < c.n_layers; ++layer) {
+  // RunLayer's append for a fed token, from the kept K/V (whose keys the
+  // rotation may change in place: they are dropped after this).
+  const int32_t kv_dim = model_.config.kv_dim();
+  const int32_t slot = cache.geometry.Slot(cache.consumed);
+  for (int32_t layer = 0; layer < model_.config.n_layers; ++layer) {
     const int64_t at = (int64_t{layer} * cache.candidates + index) * kv_dim;
-    std::copy_n(&cache.candidate_k[at], kv_dim, k.begin());
-    if (!c.alibi()) {
-      for (int32_t kv = 0; kv < c.n_kv_heads; ++kv) cpu::Rope(&k[kv * c.head_dim], c.head_dim, slot, rope_);
-    }
-    float* k_layer = &cache.k[int64_t{layer} * kv_dim * slots];
-    float* v_layer = &cache.v[int64_t{layer} * kv_dim * slots];
-    for (int32_t d = 0; d < kv_dim; ++d) {
-      k_layer[d * slots + slot] = k[d];
-      v_layer[d * slots + slot] = cache.candidate_v[at + d];
-    }
+    WriteSlot(cache, layer, slot, &cache.candidate_k[at], &cache.candidate_v[at]);
   }
   ++cache.consumed;
   cache.candidates = 0;

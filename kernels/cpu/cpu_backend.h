@@ -117,6 +117,9 @@ class CpuBackend final : public Backend {
   void RunSlice(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, float* logits,
                 float* hidden);
   void RunLayer(const Batch& batch, const Slice& slice, Workspace& ws, bool parallel_ops, int32_t layer);
+  // Appends one token's K/V to `layer` of `cache` at `slot`: k (kv_dim,
+  // rotated in place by the slot index for RoPE) and v.
+  void WriteSlot(Cache& cache, int32_t layer, int32_t slot, float* k, const float* v) const;
   // The model's norm (RMSNorm, or LayerNorm with `bias` if not empty) of
   // `tokens` rows of dim.
   void Norm(float* out, const float* x, const std::vector<float>& weight, const std::vector<float>& bias,
